@@ -11,3 +11,7 @@ pub mod parse;
 
 pub use config::Config;
 pub use error::Error;
+pub mod emit;
+pub mod generate;
+
+pub use generate::{generate, Generated, Options};

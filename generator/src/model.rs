@@ -288,6 +288,8 @@ pub struct Macro {
     pub name: String,
     pub loc: Loc,
     pub kind: MacroKind,
+    /// The replacement list as written, tokens separated by spaces.
+    pub definition: String,
     /// The message of a `_Pragma("GCC warning …")` in the body, if any.
     pub pragma_deprecated: Option<String>,
 }
@@ -328,8 +330,8 @@ impl Struct {
 
 #[derive(Debug, Clone)]
 pub struct Field {
-    /// The member name; for an anonymous union or struct member, its synthesized
-    /// name is `None`.
+    /// The member name; empty for an anonymous (C11) union or struct member,
+    /// whose type is then the synthesized record `parent__anonN`.
     pub name: String,
     pub ty: CType,
     pub loc: Loc,

@@ -102,7 +102,8 @@ pub fn parse(input: &Input) -> Result<Api, Error> {
                 let tokens = c.tokens();
                 let body = body_tokens(&tokens, c.is_macro_function_like());
                 let pragma = macros::pragma_deprecation(&body);
-                macro_locs.insert(c.spelling(), (loc, pragma));
+                let definition = body.iter().map(|t| t.text.as_str()).collect::<Vec<_>>().join(" ");
+                macro_locs.insert(c.spelling(), (loc, pragma, definition));
                 raw_macros.push(macros::RawMacro {
                     name: c.spelling(),
                     function_like: c.is_macro_function_like(),
@@ -149,10 +150,10 @@ pub fn parse(input: &Input) -> Result<Api, Error> {
         if matches!(kind, MacroKind::Int { .. } | MacroKind::Str(_) | MacroKind::Float { .. }) {
             constants.insert(m.name.clone());
         }
-        let (loc, pragma_deprecated) = macro_locs[&m.name].clone();
+        let (loc, pragma_deprecated, definition) = macro_locs[&m.name].clone();
         // A macro defined twice (in alternative #if branches) is kept once.
         if !api.macros.iter().any(|x| x.name == m.name) {
-            api.macros.push(Macro { name: m.name.clone(), loc, kind, pragma_deprecated });
+            api.macros.push(Macro { name: m.name.clone(), loc, kind, definition, pragma_deprecated });
         }
     }
 
