@@ -35,7 +35,7 @@ pub fn generate(options: &Options) -> Result<Generated, Error> {
     let api = parse::parse(&input)?;
     let mut files = Files::new();
 
-    for t in ["Cargo.toml", "build.rs", "src/support.rs", "src/version.rs"] {
+    for t in ["Cargo.toml", "build.rs", "src/support.rs", "src/version.rs", "src/lib.rs"] {
         files.insert(t.to_string(), read_template(&options.templates, &format!("generated/{t}"))?);
     }
     files.insert("src/raw.rs".into(), emit::raw::emit(&input)?);
@@ -91,7 +91,59 @@ pub fn generate(options: &Options) -> Result<Generated, Error> {
         "src/inline/mod.rs".into(),
         emit::module_index(" The headers' `static inline` functions, one module per header.", &inline_modules)?,
     );
-    files.insert("src/lib.rs".into(), read_template(&options.templates, "generated/src/lib.rs")?);
+    let enums = emit::enums::emit_enums(&api, &config);
+    files.insert(
+        "src/enums.rs".into(),
+        emit::rust_file(
+            "the [[enum]] tables of generator/libfabric.toml",
+            quote! {
+                //! Typed open enums: `#[repr(transparent)]` newtypes over the C integer,
+                //! with the C constants as associated consts. Any value converts in and
+                //! out, including values a newer libfabric adds; `Debug` prints the C name.
+                #![allow(deprecated, clippy::unnecessary_cast)]
+                #[allow(unused_imports)]
+                use crate::consts::*;
+                use crate::support::open_enum_impls;
+                #enums
+            },
+        )?,
+    );
+    let flags = emit::enums::emit_flags(&api, &config);
+    files.insert(
+        "src/flags.rs".into(),
+        emit::rust_file(
+            "the [[flags]] tables of generator/libfabric.toml",
+            quote! {
+                //! Typed flag sets, one per field or argument family. libfabric reuses
+                //! bits across families (`FI_CONTEXT` and `FI_DIRECTED_RECV` are both bit
+                //! 59), so each family lists exactly the flags valid where it is used.
+                //! Unknown bits are kept; `Debug` prints the C names.
+                #![allow(deprecated, clippy::unnecessary_cast)]
+                #[allow(unused_imports)]
+                use crate::consts::*;
+                use crate::support::flag_set_impls;
+                #flags
+            },
+        )?,
+    );
+    let accessors = emit::accessors::emit(&api, &config)?;
+    files.insert(
+        "src/accessors.rs".into(),
+        emit::rust_file(
+            "the [[accessors]] tables of generator/libfabric.toml",
+            quote! {
+                //! Typed getters and setters on the raw structs of `raw`.
+                #![allow(clippy::unnecessary_cast, clippy::missing_safety_doc)]
+                #[allow(unused_imports)]
+                use crate::enums::*;
+                #[allow(unused_imports)]
+                use crate::flags::*;
+                use crate::raw::*;
+                #accessors
+            },
+        )?,
+    );
+
     Ok(Generated { files, api, config })
 }
 

@@ -165,10 +165,19 @@ pub const FI_AV_MAP: fi_av_type = 1;
 /// `FI_AV_TABLE` in `enum fi_av_type`.
 pub const FI_AV_TABLE: fi_av_type = 2;
 /// `FI_MR_UNSPEC` in `enum fi_mr_mode`.
+#[deprecated(
+    note = "defined for compatibility with libfabric 1.4 and earlier; set the FI_MR_* mode bits instead"
+)]
 pub const FI_MR_UNSPEC: fi_mr_mode = 0;
 /// `FI_MR_BASIC` in `enum fi_mr_mode`.
+#[deprecated(
+    note = "deprecated in libfabric 1.5; equivalent to FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY"
+)]
 pub const FI_MR_BASIC: fi_mr_mode = 1;
 /// `FI_MR_SCALABLE` in `enum fi_mr_mode`.
+#[deprecated(
+    note = "deprecated in libfabric 1.5; scalable registration is the default when no mr_mode bits are set"
+)]
 pub const FI_MR_SCALABLE: fi_mr_mode = 2;
 /// `#define FI_MR_LOCAL ( 1 << 2 )`
 pub const FI_MR_LOCAL: ::core::ffi::c_int = 4;
@@ -281,6 +290,9 @@ pub const FI_PROTO_UDP: ::core::ffi::c_uint = 5;
 /// `FI_PROTO_SOCK_TCP` in `enum {FI_PROTO_UNSPEC}`.
 pub const FI_PROTO_SOCK_TCP: ::core::ffi::c_uint = 6;
 /// `FI_PROTO_MXM` in `enum {FI_PROTO_UNSPEC}`.
+#[deprecated(
+    note = "the MXM provider is deprecated; the value is kept only for binary compatibility"
+)]
 pub const FI_PROTO_MXM: ::core::ffi::c_uint = 7;
 /// `FI_PROTO_IWARP_RDM` in `enum {FI_PROTO_UNSPEC}`.
 pub const FI_PROTO_IWARP_RDM: ::core::ffi::c_uint = 8;
@@ -345,6 +357,7 @@ pub const FI_ASYNC_IOV: ::core::ffi::c_ulonglong = 144115188075855872;
 /// `#define FI_RX_CQ_DATA ( 1ULL << 56 )`
 pub const FI_RX_CQ_DATA: ::core::ffi::c_ulonglong = 72057594037927936;
 /// `#define FI_LOCAL_MR ( 1ULL << 55 )`
+#[deprecated(note = "deprecated in libfabric 1.5; use the FI_MR_LOCAL mr_mode bit")]
 pub const FI_LOCAL_MR: ::core::ffi::c_ulonglong = 36028797018963968;
 /// `#define FI_NOTIFY_FLAGS_ONLY ( 1ULL << 54 )`
 pub const FI_NOTIFY_FLAGS_ONLY: ::core::ffi::c_ulonglong = 18014398509481984;

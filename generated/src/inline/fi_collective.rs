@@ -197,7 +197,8 @@ pub unsafe fn fi_barrier2(
         return fi_barrier(ep, coll_addr, context);
     }
     ((if has_op!((* ep).collective, fi_ops_collective, barrier2) {
-        ((*(*ep).collective).barrier2.unwrap_unchecked())(ep, coll_addr, flags, context)
+        (((*(*ep).collective).barrier2.unwrap_unchecked())(ep, coll_addr, flags, context)
+            as ::core::ffi::c_long)
     } else {
         ((-(FI_ENOSYS as ::core::ffi::c_int)) as ::core::ffi::c_long)
     }) as isize)

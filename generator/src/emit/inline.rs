@@ -523,8 +523,8 @@ impl BodyEmitter<'_> {
             ExprKind::Assign { .. } => return Err(self.unsupported("an assignment used as a value")),
             ExprKind::Conditional { cond, then, otherwise } => {
                 let c = self.cond(cond)?;
-                let t = self.with_proof(self.proof_of(cond), || self.value(then))?;
-                let o = self.value(otherwise)?;
+                let t = self.with_proof(self.proof_of(cond), || self.coerce(then, &e.ty))?;
+                let o = self.coerce(otherwise, &e.ty)?;
                 quote!((if #c { #t } else { #o }))
             }
             ExprKind::Cast { operand, .. } => self.cast(operand, &e.ty)?,

@@ -3,7 +3,9 @@
 //! Every file of `generated/` comes from here, either emitted from the model
 //! or copied from `templates/generated/`; none is written by hand.
 
+pub mod accessors;
 pub mod consts;
+pub mod enums;
 pub mod inline;
 pub mod raw;
 pub mod rust_type;
