@@ -311,6 +311,9 @@ open_enum_impls!(AvType, ::core::ffi::c_uint);
 /// The pre-1.5 memory registration modes (FI_MR_UNSPEC/BASIC/SCALABLE), deprecated values of the int fi_domain_attr.mr_mode field.
 ///
 /// C: `enum fi_mr_mode` (`rdma/fabric.h`), carried as `c_int`.
+#[deprecated(
+    note = "kept for backwards compatibility: since 1.5 fi_domain_attr.mr_mode is an int of FI_MR_* mode bits"
+)]
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct LegacyMrMode(pub ::core::ffi::c_int);

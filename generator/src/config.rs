@@ -23,6 +23,9 @@ pub struct Config {
     /// instead of from their C body: name → reason.
     #[serde(default)]
     pub templates: BTreeMap<String, String>,
+    /// Function-like macros implemented by hand in a template: name → where.
+    #[serde(default)]
+    pub implemented: BTreeMap<String, String>,
     /// Items not emitted: name → reason. Names are C names; an anonymous
     /// enum is named by its first member.
     #[serde(default)]

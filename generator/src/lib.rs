@@ -13,5 +13,6 @@ pub use config::Config;
 pub use error::Error;
 pub mod emit;
 pub mod generate;
+pub mod inventory;
 
 pub use generate::{generate, Generated, Options};

@@ -4,3 +4,5 @@
 use crate::raw::*;
 /// `#define FI_LIB_EXTENSION "fi"`
 pub const FI_LIB_EXTENSION: &::core::ffi::CStr = c"fi";
+/// `#define FI_LIB_SUFFIX FI_LIB_EXTENSION ".so"`
+pub const FI_LIB_SUFFIX: &::core::ffi::CStr = c"fi.so";

@@ -142,12 +142,14 @@ pub fn emit_enums(api: &Api, config: &Config) -> TokenStream {
             quote!(#v => ::core::option::Option::Some(#n),)
         });
         let c_name = e.display_name();
+        let type_deprecated = deprecated_attr(c.c.as_ref().and_then(|t| config.deprecated.get(t)).map(String::as_str));
         let doc = format!(" {}", c.doc);
         let origin = format!(" C: `{c_name}` (`{}`), carried as `{repr_text}`.", e.loc.header);
         items.push(quote! {
             #[doc = #doc]
             #[doc = ""]
             #[doc = #origin]
+            #type_deprecated
             #[repr(transparent)]
             #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
             pub struct #name(pub #repr);

@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::model::{CType, MacroKind};
 
 const PROBE_PREFIX: &str = "libfabric_rs_probe_";
+const STRING_PROBE_PREFIX: &str = "libfabric_rs_string_probe_";
 
 /// A macro definition as first seen: its name and body tokens.
 pub struct RawMacro {
@@ -48,7 +49,21 @@ pub fn evaluate(
         }
     }
 
+    // A second probe per macro reads string constants built by concatenation
+    // (`FI_LIB_EXTENSION ".so"`), which `__typeof__` turns into arrays clang
+    // does not evaluate. Its diagnostics are not read.
+    for name in &probed {
+        source.push_str(&format!("static const char *const {STRING_PROBE_PREFIX}{name} = {name};\n"));
+    }
     let tu = TranslationUnit::parse("libfabric_rs_probe.c", &source, args)?;
+    let mut strings = BTreeMap::new();
+    for c in tu.cursor().children() {
+        if let Some(name) = c.spelling().strip_prefix(STRING_PROBE_PREFIX) {
+            if let Some(Value::Str(s)) = c.evaluate() {
+                strings.insert(name.to_string(), s);
+            }
+        }
+    }
     for d in tu.errors() {
         if d.line >= first_probe_line {
             if let Some(name) = probed.get((d.line - first_probe_line) as usize) {
@@ -61,6 +76,10 @@ pub fn evaluate(
             continue;
         }
         let Some(name) = c.spelling().strip_prefix(PROBE_PREFIX).map(str::to_string) else { continue };
+        if let Some(s) = strings.remove(&name) {
+            out.insert(name, MacroKind::Str(s));
+            continue;
+        }
         if out.contains_key(&name) {
             continue;
         }
