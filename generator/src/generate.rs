@@ -183,6 +183,8 @@ pub fn generate(options: &Options) -> Result<Generated, Error> {
         )?,
     );
 
+    files.insert("tests/abi.c".into(), emit::abi::c_program(&api, &config));
+    files.insert("tests/abi.rs".into(), emit::rust_file("the parsed headers", emit::abi::rust_test(&api, &config)?)?);
     let inventory = inventory::inventory(&api, &config, &origins);
     files.insert("INVENTORY.md".into(), inventory::markdown(&inventory));
     files.insert("versions.txt".into(), provenance(&api));

@@ -3,6 +3,7 @@
 //! Every file of `generated/` comes from here, either emitted from the model
 //! or copied from `templates/generated/`; none is written by hand.
 
+pub mod abi;
 pub mod accessors;
 pub mod consts;
 pub mod enums;

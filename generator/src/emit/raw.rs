@@ -84,9 +84,17 @@ fn tidy(file: &mut syn::File) {
             let (Some(name), syn::Type::Path(tp)) = (&f.ident, &f.ty) else { continue };
             let Some(last) = tp.path.segments.last() else { continue };
             let ty = last.ident.to_string();
-            if ty.starts_with(&format!("{parent}__bindgen_ty_")) {
-                renames.insert(ty, format!("{parent}__{}", name.to_string().trim_end_matches('_')));
+            if !ty.starts_with(&format!("{parent}__bindgen_ty_")) {
+                continue;
             }
+            let name = name.to_string();
+            // A C11 anonymous member (`__bindgen_anon_N`) is `parent__anonN`, as in
+            // the model; a named one is `parent__field`.
+            let new = match name.strip_prefix("__bindgen_anon_") {
+                Some(n) => format!("{parent}__anon{n}"),
+                None => format!("{parent}__{}", name.trim_end_matches('_')),
+            };
+            renames.insert(ty, new);
         }
     }
     Renamer { renames }.visit_file_mut(file);
