@@ -69,6 +69,13 @@ fn provenance(api: &Api) -> String {
 /// Parses the headers and emits every file of the generated crate.
 pub fn generate(options: &Options) -> Result<Generated, Error> {
     let config = Config::load(&options.config)?;
+    generate_from(config, &options.include_dir, &options.templates)
+}
+
+/// Like [`generate`], with the configuration already loaded (the snapshot tests
+/// run it over fixture headers).
+pub fn generate_from(config: Config, include_dir: &Path, templates: &Path) -> Result<Generated, Error> {
+    let options = Options { include_dir: include_dir.to_path_buf(), config: PathBuf::new(), templates: templates.to_path_buf() };
     let input = Input::new(&options.include_dir, &config)?;
     let api = parse::parse(&input)?;
     let mut files = Files::new();

@@ -15,4 +15,4 @@ pub mod emit;
 pub mod generate;
 pub mod inventory;
 
-pub use generate::{generate, Generated, Options};
+pub use generate::{generate, generate_from, Generated, Options};
