@@ -70,13 +70,7 @@ impl Drop for Endpoint {
         // SAFETY: each pointer is null or an object this struct opened and has
         // not closed; children are closed before their parents.
         unsafe {
-            for f in [
-                self.ep.cast::<fid>(),
-                self.av.cast(),
-                self.cq.cast(),
-                self.domain.cast(),
-                self.fabric.cast(),
-            ] {
+            for f in [self.ep.cast::<fid>(), self.av.cast(), self.cq.cast(), self.domain.cast(), self.fabric.cast()] {
                 if !f.is_null() {
                     let ret = fi_close(f);
                     if ret != 0 {
@@ -127,7 +121,10 @@ unsafe fn open(provider: Option<&CStr>) -> Result<Endpoint, Failure> {
     av_attr.set_type(AvType::MAP);
     check("fi_av_open", fi_av_open(e.domain, &mut av_attr, &mut e.av, ptr::null_mut()) as isize)?;
     check("fi_endpoint", fi_endpoint(e.domain, e.info, &mut e.ep, ptr::null_mut()) as isize)?;
-    check("fi_ep_bind(cq)", fi_ep_bind(e.ep, &mut (*e.cq).fid, (BindFlags::TRANSMIT | BindFlags::RECV).bits()) as isize)?;
+    check(
+        "fi_ep_bind(cq)",
+        fi_ep_bind(e.ep, &mut (*e.cq).fid, (BindFlags::TRANSMIT | BindFlags::RECV).bits()) as isize,
+    )?;
     check("fi_ep_bind(av)", fi_ep_bind(e.ep, &mut (*e.av).fid, 0) as isize)?;
     check("fi_enable", fi_enable(e.ep) as isize)?;
     Ok(e)
@@ -180,7 +177,8 @@ fn run() -> Result<(), Failure> {
         let mut rx = [0u8; 64];
         let mut rx_ctx = fi_context::default();
         let mut tx_ctx = fi_context::default();
-        let (rxp, txp): (*mut c_void, *mut c_void) = ((&mut rx_ctx as *mut fi_context).cast(), (&mut tx_ctx as *mut fi_context).cast());
+        let (rxp, txp): (*mut c_void, *mut c_void) =
+            ((&mut rx_ctx as *mut fi_context).cast(), (&mut tx_ctx as *mut fi_context).cast());
         let started = Instant::now();
         for i in 0..o.count {
             let msg = format!("message {i}");

@@ -9,8 +9,8 @@ use crate::emit::{self, Files};
 use crate::error::Error;
 use crate::inventory::{self, Entry};
 use crate::model::Api;
-use sha2::{Digest, Sha256};
 use crate::parse::{self, Input};
+use sha2::{Digest, Sha256};
 
 /// Where to read from.
 #[derive(Debug, Clone)]
@@ -75,12 +75,13 @@ pub fn generate(options: &Options) -> Result<Generated, Error> {
 /// Like [`generate`], with the configuration already loaded (the snapshot tests
 /// run it over fixture headers).
 pub fn generate_from(config: Config, include_dir: &Path, templates: &Path) -> Result<Generated, Error> {
-    let options = Options { include_dir: include_dir.to_path_buf(), config: PathBuf::new(), templates: templates.to_path_buf() };
+    let options =
+        Options { include_dir: include_dir.to_path_buf(), config: PathBuf::new(), templates: templates.to_path_buf() };
     let input = Input::new(&options.include_dir, &config)?;
     let api = parse::parse(&input)?;
     let mut files = Files::new();
 
-    for t in ["Cargo.toml", "build.rs", "src/support.rs", "src/version.rs", "src/lib.rs"] {
+    for t in ["Cargo.toml", "build.rs", "rustfmt.toml", "src/support.rs", "src/version.rs", "src/lib.rs"] {
         files.insert(t.to_string(), read_template(&options.templates, &format!("generated/{t}"))?);
     }
     files.insert("src/raw.rs".into(), emit::raw::emit(&input)?);
@@ -92,17 +93,17 @@ pub fn generate_from(config: Config, include_dir: &Path, templates: &Path) -> Re
         if !consts.is_empty() {
             const_modules.push(module.clone());
             files.insert(
-            format!("src/consts/{module}.rs"),
-            emit::rust_file(
-                header,
-                quote! {
-                    #![allow(deprecated, clippy::unreadable_literal)]
-                    #[allow(unused_imports)]
-                    use crate::raw::*;
-                    #consts
-                },
-            )?,
-        );
+                format!("src/consts/{module}.rs"),
+                emit::rust_file(
+                    header,
+                    quote! {
+                        #![allow(deprecated, clippy::unreadable_literal)]
+                        #[allow(unused_imports)]
+                        use crate::raw::*;
+                        #consts
+                    },
+                )?,
+            );
         }
         let (inline, from) = emit::inline::emit_header(&api, &config, header, &options.templates)?;
         origins.extend(from);
@@ -131,7 +132,10 @@ pub fn generate_from(config: Config, include_dir: &Path, templates: &Path) -> Re
     }
     files.insert(
         "src/consts/mod.rs".into(),
-        emit::module_index(" Every object-like macro and enumerator of the headers, one module per header.", &const_modules)?,
+        emit::module_index(
+            " Every object-like macro and enumerator of the headers, one module per header.",
+            &const_modules,
+        )?,
     );
     files.insert(
         "src/inline/mod.rs".into(),

@@ -63,13 +63,15 @@ pub fn inventory(api: &Api, config: &Config, origins: &[(String, Origin)]) -> Ve
         .enums
         .iter()
         .flat_map(|c| enum_members(api, config, c).into_iter().map(move |m| (m.name, c.name.clone())))
-        .chain(config.flags.iter().flat_map(|f| {
-            flag_members(api, config, f).into_iter().map(move |m| (m.name, f.name.clone()))
-        }))
+        .chain(
+            config
+                .flags
+                .iter()
+                .flat_map(|f| flag_members(api, config, f).into_iter().map(move |m| (m.name, f.name.clone()))),
+        )
         .collect();
     let typed_in = |name: &str| -> String {
-        let homes: BTreeSet<&str> =
-            typed_members.iter().filter(|(m, _)| m == name).map(|(_, t)| t.as_str()).collect();
+        let homes: BTreeSet<&str> = typed_members.iter().filter(|(m, _)| m == name).map(|(_, t)| t.as_str()).collect();
         if homes.is_empty() {
             String::new()
         } else {
@@ -99,9 +101,8 @@ pub fn inventory(api: &Api, config: &Config, origins: &[(String, Origin)]) -> Ve
         });
         out.push(Entry { header: e.loc.header.clone(), kind: "enum", name: e.display_name(), outcome });
         for m in &e.members {
-            let outcome = skip(&m.name).unwrap_or_else(|| {
-                Outcome::Emitted(format!("consts::{} = {}{}", m.name, m.value, typed_in(&m.name)))
-            });
+            let outcome = skip(&m.name)
+                .unwrap_or_else(|| Outcome::Emitted(format!("consts::{} = {}{}", m.name, m.value, typed_in(&m.name))));
             out.push(Entry { header: m.loc.header.clone(), kind: "enumerator", name: m.name.clone(), outcome });
         }
     }

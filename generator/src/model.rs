@@ -49,10 +49,20 @@ pub enum CType {
     Struct(String),
     Union(String),
     Enum(String),
-    Pointer { pointee: Box<CType>, is_const: bool },
-    Array { element: Box<CType>, len: Option<u64> },
+    Pointer {
+        pointee: Box<CType>,
+        is_const: bool,
+    },
+    Array {
+        element: Box<CType>,
+        len: Option<u64>,
+    },
     /// A function type (the pointee of a function pointer).
-    Function { ret: Box<CType>, params: Vec<CType>, variadic: bool },
+    Function {
+        ret: Box<CType>,
+        params: Vec<CType>,
+        variadic: bool,
+    },
 }
 
 impl CType {
@@ -148,8 +158,16 @@ pub enum Stmt {
     Return(Option<Expr>),
     Expr(Expr),
     /// A local variable; uninitialised locals start zeroed in Rust.
-    Local { name: String, ty: CType, init: Option<Expr> },
-    If { cond: Expr, then: Block, otherwise: Block },
+    Local {
+        name: String,
+        ty: CType,
+        init: Option<Expr>,
+    },
+    If {
+        cond: Expr,
+        then: Block,
+        otherwise: Block,
+    },
 }
 
 /// Expressions of an inline function body, each with its C type.
@@ -170,25 +188,62 @@ pub enum ExprKind {
     /// The `NULL` macro.
     Null,
     /// A call of a function declared in the headers (or `memset`).
-    Call { function: String, args: Vec<Expr> },
+    Call {
+        function: String,
+        args: Vec<Expr>,
+    },
     /// A call through an ops table: `table->member(args)`, where `table` has
     /// type `struct table_type *`.
-    OpCall { table: Box<Expr>, table_type: String, member: String, args: Vec<Expr> },
-    Member { base: Box<Expr>, arrow: bool, field: String },
-    Unary { op: UnaryOp, operand: Box<Expr> },
-    Binary { op: BinaryOp, lhs: Box<Expr>, rhs: Box<Expr> },
-    Assign { lhs: Box<Expr>, rhs: Box<Expr> },
-    Conditional { cond: Box<Expr>, then: Box<Expr>, otherwise: Box<Expr> },
+    OpCall {
+        table: Box<Expr>,
+        table_type: String,
+        member: String,
+        args: Vec<Expr>,
+    },
+    Member {
+        base: Box<Expr>,
+        arrow: bool,
+        field: String,
+    },
+    Unary {
+        op: UnaryOp,
+        operand: Box<Expr>,
+    },
+    Binary {
+        op: BinaryOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    Assign {
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    Conditional {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
     /// A conversion to `self.ty`, written in C or implied by it.
-    Cast { operand: Box<Expr>, explicit: bool },
+    Cast {
+        operand: Box<Expr>,
+        explicit: bool,
+    },
     AddrOf(Box<Expr>),
     Deref(Box<Expr>),
     SizeOfExpr(Box<Expr>),
     SizeOfType(CType),
     /// `container_of(ptr, struct container, field)`.
-    ContainerOf { ptr: Box<Expr>, container: String, field: String },
+    ContainerOf {
+        ptr: Box<Expr>,
+        container: String,
+        field: String,
+    },
     /// `FI_CHECK_OP(table, struct table_type, member)`.
-    CheckOp { table: Box<Expr>, table_type: String, member: String },
+    CheckOp {
+        table: Box<Expr>,
+        table_type: String,
+        member: String,
+    },
     Paren(Box<Expr>),
 }
 
@@ -297,9 +352,15 @@ pub struct Macro {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MacroKind {
     /// An integer constant, evaluated by clang with its exact C type.
-    Int { value: i128, ty: CType },
+    Int {
+        value: i128,
+        ty: CType,
+    },
     Str(String),
-    Float { value: f64, ty: CType },
+    Float {
+        value: f64,
+        ty: CType,
+    },
     FunctionLike,
     /// Not a constant expression (an attribute, a declaration, an include guard…).
     NotConstant(String),
@@ -319,7 +380,11 @@ impl Struct {
     /// Ops tables start with `size_t size` and hold function pointers.
     pub fn is_ops_table(&self) -> bool {
         self.fields.first().is_some_and(|f| f.name == "size")
-            && self.fields.iter().skip(1).any(|f| matches!(&f.ty, CType::Pointer { pointee, .. } if matches!(**pointee, CType::Function { .. })))
+            && self
+                .fields
+                .iter()
+                .skip(1)
+                .any(|f| matches!(&f.ty, CType::Pointer { pointee, .. } if matches!(**pointee, CType::Function { .. })))
     }
 
     /// libfabric objects start with an embedded `struct fid`.

@@ -80,7 +80,10 @@ fn generated_crate_drives_a_tcp_rdm_endpoint() {
 
         let mut ep = ptr::null_mut();
         check("fi_endpoint", fi_endpoint(domain, info, &mut ep, ptr::null_mut()) as isize);
-        check("fi_ep_bind(cq)", fi_ep_bind(ep, &mut (*cq).fid, (BindFlags::TRANSMIT | BindFlags::RECV).bits()) as isize);
+        check(
+            "fi_ep_bind(cq)",
+            fi_ep_bind(ep, &mut (*cq).fid, (BindFlags::TRANSMIT | BindFlags::RECV).bits()) as isize,
+        );
         check("fi_ep_bind(av)", fi_ep_bind(ep, &mut (*av).fid, 0) as isize);
         check("fi_enable", fi_enable(ep) as isize);
 

@@ -105,11 +105,7 @@ pub fn c_program(api: &Api, config: &Config) -> String {
     s.push_str("\nint main(void)\n{\n");
     for st in top_level(api) {
         let kw = if st.is_union { "union" } else { "struct" };
-        let _ = writeln!(
-            s,
-            "\tprintf(\"size {n} %zu %zu\\n\", sizeof({kw} {n}), __alignof__({kw} {n}));",
-            n = st.name
-        );
+        let _ = writeln!(s, "\tprintf(\"size {n} %zu %zu\\n\", sizeof({kw} {n}), __alignof__({kw} {n}));", n = st.name);
         for o in offsets(api, st) {
             let _ = writeln!(s, "\tprintf(\"offset {} %zu\\n\", offsetof({kw} {}, {}));", o.label, st.name, o.c);
         }

@@ -58,7 +58,10 @@ fn struct_accessors(api: &Api, config: &Config, a: &AccessorConfig, s: &Struct) 
             let t = ident(tname);
             let kind = typed(api, config, tname).ok_or_else(|| Error::Config {
                 file: "generator/libfabric.toml".into(),
-                message: format!("accessor {}.{} names `{tname}`, which is no configured enum or flag set", s.name, f.name),
+                message: format!(
+                    "accessor {}.{} names `{tname}`, which is no configured enum or flag set",
+                    s.name, f.name
+                ),
             })?;
             let (get, put) = match kind {
                 Typed::Enum { repr } => {
@@ -104,7 +107,9 @@ fn struct_accessors(api: &Api, config: &Config, a: &AccessorConfig, s: &Struct) 
                     pub fn #setter(&mut self, value: #fty) { self.#field = value; }
                 });
             }
-            CType::Pointer { pointee, is_const } if matches!(**pointee, CType::Struct(_)) && !is_opaque(api, pointee) => {
+            CType::Pointer { pointee, is_const }
+                if matches!(**pointee, CType::Struct(_)) && !is_opaque(api, pointee) =>
+            {
                 let target = rust_type(pointee);
                 let mut_getter = format_ident!("{}_mut", f.name);
                 let mutable = (!is_const).then(|| {

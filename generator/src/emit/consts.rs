@@ -40,11 +40,14 @@ pub fn emit_header(api: &Api, config: &Config, header: &str) -> TokenStream {
             let value = int_literal(m.value);
             let doc = format!(" `{}` in `{owner}`.", m.name);
             let deprecated = deprecated_attr(config.deprecated.get(&m.name).map(String::as_str));
-            entries.push((m.loc.line, quote! {
-                #[doc = #doc]
-                #deprecated
-                pub const #name: #ty = #value;
-            }));
+            entries.push((
+                m.loc.line,
+                quote! {
+                    #[doc = #doc]
+                    #deprecated
+                    pub const #name: #ty = #value;
+                },
+            ));
         }
     }
     entries.sort_by_key(|(line, _)| *line);

@@ -59,7 +59,11 @@ pub fn enum_members(api: &Api, config: &Config, c: &EnumConfig) -> Vec<Constant>
     };
     if let Some(e) = find_enum(api, c) {
         for m in &e.members {
-            push(Constant { name: m.name.clone(), value: m.value, deprecated: config.deprecated.get(&m.name).cloned() });
+            push(Constant {
+                name: m.name.clone(),
+                value: m.value,
+                deprecated: config.deprecated.get(&m.name).cloned(),
+            });
         }
     }
     for extra in &c.extra {
@@ -67,7 +71,11 @@ pub fn enum_members(api: &Api, config: &Config, c: &EnumConfig) -> Vec<Constant>
         let whole = api.enums.iter().find(|e| e.name.is_none() && e.members.first().is_some_and(|m| &m.name == extra));
         match whole {
             Some(e) => e.members.iter().for_each(|m| {
-                push(Constant { name: m.name.clone(), value: m.value, deprecated: config.deprecated.get(&m.name).cloned() })
+                push(Constant {
+                    name: m.name.clone(),
+                    value: m.value,
+                    deprecated: config.deprecated.get(&m.name).cloned(),
+                })
             }),
             None => {
                 if let Some(k) = constant(api, config, extra) {
@@ -85,7 +93,8 @@ fn common_prefix(names: &[&str]) -> String {
     let mut prefix = String::new();
     for part in first.split_inclusive('_') {
         let candidate = format!("{prefix}{part}");
-        if candidate.len() < first.len() && names.iter().all(|n| n.starts_with(&candidate) && n.len() > candidate.len()) {
+        if candidate.len() < first.len() && names.iter().all(|n| n.starts_with(&candidate) && n.len() > candidate.len())
+        {
             prefix = candidate;
         } else {
             break;
@@ -103,7 +112,8 @@ fn const_names(names: &[&str], strip: Option<&str>) -> Vec<String> {
         .iter()
         .map(|n| {
             let short = n.strip_prefix(prefix.as_str()).unwrap_or(n);
-            let chosen = if short.is_empty() || short.starts_with(|c: char| c.is_ascii_digit()) || seen.contains(short) {
+            let chosen = if short.is_empty() || short.starts_with(|c: char| c.is_ascii_digit()) || seen.contains(short)
+            {
                 n.to_string()
             } else {
                 short.to_string()

@@ -258,7 +258,10 @@ type R = Result<TokenStream, Error>;
 
 impl BodyEmitter<'_> {
     fn unsupported(&self, what: &str) -> Error {
-        Error::Unsupported { location: self.function.loc.to_string(), what: format!("{what} in `{}`", self.function.name) }
+        Error::Unsupported {
+            location: self.function.loc.to_string(),
+            what: format!("{what} in `{}`", self.function.name),
+        }
     }
 
     fn stmt(&self, s: &Stmt) -> R {

@@ -29,8 +29,8 @@ pub fn banner(source: &str) -> String {
 
 /// Formats `tokens` as a Rust file under the banner.
 pub fn rust_file(source: &str, tokens: TokenStream) -> Result<String, Error> {
-    let file: syn::File = syn::parse2(tokens)
-        .map_err(|e| Error::Internal(format!("emitted invalid Rust for {source}: {e}")))?;
+    let file: syn::File =
+        syn::parse2(tokens).map_err(|e| Error::Internal(format!("emitted invalid Rust for {source}: {e}")))?;
     Ok(format!("{}{}", banner(source), prettyplease::unparse(&file)))
 }
 

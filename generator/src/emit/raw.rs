@@ -44,10 +44,8 @@ pub fn emit(input: &Input) -> Result<String, Error> {
     }
     // The private parts of the libc types above.
     builder = builder.blocklist_type("__pthread_.*|__atomic_wide_counter.*");
-    let bindings = builder.generate().map_err(|e| Error::Bindgen {
-        file: input.include_dir.clone(),
-        message: e.to_string(),
-    })?;
+    let bindings =
+        builder.generate().map_err(|e| Error::Bindgen { file: input.include_dir.clone(), message: e.to_string() })?;
     let mut file: syn::File = syn::parse_str(&bindings.to_string())
         .map_err(|e| Error::Internal(format!("bindgen output does not parse: {e}")))?;
     tidy(&mut file);

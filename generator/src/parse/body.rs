@@ -82,7 +82,7 @@ fn stmt(c: &Cursor<'_>, cx: &Cx<'_>) -> Result<Vec<Stmt>> {
                 if v.kind() != VAR_DECL {
                     return Err(unsupported(v, cx, "a declaration other than a local variable"));
                 }
-                let init = match v.children().into_iter().filter(|e| e.is_expression()).last() {
+                let init = match v.children().into_iter().filter(|e| e.is_expression()).next_back() {
                     Some(e) => Some(expr(&e, cx)?),
                     None => None,
                 };
@@ -174,7 +174,11 @@ fn expr(c: &Cursor<'_>, cx: &Cx<'_>) -> Result<Expr> {
         }
         MEMBER_REF_EXPR => {
             let base = one(c, &children, cx)?;
-            ExprKind::Member { base: boxed(base, cx)?, arrow: base.ty().canonical().kind() == T_POINTER, field: c.spelling() }
+            ExprKind::Member {
+                base: boxed(base, cx)?,
+                arrow: base.ty().canonical().kind() == T_POINTER,
+                field: c.spelling(),
+            }
         }
         CALL_EXPR => call(c, &children, cx)?,
         UNARY_OPERATOR => {

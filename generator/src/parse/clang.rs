@@ -192,20 +192,17 @@ pub struct Cursor<'tu> {
 /// The kind of a cursor, as libclang numbers it.
 pub type Kind = CXCursorKind;
 pub use clang_sys::{
-    CXCursor_BinaryOperator as BINARY_OPERATOR, CXCursor_CallExpr as CALL_EXPR,
-    CXCursor_CStyleCastExpr as C_STYLE_CAST_EXPR, CXCursor_CompoundStmt as COMPOUND_STMT,
+    CXCursor_BinaryOperator as BINARY_OPERATOR, CXCursor_CStyleCastExpr as C_STYLE_CAST_EXPR,
+    CXCursor_CallExpr as CALL_EXPR, CXCursor_CompoundStmt as COMPOUND_STMT,
     CXCursor_ConditionalOperator as CONDITIONAL_OPERATOR, CXCursor_DeclRefExpr as DECL_REF_EXPR,
-    CXCursor_DeclStmt as DECL_STMT, CXCursor_EnumConstantDecl as ENUM_CONSTANT_DECL,
-    CXCursor_EnumDecl as ENUM_DECL, CXCursor_FieldDecl as FIELD_DECL,
-    CXCursor_FunctionDecl as FUNCTION_DECL, CXCursor_IfStmt as IF_STMT,
+    CXCursor_DeclStmt as DECL_STMT, CXCursor_EnumConstantDecl as ENUM_CONSTANT_DECL, CXCursor_EnumDecl as ENUM_DECL,
+    CXCursor_FieldDecl as FIELD_DECL, CXCursor_FunctionDecl as FUNCTION_DECL, CXCursor_IfStmt as IF_STMT,
     CXCursor_IntegerLiteral as INTEGER_LITERAL, CXCursor_MacroDefinition as MACRO_DEFINITION,
-    CXCursor_MemberRefExpr as MEMBER_REF_EXPR, CXCursor_ParenExpr as PAREN_EXPR,
-    CXCursor_ParmDecl as PARM_DECL, CXCursor_ReturnStmt as RETURN_STMT,
-    CXCursor_StringLiteral as STRING_LITERAL, CXCursor_StructDecl as STRUCT_DECL,
-    CXCursor_TypeRef as TYPE_REF, CXCursor_TypedefDecl as TYPEDEF_DECL,
-    CXCursor_UnaryExpr as UNARY_EXPR, CXCursor_UnaryOperator as UNARY_OPERATOR,
-    CXCursor_UnexposedExpr as UNEXPOSED_EXPR, CXCursor_UnionDecl as UNION_DECL,
-    CXCursor_VarDecl as VAR_DECL,
+    CXCursor_MemberRefExpr as MEMBER_REF_EXPR, CXCursor_ParenExpr as PAREN_EXPR, CXCursor_ParmDecl as PARM_DECL,
+    CXCursor_ReturnStmt as RETURN_STMT, CXCursor_StringLiteral as STRING_LITERAL, CXCursor_StructDecl as STRUCT_DECL,
+    CXCursor_TypeRef as TYPE_REF, CXCursor_TypedefDecl as TYPEDEF_DECL, CXCursor_UnaryExpr as UNARY_EXPR,
+    CXCursor_UnaryOperator as UNARY_OPERATOR, CXCursor_UnexposedExpr as UNEXPOSED_EXPR,
+    CXCursor_UnionDecl as UNION_DECL, CXCursor_VarDecl as VAR_DECL,
 };
 
 /// A source location: file (as libclang spells it) and line.
@@ -417,15 +414,13 @@ pub struct Type<'tu> {
 /// The type kinds the model distinguishes.
 pub use clang_sys::{
     CXType_Bool as T_BOOL, CXType_Char_S as T_CHAR_S, CXType_Char_U as T_CHAR_U,
-    CXType_ConstantArray as T_CONSTANT_ARRAY, CXType_Double as T_DOUBLE,
-    CXType_Elaborated as T_ELABORATED, CXType_Enum as T_ENUM, CXType_Float as T_FLOAT,
-    CXType_FunctionNoProto as T_FUNCTION_NO_PROTO, CXType_FunctionProto as T_FUNCTION_PROTO,
-    CXType_IncompleteArray as T_INCOMPLETE_ARRAY, CXType_Int as T_INT, CXType_Long as T_LONG,
-    CXType_LongDouble as T_LONG_DOUBLE, CXType_LongLong as T_LONG_LONG, CXType_Pointer as T_POINTER,
-    CXType_Record as T_RECORD, CXType_SChar as T_SCHAR, CXType_Short as T_SHORT,
-    CXType_Typedef as T_TYPEDEF, CXType_UChar as T_UCHAR, CXType_UInt as T_UINT,
-    CXType_ULong as T_ULONG, CXType_ULongLong as T_ULONG_LONG, CXType_UShort as T_USHORT,
-    CXType_Void as T_VOID,
+    CXType_ConstantArray as T_CONSTANT_ARRAY, CXType_Double as T_DOUBLE, CXType_Elaborated as T_ELABORATED,
+    CXType_Enum as T_ENUM, CXType_Float as T_FLOAT, CXType_FunctionNoProto as T_FUNCTION_NO_PROTO,
+    CXType_FunctionProto as T_FUNCTION_PROTO, CXType_IncompleteArray as T_INCOMPLETE_ARRAY, CXType_Int as T_INT,
+    CXType_Long as T_LONG, CXType_LongDouble as T_LONG_DOUBLE, CXType_LongLong as T_LONG_LONG,
+    CXType_Pointer as T_POINTER, CXType_Record as T_RECORD, CXType_SChar as T_SCHAR, CXType_Short as T_SHORT,
+    CXType_Typedef as T_TYPEDEF, CXType_UChar as T_UCHAR, CXType_UInt as T_UINT, CXType_ULong as T_ULONG,
+    CXType_ULongLong as T_ULONG_LONG, CXType_UShort as T_USHORT, CXType_Void as T_VOID,
 };
 
 impl<'tu> Type<'tu> {

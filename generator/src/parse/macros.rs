@@ -24,11 +24,7 @@ pub struct RawMacro {
 }
 
 /// Evaluates every object-like macro of `macros` that has a body.
-pub fn evaluate(
-    umbrella: &str,
-    args: &[String],
-    macros: &[RawMacro],
-) -> Result<BTreeMap<String, MacroKind>, Error> {
+pub fn evaluate(umbrella: &str, args: &[String], macros: &[RawMacro]) -> Result<BTreeMap<String, MacroKind>, Error> {
     let mut out = BTreeMap::new();
     let mut source = String::from(umbrella);
     let first_probe_line = source.lines().count() as u32 + 1;
@@ -41,10 +37,7 @@ pub fn evaluate(
         } else if let Some(s) = string_body(&m.body) {
             out.insert(m.name.clone(), MacroKind::Str(s));
         } else {
-            source.push_str(&format!(
-                "static const __typeof__({n}) {PROBE_PREFIX}{n} = {n};\n",
-                n = m.name
-            ));
+            source.push_str(&format!("static const __typeof__({n}) {PROBE_PREFIX}{n} = {n};\n", n = m.name));
             probed.push(m.name.clone());
         }
     }

@@ -1,7 +1,7 @@
 //! Header parsing: libclang AST → `model::Api`.
 
-pub mod clang;
 mod body;
+pub mod clang;
 mod macros;
 mod types;
 
@@ -33,9 +33,7 @@ impl Input {
         let mut headers = Vec::new();
         for h in &config.headers {
             let path = include_dir.join(h);
-            let canonical = path
-                .canonicalize()
-                .map_err(|e| Error::Headers(format!("{}: {e}", path.display())))?;
+            let canonical = path.canonicalize().map_err(|e| Error::Headers(format!("{}: {e}", path.display())))?;
             headers.push((h.clone(), canonical));
         }
         let mut clang_args = vec![
@@ -229,12 +227,7 @@ fn enumeration(c: &Cursor<'_>, loc: Loc, header_of: &mut dyn FnMut(&Path) -> Opt
         .collect();
     let name = c.spelling();
     let anonymous = name.is_empty() || name.contains(' ') || c.is_anonymous();
-    Enum {
-        name: (!anonymous).then_some(name),
-        loc,
-        repr: ctype(c.enum_integer_type().canonical(), None),
-        members,
-    }
+    Enum { name: (!anonymous).then_some(name), loc, repr: ctype(c.enum_integer_type().canonical(), None), members }
 }
 
 /// Adds the record and, first, any anonymous records nested in it.

@@ -39,10 +39,9 @@ pub fn ctype(t: Type<'_>, anon_name: Option<&str>) -> CType {
             let p = t.pointee();
             CType::pointer(ctype(p, None), p.is_const())
         }
-        T_CONSTANT_ARRAY => CType::Array {
-            element: Box::new(ctype(t.element(), None)),
-            len: u64::try_from(t.array_len()).ok(),
-        },
+        T_CONSTANT_ARRAY => {
+            CType::Array { element: Box::new(ctype(t.element(), None)), len: u64::try_from(t.array_len()).ok() }
+        }
         T_INCOMPLETE_ARRAY => CType::Array { element: Box::new(ctype(t.element(), None)), len: None },
         T_FUNCTION_PROTO | T_FUNCTION_NO_PROTO => CType::Function {
             ret: Box::new(ctype(t.result(), None)),

@@ -60,7 +60,8 @@
 //! ```
 #![no_std]
 #![allow(non_camel_case_types, non_upper_case_globals, non_snake_case)]
-#![allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
+#![allow(clippy::missing_safety_doc, clippy::too_many_arguments, clippy::type_complexity)]
+#![allow(clippy::len_without_is_empty, clippy::needless_late_init)]
 
 pub mod accessors;
 pub mod consts;
