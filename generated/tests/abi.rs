@@ -2,7 +2,7 @@
 //! ABI cross-check: `tests/abi.c`, compiled against the installed libfabric
 //! headers, prints the C view of every struct layout and constant; this
 //! test compares each with the generated crate and lists every mismatch.
-#![allow(deprecated, clippy::unnecessary_cast)]
+#![allow(deprecated, clippy::unnecessary_cast, clippy::identity_op)]
 use libfabric_sys::*;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -31,7 +31,7 @@ unsafe fn tcp_rdm_info() -> Option<*mut fi_info> {
     (*(*hints).fabric_attr).set_prov_name(libc::strdup(c"tcp".as_ptr()));
     let mut any = ptr::null_mut();
     let ret = fi_getinfo(FI_VERSION(1, 17), ptr::null(), ptr::null(), 0, hints, &mut any);
-    if ret == -(FI_ENODATA as i32) {
+    if ret == -FI_ENODATA {
         fi_freeinfo(hints);
         return None;
     }
@@ -122,7 +122,7 @@ fn generated_crate_drives_a_tcp_rdm_endpoint() {
                 ) as isize,
             );
         } else {
-            assert_eq!(ret, -(FI_ENOPROTOOPT as i32), "fi_getopt: unexpected {ret}");
+            assert_eq!(ret, -FI_ENOPROTOOPT, "fi_getopt: unexpected {ret}");
         }
 
         // A message to ourselves: post the receive, send, reap two completions.
@@ -196,7 +196,7 @@ fn appended_ops_members_are_guarded() {
     fabric.ops = &mut ops;
     // SAFETY: `fabric` and its ops table are valid for the call.
     let ret = unsafe { fi_trywait(&mut fabric, ptr::null_mut(), 0) };
-    assert_eq!(ret, -(FI_ENOSYS as i32));
+    assert_eq!(ret, -FI_ENOSYS);
 
     // A NULL collective table (providers without collectives leave it NULL).
     let mut ep: fid_ep = unsafe { std::mem::zeroed() };

@@ -380,8 +380,8 @@ pub unsafe fn fi_mr_refresh(
 ) -> ::core::ffi::c_int {
     let mut modify: fi_mr_modify = ::core::mem::zeroed();
     ::core::ptr::write_bytes(
-        ((::core::ptr::addr_of_mut!(modify) as *mut ::core::ffi::c_void)) as *mut u8,
-        (0) as u8,
+        (::core::ptr::addr_of_mut!(modify) as *mut ::core::ffi::c_void) as *mut u8,
+        0 as u8,
         ::core::mem::size_of_val(&modify),
     );
     modify.flags = flags;

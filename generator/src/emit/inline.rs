@@ -481,7 +481,7 @@ impl BodyEmitter<'_> {
             ExprKind::Call { function, args } if function == "memset" => {
                 let [dst, byte, len] = args.as_slice() else { return Err(self.unsupported("memset arity")) };
                 let (d, b, l) = (self.value(dst)?, self.value(byte)?, self.value(len)?);
-                quote!(::core::ptr::write_bytes((#d) as *mut u8, (#b) as u8, #l))
+                quote!(::core::ptr::write_bytes(#d as *mut u8, #b as u8, #l))
             }
             ExprKind::Call { function, args } => {
                 let f = ident(function);

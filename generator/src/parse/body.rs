@@ -82,7 +82,7 @@ fn stmt(c: &Cursor<'_>, cx: &Cx<'_>) -> Result<Vec<Stmt>> {
                 if v.kind() != VAR_DECL {
                     return Err(unsupported(v, cx, "a declaration other than a local variable"));
                 }
-                let init = match v.children().into_iter().filter(|e| e.is_expression()).next_back() {
+                let init = match v.children().into_iter().rfind(|e| e.is_expression()) {
                     Some(e) => Some(expr(&e, cx)?),
                     None => None,
                 };
