@@ -6,6 +6,8 @@ use crate::enums::*;
 #[allow(unused_imports)]
 use crate::flags::*;
 use crate::raw::*;
+#[allow(unused_imports)]
+use crate::support::alias_union_read;
 /// Typed access to `struct fi_info` (`rdma/fabric.h`).
 impl fi_info {
     /// `fi_info.next` (`struct fi_info *`).

@@ -1204,7 +1204,7 @@ impl Datatype {
             11 => ::core::option::Option::Some("FI_DOUBLE_COMPLEX"),
             12 => ::core::option::Option::Some("FI_LONG_DOUBLE"),
             13 => ::core::option::Option::Some("FI_LONG_DOUBLE_COMPLEX"),
-            14 => ::core::option::Option::Some("FI_DATATYPE_LAST"),
+            14 => ::core::option::Option::Some("FI_INT128"),
             15 => ::core::option::Option::Some("FI_UINT128"),
             256 => ::core::option::Option::Some("FI_VOID"),
             _ => ::core::option::Option::None,

@@ -555,7 +555,7 @@ impl Default for fi_bus_attr__attr {
 }
 impl ::core::fmt::Debug for fi_bus_attr__attr {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-        write!(f, "fi_bus_attr__bindgen_ty_1 {{ union }}")
+        write!(f, "fi_bus_attr__attr {{ union }}")
     }
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
@@ -2307,7 +2307,7 @@ impl Default for fi_mr_attr__device {
 }
 impl ::core::fmt::Debug for fi_mr_attr__device {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-        write!(f, "fi_mr_attr__bindgen_ty_1 {{ union }}")
+        write!(f, "fi_mr_attr__device {{ union }}")
     }
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
@@ -4373,7 +4373,7 @@ impl Default for fi_trigger_var__value {
 }
 impl ::core::fmt::Debug for fi_trigger_var__value {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-        write!(f, "fi_trigger_var__bindgen_ty_1 {{ union }}")
+        write!(f, "fi_trigger_var__value {{ union }}")
     }
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
@@ -4458,7 +4458,7 @@ impl Default for fi_trigger_xpu__device {
 }
 impl ::core::fmt::Debug for fi_trigger_xpu__device {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-        write!(f, "fi_trigger_xpu__bindgen_ty_1 {{ union }}")
+        write!(f, "fi_trigger_xpu__device {{ union }}")
     }
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
@@ -4763,7 +4763,7 @@ impl Default for fi_triggered_context__trigger {
 }
 impl ::core::fmt::Debug for fi_triggered_context__trigger {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-        write!(f, "fi_triggered_context__bindgen_ty_1 {{ union }}")
+        write!(f, "fi_triggered_context__trigger {{ union }}")
     }
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
@@ -4842,7 +4842,7 @@ impl Default for fi_triggered_context2__trigger {
 }
 impl ::core::fmt::Debug for fi_triggered_context2__trigger {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-        write!(f, "fi_triggered_context2__bindgen_ty_1 {{ union }}")
+        write!(f, "fi_triggered_context2__trigger {{ union }}")
     }
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
@@ -4941,7 +4941,7 @@ impl Default for fi_deferred_work__op {
 }
 impl ::core::fmt::Debug for fi_deferred_work__op {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-        write!(f, "fi_deferred_work__bindgen_ty_1 {{ union }}")
+        write!(f, "fi_deferred_work__op {{ union }}")
     }
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]

@@ -189,6 +189,8 @@ pub fn generate_from(config: Config, include_dir: &Path, templates: &Path) -> Re
                 #[allow(unused_imports)]
                 use crate::flags::*;
                 use crate::raw::*;
+                #[allow(unused_imports)]
+                use crate::support::alias_union_read;
                 #accessors
             },
         )?,

@@ -199,3 +199,73 @@ pub fn coverage(entries: &[Entry], headers: &[String]) -> String {
     }
     s
 }
+
+/// Configuration entries that name nothing in these headers: right for a name
+/// only another libfabric version has, a typo otherwise (which would, say,
+/// silently drop an `FI_CHECK_OP` guard), so `cargo xtask coverage` lists them.
+pub fn unmatched_config(api: &Api, config: &Config) -> Vec<String> {
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    names.extend(api.functions.iter().map(|f| f.name.as_str()));
+    names.extend(api.macros.iter().map(|m| m.name.as_str()));
+    names.extend(api.structs.iter().map(|s| s.name.as_str()));
+    names.extend(api.typedefs.iter().map(|t| t.name.as_str()));
+    for e in &api.enums {
+        names.extend(e.name.as_deref());
+        names.extend(e.members.iter().map(|m| m.name.as_str()));
+    }
+    let field_exists = |s: &str, f: &str| {
+        api.structs.iter().any(|x| {
+            x.name == s
+                && x.fields.iter().any(|g| {
+                    g.name == f
+                        || (g.name.is_empty()
+                            && matches!(&g.ty, CType::Union(n) | CType::Struct(n)
+                                if api.structs.iter().any(|u| &u.name == n && u.fields.iter().any(|h| h.name == f))))
+                })
+        })
+    };
+    let mut out = Vec::new();
+    for key in config.ops.appended.keys() {
+        let ok = key.split_once('.').is_some_and(|(s, f)| field_exists(s, f));
+        if !ok {
+            out.push(format!("[ops.appended] {key}"));
+        }
+    }
+    for (table, map) in [
+        ("skip", &config.skip),
+        ("deprecated", &config.deprecated),
+        ("implemented", &config.implemented),
+        ("opaque", &config.opaque),
+        ("templates", &config.templates),
+    ] {
+        out.extend(map.keys().filter(|k| !names.contains(k.as_str())).map(|k| format!("[{table}] {k}")));
+    }
+    for e in &config.enums {
+        if find_enum(api, e).is_none() {
+            out.push(format!("[[enum]] {} ({})", e.name, e.c.as_deref().or(e.first.as_deref()).unwrap_or("?")));
+        }
+        out.extend(
+            e.extra.iter().filter(|x| !names.contains(x.as_str())).map(|x| format!("[[enum]] {} extra {x}", e.name)),
+        );
+    }
+    for f in &config.flags {
+        out.extend(
+            f.members
+                .iter()
+                .filter(|m| !names.contains(m.as_str()))
+                .map(|m| format!("[[flags]] {} member {m}", f.name)),
+        );
+    }
+    for a in &config.accessors {
+        if !names.contains(a.name.as_str()) {
+            out.push(format!("[[accessors]] {}", a.name));
+            continue;
+        }
+        for field in a.typed.keys().chain(a.skip.keys()) {
+            if !field_exists(&a.name, field) {
+                out.push(format!("[[accessors]] {}.{field}", a.name));
+            }
+        }
+    }
+    out
+}

@@ -134,7 +134,8 @@ pub struct Function {
     /// `Some` for `static inline` definitions: the translated body, or why it
     /// could not be translated.
     pub body: Option<Result<Block, Unsupported>>,
-    pub deprecated: bool,
+    /// `Some(message)` when deprecated by attribute (the message may be empty).
+    pub deprecated: Option<String>,
 }
 
 impl Function {
@@ -400,7 +401,7 @@ pub struct Field {
     pub name: String,
     pub ty: CType,
     pub loc: Loc,
-    pub deprecated: bool,
+    pub deprecated: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -103,6 +103,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Task::Coverage { headers, strict } => {
             let generated = run_generator(headers)?;
             print!("{}", inventory::coverage(&generated.inventory, &generated.config.headers));
+            let unmatched = inventory::unmatched_config(&generated.api, &generated.config);
+            if !unmatched.is_empty() {
+                println!(
+                    "\nconfiguration entries these headers do not have (another libfabric version's names, or typos):"
+                );
+                for u in &unmatched {
+                    println!("  {u}");
+                }
+            }
             let unhandled = generated.inventory.iter().filter(|e| matches!(e.outcome, Outcome::Unhandled(_))).count();
             Ok(if strict && unhandled > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }

@@ -292,7 +292,7 @@ pub unsafe fn fi_rx_context(
 /// The contract of the C function (see its libfabric man page): object
 /// pointers point to open libfabric objects, other pointers are valid for
 /// the accesses the call makes, for as long as it makes them.
-#[deprecated(note = "deprecated by libfabric (FI_DEPRECATED_FUNC in its headers)")]
+#[deprecated(note = "deprecated in libfabric's headers")]
 #[inline]
 pub unsafe fn fi_rx_size_left(ep: *mut fid_ep) -> isize {
     ((*(*ep).ops).rx_size_left.unwrap_unchecked())(ep)
@@ -306,7 +306,7 @@ pub unsafe fn fi_rx_size_left(ep: *mut fid_ep) -> isize {
 /// The contract of the C function (see its libfabric man page): object
 /// pointers point to open libfabric objects, other pointers are valid for
 /// the accesses the call makes, for as long as it makes them.
-#[deprecated(note = "deprecated by libfabric (FI_DEPRECATED_FUNC in its headers)")]
+#[deprecated(note = "deprecated in libfabric's headers")]
 #[inline]
 pub unsafe fn fi_tx_size_left(ep: *mut fid_ep) -> isize {
     ((*(*ep).ops).tx_size_left.unwrap_unchecked())(ep)

@@ -48,9 +48,19 @@ pub fn emit(api: &Api, config: &Config) -> Result<TokenStream, Error> {
 fn struct_accessors(api: &Api, config: &Config, a: &AccessorConfig, s: &Struct) -> Result<TokenStream, Error> {
     let sname = ident(&s.name);
     let mut methods = Vec::new();
-    for f in s.fields.iter().filter(|f| !f.name.is_empty() && !a.skip.contains_key(&f.name)) {
+    for (f, union) in flatten(api, s).into_iter().filter(|(f, _)| !a.skip.contains_key(&f.name)) {
         let field = ident(&f.name);
         let getter = field.clone();
+        // Where the value lives, and how to read it: a member of an anonymous
+        // union of aliases is read through the support macro that explains why
+        // that is sound.
+        let (place, read) = match &union {
+            None => (quote!(self.#field), quote!(self.#field)),
+            Some(anon) => (quote!(self.#anon.#field), quote!(alias_union_read!(self.#anon, #field))),
+        };
+        if union.is_some() && !is_scalar(&f.ty) {
+            continue;
+        }
         let setter = format_ident!("set_{}", f.name);
         let fty = rust_type(&f.ty);
         let doc = format!(" `{}.{}` (`{}`).", s.name, f.name, f.ty);
@@ -66,11 +76,11 @@ fn struct_accessors(api: &Api, config: &Config, a: &AccessorConfig, s: &Struct) 
             let (get, put) = match kind {
                 Typed::Enum { repr } => {
                     let r = repr_type(repr);
-                    (quote!(#t::from_raw(self.#field as #r)), quote!(value.raw() as #fty))
+                    (quote!(#t::from_raw(#read as #r)), quote!(value.raw() as #fty))
                 }
                 Typed::Flags { repr } => {
                     let r = repr_type(repr);
-                    (quote!(#t::from_bits_retain(self.#field as #r)), quote!(value.bits() as #fty))
+                    (quote!(#t::from_bits_retain(#read as #r)), quote!(value.bits() as #fty))
                 }
             };
             methods.push(quote! {
@@ -79,7 +89,7 @@ fn struct_accessors(api: &Api, config: &Config, a: &AccessorConfig, s: &Struct) 
                 pub fn #getter(&self) -> #t { #get }
                 #[doc = #doc]
                 #[inline]
-                pub fn #setter(&mut self, value: #t) { self.#field = #put; }
+                pub fn #setter(&mut self, value: #t) { #place = #put; }
             });
             continue;
         }
@@ -184,10 +194,10 @@ fn struct_accessors(api: &Api, config: &Config, a: &AccessorConfig, s: &Struct) 
                 methods.push(quote! {
                     #[doc = #doc]
                     #[inline]
-                    pub fn #getter(&self) -> #fty { self.#field }
+                    pub fn #getter(&self) -> #fty { #read }
                     #[doc = #doc]
                     #[inline]
-                    pub fn #setter(&mut self, value: #fty) { self.#field = value; }
+                    pub fn #setter(&mut self, value: #fty) { #place = value; }
                 });
             }
         }
@@ -199,6 +209,35 @@ fn struct_accessors(api: &Api, config: &Config, a: &AccessorConfig, s: &Struct) 
             #(#methods)*
         }
     })
+}
+
+/// The struct's named fields, with the members of C11 anonymous unions whose
+/// members all share one scalar type (aliases, like 2.x's
+/// `data_progress`/`progress`) lifted up: each comes with the bindgen name of
+/// the union field that holds it.
+fn flatten<'a>(api: &'a Api, s: &'a Struct) -> Vec<(&'a Field, Option<proc_macro2::Ident>)> {
+    let mut out = Vec::new();
+    let mut anon = 0;
+    for f in &s.fields {
+        if !f.name.is_empty() {
+            out.push((f, None));
+            continue;
+        }
+        anon += 1;
+        let CType::Union(name) = &f.ty else { continue };
+        let Some(u) = api.structs.iter().find(|x| &x.name == name) else { continue };
+        let aliases =
+            u.fields.first().is_some_and(|first| u.fields.iter().all(|g| g.ty == first.ty && !g.name.is_empty()));
+        if aliases {
+            let holder = ident(&format!("__bindgen_anon_{anon}"));
+            out.extend(u.fields.iter().map(|g| (g, Some(holder.clone()))));
+        }
+    }
+    out
+}
+
+fn is_scalar(t: &CType) -> bool {
+    matches!(t, CType::Builtin(_) | CType::Typedef(_) | CType::Enum(_) | CType::Bool)
 }
 
 fn is_opaque(api: &Api, t: &CType) -> bool {

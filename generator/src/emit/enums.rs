@@ -145,8 +145,19 @@ pub fn emit_enums(api: &Api, config: &Config) -> TokenStream {
                 pub const #rn: Self = Self(#cn as #repr);
             }
         });
-        let mut seen_values = BTreeSet::new();
-        let arms = members.iter().filter(|m| seen_values.insert(m.value)).map(|m| {
+        // One name per value: the first declared, except that a sentinel
+        // (`FI_DATATYPE_LAST`) gives way to a real member with the same value
+        // (`FI_INT128`).
+        let is_sentinel = |n: &str| n.ends_with("_LAST") || n.ends_with("_MAX");
+        let mut named: Vec<&Constant> = Vec::new();
+        for m in &members {
+            match named.iter().position(|n| n.value == m.value) {
+                None => named.push(m),
+                Some(i) if is_sentinel(&named[i].name) && !is_sentinel(&m.name) => named[i] = m,
+                Some(_) => {}
+            }
+        }
+        let arms = named.iter().map(|m| {
             let v = int_literal(m.value);
             let n = &m.name;
             quote!(#v => ::core::option::Option::Some(#n),)

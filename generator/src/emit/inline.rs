@@ -68,8 +68,9 @@ fn signature(f: &Function, body: &Block) -> (TokenStream, TokenStream) {
 fn deprecation(f: &Function, config: &Config) -> TokenStream {
     if let Some(note) = config.deprecated.get(&f.name) {
         quote!(#[deprecated(note = #note)])
-    } else if f.deprecated {
-        quote!(#[deprecated(note = "deprecated by libfabric (FI_DEPRECATED_FUNC in its headers)")])
+    } else if let Some(message) = &f.deprecated {
+        let note = if message.is_empty() { "deprecated in libfabric's headers" } else { message.as_str() };
+        quote!(#[deprecated(note = #note)])
     } else {
         quote!()
     }

@@ -103,6 +103,15 @@ struct Renamer {
 }
 
 impl Renamer {
+    fn rename_text(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        // Longest first, so `x__bindgen_ty_10` is not caught by `x__bindgen_ty_1`.
+        for (old, new) in self.renames.iter().rev() {
+            text = text.replace(old.as_str(), new);
+        }
+        text
+    }
+
     /// Macro arguments (`offset_of!(T, f)`) are tokens, not syntax: rename there too.
     fn rename_tokens(&self, tokens: TokenStream) -> TokenStream {
         tokens
@@ -116,6 +125,15 @@ impl Renamer {
                     let mut new = Group::new(g.delimiter(), self.rename_tokens(g.stream()));
                     new.set_span(g.span());
                     TokenTree::Group(new)
+                }
+                // String literals in macro arguments (`write!(f, "x__bindgen_ty_1 {{ union }}")`).
+                TokenTree::Literal(l) => {
+                    let text = l.to_string();
+                    let renamed = self.rename_text(&text);
+                    match renamed.parse::<proc_macro2::Literal>() {
+                        Ok(new) if renamed != text => TokenTree::Literal(new),
+                        _ => TokenTree::Literal(l),
+                    }
                 }
                 other => other,
             })
@@ -135,12 +153,7 @@ impl VisitMut for Renamer {
     }
 
     fn visit_lit_str_mut(&mut self, s: &mut syn::LitStr) {
-        let mut text = s.value();
-        // Longest first, so `x__bindgen_ty_10` is not caught by `x__bindgen_ty_1`.
-        for (old, new) in self.renames.iter().rev() {
-            text = text.replace(old.as_str(), new);
-        }
-        *s = syn::LitStr::new(&text, s.span());
+        *s = syn::LitStr::new(&self.rename_text(&s.value()), s.span());
     }
 }
 

@@ -104,7 +104,7 @@ fn stmt(c: &Cursor<'_>, cx: &Cx<'_>) -> Result<Vec<Stmt>> {
         }
         COMPOUND_STMT => block(c, cx)?,
         _ if c.is_expression() => vec![Stmt::Expr(expr(c, cx)?)],
-        k => return Err(unsupported(c, cx, format!("statement kind {k} ({})", c.spelling()))),
+        _ => return Err(unsupported(c, cx, format!("unsupported statement `{}`", c.kind_name()))),
     })
 }
 
@@ -169,7 +169,7 @@ fn expr(c: &Cursor<'_>, cx: &Cx<'_>) -> Result<Expr> {
             match target.kind() {
                 ENUM_CONSTANT_DECL => ExprKind::Const(target.spelling()),
                 PARM_DECL | VAR_DECL => ExprKind::Var(target.spelling()),
-                k => return Err(unsupported(c, cx, format!("a reference to a declaration of kind {k}"))),
+                _ => return Err(unsupported(c, cx, format!("a reference to a `{}`", target.kind_name()))),
             }
         }
         MEMBER_REF_EXPR => {
@@ -225,7 +225,13 @@ fn expr(c: &Cursor<'_>, cx: &Cx<'_>) -> Result<Expr> {
                 ExprKind::SizeOfType(ctype(t.ty(), None))
             }
         },
-        k => return Err(unsupported(c, cx, format!("expression kind {k} (`{}`)", spelled(&tokens)))),
+        _ => {
+            return Err(unsupported(
+                c,
+                cx,
+                format!("unsupported expression `{}` (`{}`)", c.kind_name(), spelled(&tokens)),
+            ))
+        }
     };
     Ok(Expr { ty, kind })
 }
@@ -269,7 +275,7 @@ fn call(c: &Cursor<'_>, children: &[Cursor<'_>], cx: &Cx<'_>) -> Result<ExprKind
                 .to_string();
             Ok(ExprKind::OpCall { table: boxed(&base, cx)?, table_type, member: callee.spelling(), args })
         }
-        k => Err(unsupported(c, cx, format!("a call through an expression of kind {k}"))),
+        _ => Err(unsupported(c, cx, format!("a call through a `{}`", callee.kind_name()))),
     }
 }
 

@@ -340,10 +340,36 @@ impl<'tu> Cursor<'tu> {
         unsafe { clang_Cursor_isAnonymous(self.raw) != 0 }
     }
 
-    /// True when libclang marks the declaration deprecated (by attribute).
-    pub fn is_deprecated(&self) -> bool {
-        // SAFETY: the cursor is live.
-        unsafe { clang_getCursorAvailability(self.raw) == CXAvailability_Deprecated }
+    /// `Some(message)` when the declaration is deprecated by attribute; the
+    /// message is the attribute's, or empty.
+    pub fn deprecation(&self) -> Option<String> {
+        // SAFETY: the cursor is live; the out-strings are taken (disposed) and
+        // no platform array is requested.
+        unsafe {
+            if clang_getCursorAvailability(self.raw) != CXAvailability_Deprecated {
+                return None;
+            }
+            let (mut always_deprecated, mut always_unavailable) = (0, 0);
+            let mut message: CXString = std::mem::zeroed();
+            let mut unavailable: CXString = std::mem::zeroed();
+            clang_getCursorPlatformAvailability(
+                self.raw,
+                &mut always_deprecated,
+                &mut message,
+                &mut always_unavailable,
+                &mut unavailable,
+                ptr::null_mut(),
+                0,
+            );
+            let _ = take(unavailable);
+            Some(take(message))
+        }
+    }
+
+    /// libclang's name for a cursor kind (`ForStmt`).
+    pub fn kind_name(&self) -> String {
+        // SAFETY: pure function of the kind value; the string is taken.
+        unsafe { take(clang_getCursorKindSpelling(self.kind())) }
     }
 
     pub fn arguments(&self) -> Vec<Cursor<'tu>> {

@@ -125,7 +125,25 @@ fn string_body(body: &[Token]) -> Option<String> {
 /// The message of a `_Pragma("GCC warning \"…\"")` in a macro body.
 pub fn pragma_deprecation(body: &[Token]) -> Option<String> {
     let i = body.iter().position(|t| t.text == "_Pragma")?;
-    let lit = body.get(i + 2)?.text.trim_matches('"').replace("\\\"", "\"");
-    let message = lit.strip_prefix("GCC warning").map(|s| s.trim().trim_matches('"').to_string()).unwrap_or(lit);
-    Some(message)
+    // The operand is a string literal holding `GCC warning "message"`.
+    let literal = body.get(i + 2)?.text.as_str();
+    let inner = literal.strip_prefix('"')?.strip_suffix('"')?.replace("\\\"", "\"");
+    let message = inner.strip_prefix("GCC warning").unwrap_or(&inner).trim();
+    Some(message.strip_prefix('"').and_then(|m| m.strip_suffix('"')).unwrap_or(message).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(texts: &[&str]) -> Vec<Token> {
+        texts.iter().map(|t| Token { text: t.to_string(), is_identifier: false, offset: 0 }).collect()
+    }
+
+    #[test]
+    fn pragma_message_is_unescaped() {
+        let body = tokens(&["_Pragma", "(", r#""GCC warning \"'FI_MR_BASIC' is deprecated\"""#, ")", "(", "1", ")"]);
+        assert_eq!(pragma_deprecation(&body).as_deref(), Some("'FI_MR_BASIC' is deprecated"));
+        assert_eq!(pragma_deprecation(&tokens(&["(", "1", ")"])), None);
+    }
 }

@@ -162,7 +162,8 @@ pub fn parse(input: &Input) -> Result<Api, Error> {
     };
     let cx = body::BodyContext { constants: &constants, locate: &locate };
     for (c, loc) in inline_cursors {
-        let body = body::translate(&c, &cx);
+        let body = body::translate(&c, &cx)
+            .map_err(|u| Unsupported { what: format!("{} in `{}`", u.what, c.spelling()), ..u });
         api.functions.push(function_signature(&c, loc, Some(body)));
     }
     api.functions.sort_by(|a, b| a.loc.cmp(&b.loc).then(a.name.cmp(&b.name)));
@@ -206,7 +207,7 @@ fn function_signature(c: &Cursor<'_>, loc: Loc, body: Option<Result<Block, Unsup
             .collect(),
         variadic: c.is_variadic(),
         body,
-        deprecated: c.is_deprecated(),
+        deprecated: c.deprecation(),
     }
 }
 
@@ -267,7 +268,7 @@ fn record(
                     name: fname,
                     ty: ctype(k.ty(), Some(&nested)),
                     loc: kloc,
-                    deprecated: k.is_deprecated(),
+                    deprecated: k.deprecation(),
                 });
             }
             _ => {}
@@ -293,7 +294,7 @@ fn anonymous_member(
     let name = format!("{parent}__anon{n}");
     record(anon, &name, loc.clone(), out, header_of);
     let ty = if anon.kind() == UNION_DECL { CType::Union(name) } else { CType::Struct(name) };
-    fields.push(Field { name: String::new(), ty, loc, deprecated: false });
+    fields.push(Field { name: String::new(), ty, loc, deprecated: None });
 }
 
 /// Struct tags referenced by fields and signatures, each with its first use.

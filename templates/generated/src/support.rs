@@ -29,6 +29,21 @@ macro_rules! container_of {
 }
 pub(crate) use container_of;
 
+/// Reads a member of a C11 anonymous union whose members are aliases of one
+/// scalar type (the accessor emitter flattens only such unions, e.g. 2.x's
+/// `fi_domain_attr { union { data_progress; progress; } }`).
+#[allow(unused_macros)]
+macro_rules! alias_union_read {
+    ($union:expr, $field:ident) => {
+        // SAFETY: every member of the union has the same scalar type, so the
+        // member read is initialised whenever any member is, and every bit
+        // pattern of a C integer or enum is a valid value of its Rust type.
+        unsafe { $union.$field }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use alias_union_read;
+
 /// Conversions and `Debug` for an open enum: a `#[repr(transparent)]`
 /// newtype over the C integer, so values a newer libfabric adds survive.
 macro_rules! open_enum_impls {

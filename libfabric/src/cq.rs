@@ -1,0 +1,346 @@
+//! Completion queues: typed entries, batched reads, error entries, waiting.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::BorrowedFd;
+use std::ptr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libfabric_sys::enums::{CqFormat, CqWaitCond, Errno, WaitObj};
+use libfabric_sys::flags::CompletionFlags;
+use libfabric_sys::{
+    fi_addr_t, fi_control, fi_cq_attr, fi_cq_data_entry, fi_cq_entry, fi_cq_err_entry, fi_cq_msg_entry, fi_cq_open,
+    fi_cq_read, fi_cq_readerr, fi_cq_readfrom, fi_cq_signal, fi_cq_sread, fi_cq_strerror, fi_cq_tagged_entry,
+    fi_trywait, fid, fid_cq, FI_ADDR_NOTAVAIL, FI_GETWAIT,
+};
+
+use crate::av::Address;
+use crate::domain::{Domain, DomainInner};
+use crate::error::{check, CompletionError, Error, Result};
+use crate::fid::{Object, ThreadModel, ThreadSafe};
+use crate::ops::{Completion, OpTable};
+
+/// A completion entry format (`FI_CQ_FORMAT_*`): the type a CQ is read into.
+///
+/// # Safety
+/// `Self` has the layout of the C entry struct for `FORMAT`.
+pub unsafe trait Entry: Copy + Default + fmt::Debug + Send + 'static {
+    /// The format libfabric is asked for.
+    const FORMAT: CqFormat;
+    /// The operation context the entry carries.
+    fn context(&self) -> *mut libc::c_void;
+    /// Completion flags (`FI_SEND`, `FI_RECV`, …); empty for the context format.
+    fn flags(&self) -> CompletionFlags {
+        CompletionFlags::empty()
+    }
+    /// Bytes received or sent; 0 for the context format.
+    fn len(&self) -> usize {
+        0
+    }
+    /// Remote CQ data, when `FI_REMOTE_CQ_DATA` is set.
+    fn data(&self) -> Option<u64> {
+        None
+    }
+    /// The tag of a tagged message.
+    fn tag(&self) -> Option<u64> {
+        None
+    }
+}
+
+macro_rules! entry {
+    ($(#[$doc:meta])* $name:ident, $raw:ty, $format:ident, |$e:ident| { $($body:tt)* }) => {
+        $(#[$doc])*
+        #[repr(transparent)]
+        #[derive(Clone, Copy, Default)]
+        pub struct $name(pub $raw);
+
+        // SAFETY: repr(transparent) over the C struct of this format.
+        unsafe impl Entry for $name {
+            const FORMAT: CqFormat = CqFormat::$format;
+            fn context(&self) -> *mut libc::c_void {
+                self.0.op_context
+            }
+            $($body)*
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let $e = self;
+                f.debug_struct(stringify!($name))
+                    .field("context", &$e.context())
+                    .field("flags", &$e.flags())
+                    .field("len", &$e.len())
+                    .field("data", &$e.data())
+                    .field("tag", &$e.tag())
+                    .finish()
+            }
+        }
+    };
+}
+
+entry!(
+    /// `struct fi_cq_entry`: only the context.
+    ContextEntry, fi_cq_entry, CONTEXT, |e| {}
+);
+entry!(
+    /// `struct fi_cq_msg_entry`: context, flags and length.
+    MsgEntry, fi_cq_msg_entry, MSG, |e| {
+        fn flags(&self) -> CompletionFlags { self.0.flags() }
+        fn len(&self) -> usize { self.0.len }
+    }
+);
+entry!(
+    /// `struct fi_cq_data_entry`: adds the received buffer and remote CQ data.
+    DataEntry, fi_cq_data_entry, DATA, |e| {
+        fn flags(&self) -> CompletionFlags { self.0.flags() }
+        fn len(&self) -> usize { self.0.len }
+        fn data(&self) -> Option<u64> {
+            self.0.flags().contains(CompletionFlags::REMOTE_CQ_DATA).then_some(self.0.data)
+        }
+    }
+);
+entry!(
+    /// `struct fi_cq_tagged_entry`: adds the tag.
+    TaggedEntry, fi_cq_tagged_entry, TAGGED, |e| {
+        fn flags(&self) -> CompletionFlags { self.0.flags() }
+        fn len(&self) -> usize { self.0.len }
+        fn data(&self) -> Option<u64> {
+            self.0.flags().contains(CompletionFlags::REMOTE_CQ_DATA).then_some(self.0.data)
+        }
+        fn tag(&self) -> Option<u64> {
+            self.0.flags().contains(CompletionFlags::TAGGED).then_some(self.0.tag)
+        }
+    }
+);
+
+/// How to open a completion queue.
+#[derive(Debug, Clone)]
+pub struct CqConfig {
+    /// Entries the queue holds (0: the provider's default).
+    pub size: usize,
+    /// The wait object: `FD` for [`AsFd`] and [`CompletionQueue::wait`], `NONE`
+    /// for polling only, `UNSPEC` for the provider's choice.
+    pub wait_obj: WaitObj,
+}
+
+impl Default for CqConfig {
+    fn default() -> Self {
+        CqConfig { size: 0, wait_obj: WaitObj::NONE }
+    }
+}
+
+pub(crate) struct CqInner {
+    pub(crate) object: Object<fid_cq>,
+    pub(crate) _domain: Arc<DomainInner>,
+    /// Operation tables of the endpoints bound to this queue: completions
+    /// carry pointers into them. They stay here until the queue closes, so a
+    /// completion of a closed endpoint never points at freed memory.
+    pub(crate) tables: Mutex<Vec<Arc<OpTable>>>,
+    wait_obj: WaitObj,
+}
+
+/// An open completion queue of entry format `E`.
+pub struct CompletionQueue<E: Entry = TaggedEntry, M: ThreadModel = ThreadSafe> {
+    pub(crate) inner: Arc<CqInner>,
+    _types: PhantomData<(E, M::Marker)>,
+}
+
+impl<E: Entry, M: ThreadModel> Clone for CompletionQueue<E, M> {
+    fn clone(&self) -> Self {
+        CompletionQueue { inner: self.inner.clone(), _types: PhantomData }
+    }
+}
+
+impl<E: Entry, M: ThreadModel> fmt::Debug for CompletionQueue<E, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompletionQueue").field("format", &E::FORMAT).field("wait_obj", &self.inner.wait_obj).finish()
+    }
+}
+
+/// What reading one completion gave.
+pub enum Read<E> {
+    /// Nothing to read yet (`-FI_EAGAIN`).
+    Empty,
+    /// An entry of an operation posted with a raw context.
+    Raw(E),
+    /// An operation posted through this crate, with its buffer returned.
+    Op(Completion<E>),
+}
+
+impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
+    /// Opens a completion queue on `domain`.
+    pub fn open(domain: &Domain<M>, config: &CqConfig) -> Result<Self> {
+        let mut attr = fi_cq_attr::default();
+        attr.set_size(config.size);
+        attr.set_format(E::FORMAT);
+        attr.set_wait_obj(config.wait_obj);
+        attr.set_wait_cond(CqWaitCond::NONE);
+        let mut raw = ptr::null_mut();
+        // SAFETY: the domain is open; `attr` is valid for the call.
+        check("fi_cq_open", unsafe { fi_cq_open(domain.as_raw(), &mut attr, &mut raw, ptr::null_mut()) })?;
+        // SAFETY: fi_cq_open succeeded, so `raw` is an open CQ.
+        let object = unsafe { Object::new(raw, "fi_close(cq)") }
+            .ok_or(Error::InvalidArgument { call: "fi_cq_open", reason: "returned no CQ".into() })?;
+        Ok(CompletionQueue {
+            inner: Arc::new(CqInner {
+                object,
+                _domain: domain.inner.clone(),
+                tables: Mutex::new(Vec::new()),
+                wait_obj: config.wait_obj,
+            }),
+            _types: PhantomData,
+        })
+    }
+
+    /// The raw object, for calls this crate does not wrap.
+    pub fn as_raw(&self) -> *mut fid_cq {
+        self.inner.object.as_ptr()
+    }
+
+    pub(crate) fn fid(&self) -> *mut fid {
+        self.inner.object.fid()
+    }
+
+    /// Reads up to `out.len()` entries at once; `Ok(0)` when none is ready. An
+    /// error entry comes back as [`Error::Completion`] (and is consumed).
+    pub fn read_raw(&self, out: &mut [E]) -> Result<usize> {
+        // SAFETY: `out` holds `out.len()` entries of this queue's format.
+        let ret = unsafe { fi_cq_read(self.as_raw(), out.as_mut_ptr().cast(), out.len()) };
+        self.count("fi_cq_read", ret)
+    }
+
+    /// Like [`read_raw`](Self::read_raw), also returning each entry's source
+    /// address (`fi_cq_readfrom`; needs `FI_SOURCE`).
+    pub fn read_from(&self, out: &mut [E], from: &mut [Address]) -> Result<usize> {
+        let n = out.len().min(from.len());
+        let addrs: *mut fi_addr_t = from.as_mut_ptr().cast();
+        // SAFETY: both slices hold at least `n` elements; Address is a transparent fi_addr_t.
+        let ret = unsafe { fi_cq_readfrom(self.as_raw(), out.as_mut_ptr().cast(), n, addrs) };
+        self.count("fi_cq_readfrom", ret)
+    }
+
+    /// Blocks until at least one entry is ready or `timeout` passes (needs a
+    /// wait object); `Ok(0)` on timeout.
+    pub fn sread_raw(&self, out: &mut [E], timeout: Duration) -> Result<usize> {
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `out` holds `out.len()` entries; no wait condition is passed.
+        let ret = unsafe { fi_cq_sread(self.as_raw(), out.as_mut_ptr().cast(), out.len(), ptr::null(), ms) };
+        if ret == -(libc::ETIMEDOUT as isize) {
+            return Ok(0);
+        }
+        self.count("fi_cq_sread", ret)
+    }
+
+    /// Reads one completion and, for operations posted through this crate,
+    /// returns the buffer with it.
+    pub fn poll(&self) -> Result<Read<E>> {
+        let mut e = [E::default()];
+        if self.read_raw(&mut e)? == 0 {
+            return Ok(Read::Empty);
+        }
+        Ok(match self.claim(e[0]) {
+            Some(c) => Read::Op(c),
+            None => Read::Raw(e[0]),
+        })
+    }
+
+    /// Maps an entry back to the operation that produced it, if one of the
+    /// bound endpoints posted it.
+    pub(crate) fn claim(&self, entry: E) -> Option<Completion<E>> {
+        let tables = self.inner.tables.lock().unwrap_or_else(|p| p.into_inner());
+        tables.iter().find_map(|t| t.complete(entry))
+    }
+
+    /// Wakes a thread blocked in [`sread_raw`](Self::sread_raw) (`fi_cq_signal`).
+    pub fn signal(&self) -> Result<()> {
+        // SAFETY: the CQ is open.
+        check("fi_cq_signal", unsafe { fi_cq_signal(self.as_raw()) }).map(drop)
+    }
+
+    /// `fi_trywait`: `Ok(true)` when it is safe to block on the file
+    /// descriptor, `Ok(false)` when completions are ready (read them first).
+    pub fn trywait(&self) -> Result<bool> {
+        let mut fids = [self.fid()];
+        let fabric = self.inner._domain._fabric.as_ptr();
+        // SAFETY: the fabric and CQ are open; the array lives for the call.
+        let ret = unsafe { fi_trywait(fabric, fids.as_mut_ptr(), 1) };
+        if ret == -libc::EAGAIN {
+            return Ok(false);
+        }
+        check("fi_trywait", ret).map(|_| true)
+    }
+
+    fn count(&self, call: &'static str, ret: isize) -> Result<usize> {
+        if ret >= 0 {
+            return Ok(ret as usize);
+        }
+        match -ret as i32 {
+            libc::EAGAIN => Ok(0),
+            e if e == libfabric_sys::FI_EAVAIL as i32 => Err(self.read_error(call)),
+            e => Err(Error::Call { call, errno: Errno::from_raw(e) }),
+        }
+    }
+
+    /// Reads the waiting error entry (`fi_cq_readerr`), with the provider's text.
+    fn read_error(&self, call: &'static str) -> Error {
+        let mut err = fi_cq_err_entry::default();
+        // SAFETY: the CQ is open; `err` is a valid error entry to fill.
+        let ret = unsafe { fi_cq_readerr(self.as_raw(), &mut err, 0) };
+        if ret < 0 {
+            return Error::Call { call: "fi_cq_readerr", errno: Errno::from_raw((-ret) as i32) };
+        }
+        let mut buf = [0 as libc::c_char; 256];
+        // SAFETY: err_data/err_data_size come from the entry just read; buf is writable.
+        let text = unsafe {
+            let p = fi_cq_strerror(self.as_raw(), err.prov_errno, err.err_data, buf.as_mut_ptr(), buf.len());
+            if p.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        };
+        // Give the operation's buffer back to its slot so it is not lost.
+        let tables = self.inner.tables.lock().unwrap_or_else(|p| p.into_inner());
+        for t in tables.iter() {
+            t.fail(err.op_context);
+        }
+        Error::Completion {
+            call,
+            errno: err.err(),
+            detail: Box::new(CompletionError {
+                context: err.op_context as usize,
+                flags: err.flags,
+                len: err.len,
+                overflow_len: err.olen,
+                prov_errno: err.prov_errno,
+                provider_text: text,
+            }),
+        }
+    }
+}
+
+impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
+    /// The queue's wait file descriptor (`fi_control(FI_GETWAIT)`), for any
+    /// event loop: wait for it to become readable after
+    /// [`trywait`](Self::trywait) returned `true`. The queue must have been
+    /// opened with `WaitObj::FD`; otherwise this is an error.
+    pub fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        if self.inner.wait_obj != WaitObj::FD {
+            return Err(Error::InvalidArgument {
+                call: "fi_control(FI_GETWAIT)",
+                reason: format!("the CQ's wait object is {:?}, not FI_WAIT_FD", self.inner.wait_obj),
+            });
+        }
+        let mut fd: libc::c_int = -1;
+        // SAFETY: FI_GETWAIT on an FD wait object writes an int.
+        check("fi_control(FI_GETWAIT)", unsafe {
+            fi_control(self.fid(), FI_GETWAIT as i32, (&mut fd as *mut libc::c_int).cast())
+        })?;
+        // SAFETY: the descriptor belongs to the CQ, which outlives the borrow.
+        Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+}
+
+/// `FI_ADDR_NOTAVAIL`: a source address libfabric could not resolve.
+pub const ADDR_NOTAVAIL: Address = Address(FI_ADDR_NOTAVAIL);

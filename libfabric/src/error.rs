@@ -1,0 +1,120 @@
+//! The error type: which call failed, and libfabric's reason.
+
+use std::ffi::CStr;
+use std::fmt;
+
+use libfabric_sys::enums::Errno;
+use libfabric_sys::fi_strerror;
+
+/// What a failed completion reported (`struct fi_cq_err_entry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletionError {
+    /// The operation's context pointer, as posted.
+    pub context: usize,
+    /// The completion flags (`FI_SEND`, `FI_RECV`, …) as raw bits.
+    pub flags: u64,
+    /// Bytes transferred before the error.
+    pub len: usize,
+    /// For `FI_ETRUNC`: the bytes that did not fit.
+    pub overflow_len: usize,
+    /// The provider's own error code.
+    pub prov_errno: i32,
+    /// The provider's text for `prov_errno` (`fi_cq_strerror`).
+    pub provider_text: String,
+}
+
+/// Every failure of this crate: the libfabric call that failed and why.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A libfabric call returned a negative errno.
+    #[error("{call} failed: {} ({errno:?})", strerror(*.errno))]
+    Call {
+        /// The libfabric function, e.g. `"fi_getinfo"`.
+        call: &'static str,
+        errno: Errno,
+    },
+    /// An operation completed with an error entry in its completion queue.
+    #[error("{call}: operation failed: {} ({errno:?}); provider: {}", strerror(*.errno), .detail.provider_text)]
+    Completion { call: &'static str, errno: Errno, detail: Box<CompletionError> },
+    /// An argument this crate rejects before calling libfabric.
+    #[error("{call}: invalid argument: {reason}")]
+    InvalidArgument { call: &'static str, reason: String },
+    /// The libfabric library loaded at run time is older than the headers this
+    /// crate was generated from.
+    #[error("libfabric {runtime} is older than {required}, the API this binding was generated for")]
+    Version { runtime: Version, required: Version },
+}
+
+impl Error {
+    /// The errno behind the error (`FI_EINVAL` for invalid arguments and
+    /// `FI_ENOSYS` for a version mismatch).
+    pub fn errno(&self) -> Errno {
+        match self {
+            Error::Call { errno, .. } | Error::Completion { errno, .. } => *errno,
+            Error::InvalidArgument { .. } => Errno::from_raw(libc::EINVAL),
+            Error::Version { .. } => Errno::from_raw(libc::ENOSYS),
+        }
+    }
+
+    /// The name of the libfabric call that failed.
+    pub fn call(&self) -> &'static str {
+        match self {
+            Error::Call { call, .. } | Error::Completion { call, .. } | Error::InvalidArgument { call, .. } => call,
+            Error::Version { .. } => "fi_version",
+        }
+    }
+
+    /// True for `FI_EAGAIN`: the call may succeed later (after progress).
+    pub fn is_again(&self) -> bool {
+        self.errno() == Errno::from_raw(libc::EAGAIN)
+    }
+}
+
+/// A `FI_VERSION(major, minor)` pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// libfabric's text for an errno (positive).
+pub fn strerror(errno: Errno) -> String {
+    // SAFETY: fi_strerror accepts any value and returns a static,
+    // NUL-terminated string.
+    unsafe { CStr::from_ptr(fi_strerror(errno.raw())) }.to_string_lossy().into_owned()
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Turns a libfabric return value into a `Result`: negative values are
+/// `-errno`; others are returned as they are.
+#[inline]
+pub(crate) fn check(call: &'static str, ret: impl Into<i64>) -> Result<u64> {
+    let ret = ret.into();
+    if ret < 0 {
+        Err(Error::Call { call, errno: Errno::from_raw((-ret) as i32) })
+    } else {
+        Ok(ret as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_call_and_the_reason() {
+        let e = check("fi_av_insert", -(libc::EINVAL as i64)).unwrap_err();
+        assert_eq!(e.call(), "fi_av_insert");
+        assert_eq!(e.errno(), Errno::from_raw(libc::EINVAL));
+        assert_eq!(e.to_string(), "fi_av_insert failed: Invalid argument (FI_EINVAL)");
+        assert_eq!(check("x", 5).unwrap(), 5);
+    }
+}

@@ -1,0 +1,269 @@
+//! Operations in flight: the buffers libfabric may touch, and how each
+//! completion finds its way back to its operation.
+//!
+//! A posted operation moves its [`Buf`] into a slot of its endpoint's
+//! [`OpTable`]; the slot's first field is the `fi_context2` libfabric gets as
+//! the operation context (which also satisfies `FI_CONTEXT`/`FI_CONTEXT2`
+//! mode). When the completion arrives, its context pointer identifies the slot
+//! and the buffer is handed back. Slots are allocated once per endpoint, so
+//! posting allocates nothing, and no global lock is taken.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+
+use libfabric_sys::fi_context2;
+
+use crate::cq::Entry;
+use crate::error::Error;
+use crate::mr::MemoryRegion;
+
+/// An owned byte buffer that operations borrow from the caller by value: it is
+/// moved into an operation while libfabric may read or write it, and comes back
+/// with the operation's completion (or with the error that stopped it).
+///
+/// The buffer never reallocates: its length can shrink (a receive completes
+/// with the received length) but not grow past the capacity it was made with.
+pub struct Buf {
+    bytes: Vec<u8>,
+    capacity: usize,
+    /// The registration, when the provider needs one (`FI_MR_LOCAL`) or the
+    /// caller made one. Dropped, and so closed, before `bytes` is freed.
+    pub(crate) mr: Option<MemoryRegion>,
+}
+
+impl Buf {
+    /// A zeroed buffer of `len` bytes.
+    pub fn zeroed(len: usize) -> Buf {
+        Buf::from(vec![0u8; len])
+    }
+
+    /// The bytes a receive may fill: the capacity the buffer was made with.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Sets the length (up to the capacity); new bytes are zero.
+    pub fn resize(&mut self, len: usize) -> Result<(), Error> {
+        if len > self.capacity {
+            return Err(Error::InvalidArgument {
+                call: "Buf::resize",
+                reason: format!("{len} bytes exceed the buffer's capacity of {}", self.capacity),
+            });
+        }
+        // Within capacity: never reallocates, so a registration stays valid.
+        self.bytes.resize(len, 0);
+        Ok(())
+    }
+
+    /// The registration attached to the buffer, if any.
+    pub fn memory_region(&self) -> Option<&MemoryRegion> {
+        self.mr.as_ref()
+    }
+
+    /// The whole capacity, for a receive to fill.
+    pub(crate) fn full_ptr(&mut self) -> *mut u8 {
+        self.bytes.resize(self.capacity, 0);
+        self.bytes.as_mut_ptr()
+    }
+
+    /// The local descriptor for the operation (`fi_mr_desc`), or NULL.
+    pub(crate) fn desc(&self) -> *mut libc::c_void {
+        self.mr.as_ref().map_or(std::ptr::null_mut(), |m| m.desc())
+    }
+
+    /// Takes the bytes back; the registration, if any, is closed.
+    pub fn into_vec(mut self) -> Vec<u8> {
+        self.mr = None;
+        std::mem::take(&mut self.bytes)
+    }
+}
+
+impl From<Vec<u8>> for Buf {
+    /// Takes the vector's allocation as it is (no copy): its length is the
+    /// buffer's capacity.
+    fn from(mut bytes: Vec<u8>) -> Buf {
+        bytes.shrink_to_fit();
+        let capacity = bytes.len();
+        Buf { bytes, capacity, mr: None }
+    }
+}
+
+impl From<&[u8]> for Buf {
+    fn from(bytes: &[u8]) -> Buf {
+        Buf::from(bytes.to_vec())
+    }
+}
+
+impl Deref for Buf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+}
+
+impl fmt::Debug for Buf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Buf")
+            .field("len", &self.bytes.len())
+            .field("capacity", &self.capacity)
+            .field("registered", &self.mr.is_some())
+            .finish()
+    }
+}
+
+/// What an operation was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    Send,
+    Recv,
+    TaggedSend,
+    TaggedRecv,
+}
+
+impl OpKind {
+    fn receives(self) -> bool {
+        matches!(self, OpKind::Recv | OpKind::TaggedRecv)
+    }
+}
+
+/// A finished operation: its kind, its buffer, the completion entry, and the
+/// caller's token.
+#[derive(Debug)]
+pub struct Completion<E> {
+    pub kind: OpKind,
+    /// The caller's value given when posting.
+    pub token: u64,
+    /// The buffer, back with the caller. For a receive its length is the
+    /// received length.
+    pub buf: Buf,
+    pub entry: E,
+}
+
+/// A failed post: why, and the buffer, returned to the caller untouched.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct PostError {
+    #[source]
+    pub error: Error,
+    pub buf: Buf,
+}
+
+impl PostError {
+    /// True for `FI_EAGAIN`: the queue is full; read completions and retry.
+    pub fn is_again(&self) -> bool {
+        self.error.is_again()
+    }
+}
+
+impl From<PostError> for Error {
+    fn from(e: PostError) -> Error {
+        e.error
+    }
+}
+
+/// One in-flight operation. `ctx` is first, so the operation context libfabric
+/// sees is the slot's address.
+#[repr(C)]
+struct Slot {
+    ctx: UnsafeCell<fi_context2>,
+    op: UnsafeCell<Option<(OpKind, u64, Buf)>>,
+}
+
+/// The slots of one endpoint's operations.
+pub(crate) struct OpTable {
+    slots: Box<[Slot]>,
+    /// Indices of free slots. A slot index popped from here belongs to the
+    /// poster until the operation's completion pushes it back.
+    free: Mutex<Vec<u32>>,
+}
+
+// SAFETY: a slot is accessed by one party at a time: the poster between
+// popping its index and posting, then libfabric (its context only), then the
+// single completion that takes its operation and frees the index. The free
+// list mutex orders those hand-overs.
+unsafe impl Send for OpTable {}
+// SAFETY: as above.
+unsafe impl Sync for OpTable {}
+
+impl OpTable {
+    pub(crate) fn new(capacity: usize) -> Arc<OpTable> {
+        let capacity = capacity.clamp(1, u32::MAX as usize);
+        let slots = (0..capacity)
+            .map(|_| Slot { ctx: UnsafeCell::new(fi_context2::default()), op: UnsafeCell::new(None) })
+            .collect();
+        Arc::new(OpTable { slots, free: Mutex::new((0..capacity as u32).rev().collect()) })
+    }
+
+    /// Reserves a slot for `buf`; `None` when every slot is in flight.
+    pub(crate) fn reserve(&self) -> Option<u32> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// Returns an unused reservation.
+    pub(crate) fn release(&self, index: u32) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(index);
+    }
+
+    /// Stores the operation in its reserved slot; returns the context pointer.
+    pub(crate) fn occupy(&self, index: u32, kind: OpKind, token: u64, buf: Buf) -> *mut libc::c_void {
+        let slot = &self.slots[index as usize];
+        // SAFETY: the caller reserved `index`, so nobody else touches the slot.
+        unsafe { *slot.op.get() = Some((kind, token, buf)) };
+        slot.ctx.get().cast()
+    }
+
+    /// Takes the operation back out of a slot whose post failed.
+    pub(crate) fn vacate(&self, index: u32) -> Option<Buf> {
+        let slot = &self.slots[index as usize];
+        // SAFETY: the post failed, so libfabric never saw the context; the
+        // caller still holds the reservation.
+        let op = unsafe { (*slot.op.get()).take() };
+        self.release(index);
+        op.map(|(_, _, b)| b)
+    }
+
+    /// The slot index a context pointer designates, if it is one of ours.
+    fn index_of(&self, context: *mut libc::c_void) -> Option<usize> {
+        let base = self.slots.as_ptr() as usize;
+        let offset = (context as usize).checked_sub(base)?;
+        let size = std::mem::size_of::<Slot>();
+        (offset % size == 0 && offset / size < self.slots.len()).then_some(offset / size)
+    }
+
+    /// The completion of one of this table's operations.
+    pub(crate) fn complete<E: Entry>(&self, entry: E) -> Option<Completion<E>> {
+        let index = self.index_of(entry.context())?;
+        // SAFETY: libfabric reported the operation done: it no longer touches
+        // the buffer, and this single completion owns the slot until the index
+        // is freed below.
+        let (kind, token, mut buf) = unsafe { (*self.slots[index].op.get()).take()? };
+        self.release(index as u32);
+        if kind.receives() {
+            // The received length; never more than the capacity posted.
+            let _ = buf.resize(entry.len().min(buf.capacity()));
+        }
+        Some(Completion { kind, token, buf, entry })
+    }
+
+    /// The operation of a failed completion, if it is one of ours.
+    pub(crate) fn fail(&self, context: *mut libc::c_void) -> Option<(OpKind, u64, Buf)> {
+        let index = self.index_of(context)?;
+        // SAFETY: as in `complete`: the error entry ends the operation.
+        let op = unsafe { (*self.slots[index].op.get()).take()? };
+        self.release(index as u32);
+        Some(op)
+    }
+
+    /// Operations still in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.slots.len() - self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
