@@ -12,14 +12,14 @@ use libfabric_sys::flags::CompletionFlags;
 use libfabric_sys::{
     fi_addr_t, fi_control, fi_cq_attr, fi_cq_data_entry, fi_cq_entry, fi_cq_err_entry, fi_cq_msg_entry, fi_cq_open,
     fi_cq_read, fi_cq_readerr, fi_cq_readfrom, fi_cq_signal, fi_cq_sread, fi_cq_strerror, fi_cq_tagged_entry,
-    fi_trywait, fid, fid_cq, FI_ADDR_NOTAVAIL, FI_GETWAIT,
+    fi_trywait, fid, fid_cq, FI_GETWAIT,
 };
 
 use crate::av::Address;
 use crate::domain::{Domain, DomainInner};
 use crate::error::{check, CompletionError, Error, Result};
 use crate::fid::{Object, ThreadModel, ThreadSafe};
-use crate::ops::{Completion, OpTable};
+use crate::ops::{Buf, Completion, OpKind, OpTable};
 
 /// A completion entry format (`FI_CQ_FORMAT_*`): the type a CQ is read into.
 ///
@@ -54,6 +54,10 @@ macro_rules! entry {
         #[repr(transparent)]
         #[derive(Clone, Copy, Default)]
         pub struct $name(pub $raw);
+
+        // SAFETY: an entry is plain data; its pointers (context, buffer) are
+        // values to compare, never dereferenced through the entry.
+        unsafe impl Send for $name {}
 
         // SAFETY: repr(transparent) over the C struct of this format.
         unsafe impl Entry for $name {
@@ -159,6 +163,7 @@ impl<E: Entry, M: ThreadModel> fmt::Debug for CompletionQueue<E, M> {
 }
 
 /// What reading one completion gave.
+#[derive(Debug)]
 pub enum Read<E> {
     /// Nothing to read yet (`-FI_EAGAIN`).
     Empty,
@@ -166,6 +171,9 @@ pub enum Read<E> {
     Raw(E),
     /// An operation posted through this crate, with its buffer returned.
     Op(Completion<E>),
+    /// An operation failed (an error entry, [`Error::Completion`]); an
+    /// operation posted through this crate returns its kind, token and buffer.
+    Failed { error: Error, op: Option<(OpKind, u64, Buf)> },
 }
 
 impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
@@ -210,6 +218,26 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         self.count("fi_cq_read", ret)
     }
 
+    /// Reads up to `out.len()` operations posted through this crate (and raw
+    /// entries) at once; returns how many were appended to `out`.
+    pub fn poll_batch(&self, out: &mut Vec<Read<E>>, max: usize) -> Result<usize> {
+        let mut entries = [E::default(); 32];
+        let want = max.min(entries.len());
+        // SAFETY: `entries` holds `want` entries of this queue's format.
+        let ret = unsafe { fi_cq_read(self.as_raw(), entries.as_mut_ptr().cast(), want) };
+        if ret == -(libfabric_sys::FI_EAVAIL as isize) {
+            let (error, op) = self.read_error("fi_cq_read");
+            out.push(Read::Failed { error, op });
+            return Ok(1);
+        }
+        let n = self.count("fi_cq_read", ret)?;
+        out.extend(entries[..n].iter().map(|e| match self.claim(*e) {
+            Some(c) => Read::Op(c),
+            None => Read::Raw(*e),
+        }));
+        Ok(n)
+    }
+
     /// Like [`read_raw`](Self::read_raw), also returning each entry's source
     /// address (`fi_cq_readfrom`; needs `FI_SOURCE`).
     pub fn read_from(&self, out: &mut [E], from: &mut [Address]) -> Result<usize> {
@@ -235,14 +263,9 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// Reads one completion and, for operations posted through this crate,
     /// returns the buffer with it.
     pub fn poll(&self) -> Result<Read<E>> {
-        let mut e = [E::default()];
-        if self.read_raw(&mut e)? == 0 {
-            return Ok(Read::Empty);
-        }
-        Ok(match self.claim(e[0]) {
-            Some(c) => Read::Op(c),
-            None => Read::Raw(e[0]),
-        })
+        let mut one = Vec::with_capacity(1);
+        self.poll_batch(&mut one, 1)?;
+        Ok(one.pop().unwrap_or(Read::Empty))
     }
 
     /// Maps an entry back to the operation that produced it, if one of the
@@ -277,18 +300,21 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         }
         match -ret as i32 {
             libc::EAGAIN => Ok(0),
-            e if e == libfabric_sys::FI_EAVAIL as i32 => Err(self.read_error(call)),
+            // The failed operation's buffer, if it was ours, is freed here;
+            // `poll` returns it instead.
+            e if e == libfabric_sys::FI_EAVAIL as i32 => Err(self.read_error(call).0),
             e => Err(Error::Call { call, errno: Errno::from_raw(e) }),
         }
     }
 
-    /// Reads the waiting error entry (`fi_cq_readerr`), with the provider's text.
-    fn read_error(&self, call: &'static str) -> Error {
+    /// Reads the waiting error entry (`fi_cq_readerr`), with the provider's
+    /// text, and takes back the failed operation if it was posted through this crate.
+    fn read_error(&self, call: &'static str) -> (Error, Option<(OpKind, u64, Buf)>) {
         let mut err = fi_cq_err_entry::default();
         // SAFETY: the CQ is open; `err` is a valid error entry to fill.
         let ret = unsafe { fi_cq_readerr(self.as_raw(), &mut err, 0) };
         if ret < 0 {
-            return Error::Call { call: "fi_cq_readerr", errno: Errno::from_raw((-ret) as i32) };
+            return (Error::Call { call: "fi_cq_readerr", errno: Errno::from_raw((-ret) as i32) }, None);
         }
         let mut buf = [0 as libc::c_char; 256];
         // SAFETY: err_data/err_data_size come from the entry just read; buf is writable.
@@ -300,12 +326,11 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
                 std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
             }
         };
-        // Give the operation's buffer back to its slot so it is not lost.
-        let tables = self.inner.tables.lock().unwrap_or_else(|p| p.into_inner());
-        for t in tables.iter() {
-            t.fail(err.op_context);
-        }
-        Error::Completion {
+        let op = {
+            let tables = self.inner.tables.lock().unwrap_or_else(|p| p.into_inner());
+            tables.iter().find_map(|t| t.fail(err.op_context))
+        };
+        let error = Error::Completion {
             call,
             errno: err.err(),
             detail: Box::new(CompletionError {
@@ -316,7 +341,8 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
                 prov_errno: err.prov_errno,
                 provider_text: text,
             }),
-        }
+        };
+        (error, op)
     }
 }
 
@@ -341,6 +367,3 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         Ok(unsafe { BorrowedFd::borrow_raw(fd) })
     }
 }
-
-/// `FI_ADDR_NOTAVAIL`: a source address libfabric could not resolve.
-pub const ADDR_NOTAVAIL: Address = Address(FI_ADDR_NOTAVAIL);

@@ -93,11 +93,34 @@ pub fn strerror(errno: Errno) -> String {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A C return value: `int` or `ssize_t`.
+pub(crate) trait ReturnCode {
+    fn code(self) -> i64;
+}
+
+impl ReturnCode for i32 {
+    fn code(self) -> i64 {
+        i64::from(self)
+    }
+}
+
+impl ReturnCode for isize {
+    fn code(self) -> i64 {
+        self as i64
+    }
+}
+
+impl ReturnCode for i64 {
+    fn code(self) -> i64 {
+        self
+    }
+}
+
 /// Turns a libfabric return value into a `Result`: negative values are
 /// `-errno`; others are returned as they are.
 #[inline]
-pub(crate) fn check(call: &'static str, ret: impl Into<i64>) -> Result<u64> {
-    let ret = ret.into();
+pub(crate) fn check(call: &'static str, ret: impl ReturnCode) -> Result<u64> {
+    let ret = ret.code();
     if ret < 0 {
         Err(Error::Call { call, errno: Errno::from_raw((-ret) as i32) })
     } else {

@@ -20,7 +20,10 @@ pub struct Fabric {
 
 impl fmt::Debug for Fabric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fabric").field("provider", &self.info.provider()).field("name", &self.info.fabric_name()).finish()
+        f.debug_struct("Fabric")
+            .field("provider", &self.info.provider())
+            .field("name", &self.info.fabric_name())
+            .finish()
     }
 }
 
@@ -36,7 +39,10 @@ impl Fabric {
         crate::info::check_version()?;
         let attr = info.as_raw().fabric_attr;
         if attr.is_null() {
-            return Err(Error::InvalidArgument { call: "fi_fabric", reason: "the info has no fabric attributes".into() });
+            return Err(Error::InvalidArgument {
+                call: "fi_fabric",
+                reason: "the info has no fabric attributes".into(),
+            });
         }
         let mut raw = ptr::null_mut();
         // SAFETY: `attr` belongs to `info`, valid for the call; `raw` receives the new object.

@@ -7,16 +7,15 @@ use std::ptr::{self, NonNull};
 use libfabric_sys::enums::{AddrFormat, AvType, EpType, Progress, Protocol, ResourceMgmt, Threading, TostrType};
 use libfabric_sys::flags::{Caps, GetinfoFlags, Mode, MrMode, MsgOrder, OpFlags};
 use libfabric_sys::{
-    fi_allocinfo, fi_domain_attr, fi_dupinfo, fi_ep_attr, fi_fabric_attr, fi_freeinfo, fi_getinfo, fi_info,
-    fi_rx_attr, fi_tostr_r, fi_tx_attr, fi_version, FI_MAJOR, FI_MAJOR_VERSION, FI_MINOR, FI_MINOR_VERSION,
-    FI_VERSION,
+    fi_allocinfo, fi_domain_attr, fi_dupinfo, fi_ep_attr, fi_fabric_attr, fi_freeinfo, fi_getinfo, fi_info, fi_rx_attr,
+    fi_tostr_r, fi_tx_attr, fi_version, FI_MAJOR, FI_MAJOR_VERSION, FI_MINOR, FI_MINOR_VERSION, FI_VERSION,
 };
 
 use crate::error::{check, Error, Result, Version};
 
 /// The API version these bindings were generated for (`FI_VERSION` of the headers).
 pub fn api_version() -> Version {
-    Version { major: FI_MAJOR_VERSION, minor: FI_MINOR_VERSION }
+    Version { major: FI_MAJOR_VERSION as u32, minor: FI_MINOR_VERSION as u32 }
 }
 
 /// The version of the libfabric library loaded at run time.
@@ -93,10 +92,8 @@ impl Hints {
     pub fn new() -> Result<Hints> {
         // SAFETY: fi_allocinfo returns a zeroed fi_info with its attribute structs allocated.
         let raw = unsafe { fi_allocinfo() };
-        let raw = NonNull::new(raw).ok_or(Error::Call {
-            call: "fi_allocinfo",
-            errno: libfabric_sys::enums::Errno::from_raw(libc::ENOMEM),
-        })?;
+        let raw = NonNull::new(raw)
+            .ok_or(Error::Call { call: "fi_allocinfo", errno: libfabric_sys::enums::Errno::from_raw(libc::ENOMEM) })?;
         Ok(Hints { info: OwnedInfo(raw) })
     }
 
@@ -304,7 +301,7 @@ pub fn getinfo(target: &Target<'_>, hints: &Hints) -> Result<Vec<Info>> {
     // SAFETY: strings and hints outlive the call; the list is freed below.
     let ret = unsafe {
         fi_getinfo(
-            FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION),
+            FI_VERSION(FI_MAJOR_VERSION as u32, FI_MINOR_VERSION as u32),
             node.as_ref().map_or(ptr::null(), |n| n.as_ptr()),
             service.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
             target.flags.bits(),
@@ -316,10 +313,10 @@ pub fn getinfo(target: &Target<'_>, hints: &Hints) -> Result<Vec<Info>> {
         return Ok(Vec::new());
     }
     check("fi_getinfo", ret)?;
-    let head = OwnedInfo(NonNull::new(list).ok_or(Error::Call {
-        call: "fi_getinfo",
-        errno: libfabric_sys::enums::Errno::from_raw(libc::ENODATA),
-    })?);
+    let head = OwnedInfo(
+        NonNull::new(list)
+            .ok_or(Error::Call { call: "fi_getinfo", errno: libfabric_sys::enums::Errno::from_raw(libc::ENODATA) })?,
+    );
     let mut out = Vec::new();
     let mut cur = head.0.as_ptr();
     while !cur.is_null() {
@@ -359,6 +356,15 @@ fn cstr_field(_owner: &Info, p: *const libc::c_char) -> &str {
 }
 
 impl Info {
+    /// Takes ownership of an fi_info libfabric handed over (a connection
+    /// request's).
+    ///
+    /// # Safety
+    /// `info` is valid and freed by nobody else.
+    pub(crate) unsafe fn from_owned(info: NonNull<fi_info>) -> Info {
+        Info { info: OwnedInfo(info) }
+    }
+
     /// The C struct (for generated accessors not wrapped here).
     pub fn as_raw(&self) -> &fi_info {
         // SAFETY: valid for the lifetime of `self`.

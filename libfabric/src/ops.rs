@@ -262,6 +262,11 @@ impl OpTable {
         Some(op)
     }
 
+    /// The context pointer of a slot (for `fi_cancel`).
+    pub(crate) fn context_of(&self, index: u32) -> *mut libc::c_void {
+        self.slots.get(index as usize).map_or(std::ptr::null_mut(), |s| s.ctx.get().cast())
+    }
+
     /// Operations still in flight.
     pub(crate) fn in_flight(&self) -> usize {
         self.slots.len() - self.free.lock().unwrap_or_else(|p| p.into_inner()).len()

@@ -1,0 +1,188 @@
+//! Address vectors: peers' addresses, inserted once, used by handle.
+
+use std::ffi::{CStr, CString};
+use std::fmt;
+use std::marker::PhantomData;
+use std::ptr;
+use std::sync::Arc;
+
+use libfabric_sys::enums::AvType;
+use libfabric_sys::flags::AvInsertFlags;
+use libfabric_sys::{
+    fi_addr_t, fi_av_attr, fi_av_insert, fi_av_insertsvc, fi_av_lookup, fi_av_open, fi_av_remove, fi_av_straddr,
+    fid_av, FI_ADDR_NOTAVAIL, FI_ADDR_UNSPEC,
+};
+
+use crate::domain::{Domain, DomainInner};
+use crate::error::{check, Error, Result};
+use crate::fid::{Object, ThreadModel, ThreadSafe};
+
+/// A peer's handle in an address vector (`fi_addr_t`).
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Address(pub fi_addr_t);
+
+impl Address {
+    /// `FI_ADDR_UNSPEC`: any peer (receives) or none.
+    pub const UNSPEC: Address = Address(FI_ADDR_UNSPEC);
+    /// `FI_ADDR_NOTAVAIL`: a source address libfabric could not resolve.
+    pub const NOTAVAIL: Address = Address(FI_ADDR_NOTAVAIL);
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Address::UNSPEC {
+            f.write_str("Address(UNSPEC)")
+        } else {
+            write!(f, "Address({})", self.0)
+        }
+    }
+}
+
+pub(crate) struct AvInner {
+    pub(crate) object: Object<fid_av>,
+    _domain: Arc<DomainInner>,
+    addrlen: usize,
+}
+
+/// An open address vector (`fi_av_open`).
+pub struct AddressVector<M: ThreadModel = ThreadSafe> {
+    pub(crate) inner: Arc<AvInner>,
+    _model: PhantomData<M::Marker>,
+}
+
+impl<M: ThreadModel> Clone for AddressVector<M> {
+    fn clone(&self) -> Self {
+        AddressVector { inner: self.inner.clone(), _model: PhantomData }
+    }
+}
+
+impl<M: ThreadModel> fmt::Debug for AddressVector<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddressVector").field("raw", &self.inner.object.as_ptr()).finish()
+    }
+}
+
+impl<M: ThreadModel> AddressVector<M> {
+    /// Opens an address vector of `ty` (`AvType::UNSPEC`: the provider's choice).
+    pub fn open(domain: &Domain<M>, ty: AvType) -> Result<Self> {
+        let mut attr = fi_av_attr::default();
+        attr.set_type(ty);
+        let mut raw = ptr::null_mut();
+        // SAFETY: the domain is open; attr is valid for the call.
+        check("fi_av_open", unsafe { fi_av_open(domain.as_raw(), &mut attr, &mut raw, ptr::null_mut()) })?;
+        // SAFETY: fi_av_open succeeded.
+        let object = unsafe { Object::new(raw, "fi_close(av)") }
+            .ok_or(Error::InvalidArgument { call: "fi_av_open", reason: "returned no AV".into() })?;
+        let addrlen = domain.info().as_raw().src_addrlen.max(domain.info().as_raw().dest_addrlen);
+        Ok(AddressVector {
+            inner: Arc::new(AvInner { object, _domain: domain.inner.clone(), addrlen }),
+            _model: PhantomData,
+        })
+    }
+
+    /// The raw object, for calls this crate does not wrap.
+    pub fn as_raw(&self) -> *mut fid_av {
+        self.inner.object.as_ptr()
+    }
+
+    /// Inserts raw addresses (as `Endpoint::name` returns them), `addrlen` bytes
+    /// each, back to back; returns one handle per address, in order.
+    pub fn insert(&self, addrs: &[u8], addrlen: usize, flags: AvInsertFlags) -> Result<Vec<Address>> {
+        if addrlen == 0 || addrs.len() % addrlen != 0 {
+            return Err(Error::InvalidArgument {
+                call: "fi_av_insert",
+                reason: format!("{} bytes are not a whole number of {addrlen}-byte addresses", addrs.len()),
+            });
+        }
+        if addrlen < self.inner.addrlen {
+            return Err(Error::InvalidArgument {
+                call: "fi_av_insert",
+                reason: format!("addresses of this domain are {} bytes, not {addrlen}", self.inner.addrlen),
+            });
+        }
+        let count = addrs.len() / addrlen;
+        let mut out = vec![Address::UNSPEC; count];
+        // SAFETY: `addrs` holds `count` addresses; `out` has room for `count` handles.
+        let ret = unsafe {
+            fi_av_insert(
+                self.as_raw(),
+                addrs.as_ptr().cast(),
+                count,
+                out.as_mut_ptr().cast(),
+                flags.bits(),
+                ptr::null_mut(),
+            )
+        };
+        let inserted = check("fi_av_insert", ret)? as usize;
+        if inserted != count {
+            return Err(Error::InvalidArgument {
+                call: "fi_av_insert",
+                reason: format!("only {inserted} of {count} addresses were valid"),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Inserts one address.
+    pub fn insert_one(&self, addr: &[u8]) -> Result<Address> {
+        Ok(self.insert(addr, addr.len(), AvInsertFlags::empty())?[0])
+    }
+
+    /// Resolves and inserts `node`/`service` (`fi_av_insertsvc`).
+    pub fn insert_service(&self, node: &str, service: &str) -> Result<Address> {
+        let invalid = |what: &str| Error::InvalidArgument {
+            call: "fi_av_insertsvc",
+            reason: format!("{what} contains a NUL byte"),
+        };
+        let node = CString::new(node).map_err(|_| invalid("node"))?;
+        let service = CString::new(service).map_err(|_| invalid("service"))?;
+        let mut out = Address::UNSPEC;
+        // SAFETY: the strings and `out` outlive the call.
+        let ret =
+            unsafe { fi_av_insertsvc(self.as_raw(), node.as_ptr(), service.as_ptr(), &mut out.0, 0, ptr::null_mut()) };
+        if check("fi_av_insertsvc", ret)? != 1 {
+            return Err(Error::InvalidArgument {
+                call: "fi_av_insertsvc",
+                reason: "the address was not inserted".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The raw address behind a handle (`fi_av_lookup`).
+    pub fn lookup(&self, addr: Address) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.inner.addrlen.max(16)];
+        loop {
+            let mut len = buf.len();
+            // SAFETY: `buf` is writable for `len` bytes.
+            let ret = unsafe { fi_av_lookup(self.as_raw(), addr.0, buf.as_mut_ptr().cast(), &mut len) };
+            check("fi_av_lookup", ret)?;
+            if len <= buf.len() {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            buf.resize(len, 0); // too small: libfabric reported the size it needs
+        }
+    }
+
+    /// A printable form of a raw address (`fi_av_straddr`).
+    pub fn straddr(&self, addr: &[u8]) -> String {
+        let mut buf = [0 as libc::c_char; 256];
+        let mut len = buf.len();
+        // SAFETY: `addr` is readable; `buf` writable for `len` bytes.
+        let p = unsafe { fi_av_straddr(self.as_raw(), addr.as_ptr().cast(), buf.as_mut_ptr(), &mut len) };
+        if p.is_null() {
+            return String::new();
+        }
+        // SAFETY: fi_av_straddr NUL-terminates within `buf`.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+
+    /// Removes handles (`fi_av_remove`); a removed handle must not be used again.
+    pub fn remove(&self, addrs: &[Address]) -> Result<()> {
+        let mut raw: Vec<fi_addr_t> = addrs.iter().map(|a| a.0).collect();
+        // SAFETY: `raw` holds `raw.len()` handles.
+        check("fi_av_remove", unsafe { fi_av_remove(self.as_raw(), raw.as_mut_ptr(), raw.len(), 0) }).map(drop)
+    }
+}

@@ -1,0 +1,471 @@
+//! Active endpoints (MSG, RDM, DGRAM): messaging, tagged messaging,
+//! connections.
+//!
+//! Safe posting methods take a [`Buf`] by value and return it with the
+//! operation's completion (from [`CompletionQueue::poll`]), so a buffer cannot
+//! be read, written or freed while libfabric may touch it. The `*_raw` methods
+//! take pointers and contexts as C does, with the contract written on each.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ptr;
+use std::sync::Arc;
+
+use libfabric_sys::enums::{EpOption, OptLevel};
+use libfabric_sys::flags::{BindFlags, MrAccess, MrMode, OpFlags};
+use libfabric_sys::{
+    fi_accept, fi_cancel, fi_connect, fi_enable, fi_endpoint, fi_ep_bind, fi_getname, fi_getopt, fi_getpeer, fi_inject,
+    fi_injectdata, fi_msg, fi_msg_tagged, fi_recv, fi_recvmsg, fi_send, fi_senddata, fi_sendmsg, fi_setopt,
+    fi_shutdown, fi_tinject, fi_tinjectdata, fi_trecv, fi_trecvmsg, fi_tsend, fi_tsenddata, fi_tsendmsg, fid, fid_ep,
+};
+
+use crate::av::{Address, AddressVector, AvInner};
+use crate::cq::{CompletionQueue, CqInner, Entry, TaggedEntry};
+use crate::domain::{Domain, DomainInner};
+use crate::eq::EventQueue;
+use crate::error::{check, Error, Result};
+use crate::fid::{Object, ThreadModel, ThreadSafe};
+use crate::info::Info;
+use crate::mr::MemoryRegion;
+use crate::ops::{Buf, OpKind, OpTable, PostError};
+
+pub(crate) struct EpInner {
+    // Fields drop in order: the endpoint is closed before anything it uses.
+    pub(crate) object: Object<fid_ep>,
+    ops: Arc<OpTable>,
+    _cq: Arc<CqInner>,
+    _av: Option<Arc<AvInner>>,
+    _eq: Option<EventQueue>,
+    domain: Arc<DomainInner>,
+    info: Info,
+}
+
+/// The objects an endpoint is bound to when it is opened.
+pub struct Bindings<'a, E: Entry, M: ThreadModel> {
+    /// Completions of both directions go here.
+    pub cq: &'a CompletionQueue<E, M>,
+    /// The address vector (RDM and DGRAM endpoints).
+    pub av: Option<&'a AddressVector<M>>,
+    /// The event queue (MSG endpoints: connection events).
+    pub eq: Option<&'a EventQueue>,
+}
+
+/// An enabled active endpoint (`fi_endpoint` + binds + `fi_enable`).
+pub struct Endpoint<E: Entry = TaggedEntry, M: ThreadModel = ThreadSafe> {
+    inner: Arc<EpInner>,
+    _types: PhantomData<(E, M::Marker)>,
+}
+
+impl<E: Entry, M: ThreadModel> fmt::Debug for Endpoint<E, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("provider", &self.inner.info.provider())
+            .field("type", &self.inner.info.ep_type())
+            .finish()
+    }
+}
+
+/// Identifies a posted operation, for [`Endpoint::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpId(u32);
+
+fn post_error(call: &'static str, ret: isize, buf: Buf) -> PostError {
+    let error = check(call, ret as i64).err().unwrap_or(Error::InvalidArgument { call, reason: "failed".into() });
+    PostError { error, buf }
+}
+
+impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
+    /// Opens an endpoint for `info` on `domain`, binds it and enables it.
+    pub fn open(domain: &Domain<M>, info: &Info, bind: Bindings<'_, E, M>) -> Result<Self> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: the domain is open and `info` valid for the call.
+        check("fi_endpoint", unsafe { fi_endpoint(domain.as_raw(), info.as_ptr(), &mut raw, ptr::null_mut()) })?;
+        // SAFETY: fi_endpoint succeeded.
+        let object = unsafe { Object::new(raw, "fi_close(endpoint)") }
+            .ok_or(Error::InvalidArgument { call: "fi_endpoint", reason: "returned no endpoint".into() })?;
+        let ep = object.as_ptr();
+        let bind_to = |call: &'static str, what: *mut fid, flags: BindFlags| {
+            // SAFETY: both objects are open.
+            check(call, unsafe { fi_ep_bind(ep, what, flags.bits()) }).map(drop)
+        };
+        bind_to("fi_ep_bind(cq)", bind.cq.fid(), BindFlags::TRANSMIT | BindFlags::RECV)?;
+        if let Some(av) = bind.av {
+            bind_to("fi_ep_bind(av)", av.inner.object.fid(), BindFlags::empty())?;
+        }
+        if let Some(eq) = bind.eq {
+            bind_to("fi_ep_bind(eq)", eq.fid(), BindFlags::empty())?;
+        }
+        // SAFETY: the endpoint is open and bound.
+        check("fi_enable", unsafe { fi_enable(ep) })?;
+
+        let depth = info.tx_attr().map_or(0, |t| t.size()) + info.rx_attr().map_or(0, |r| r.size());
+        let ops = OpTable::new(depth.clamp(64, 1 << 16));
+        bind.cq.inner.tables.lock().unwrap_or_else(|p| p.into_inner()).push(ops.clone());
+        Ok(Endpoint {
+            inner: Arc::new(EpInner {
+                object,
+                ops,
+                _cq: bind.cq.inner.clone(),
+                _av: bind.av.map(|a| a.inner.clone()),
+                _eq: bind.eq.cloned(),
+                domain: domain.inner.clone(),
+                info: info.clone(),
+            }),
+            _types: PhantomData,
+        })
+    }
+
+    /// Closes the endpoint now and reports libfabric's verdict (dropping it
+    /// closes it too, logging a failure). Operations still in flight are
+    /// cancelled; their buffers are freed when the completion queue closes.
+    pub fn close(self) -> Result<()> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.object.close(),
+            Err(_) => Ok(()), // not reachable: the endpoint is the only owner
+        }
+    }
+
+    /// The info the endpoint was opened with.
+    pub fn info(&self) -> &Info {
+        &self.inner.info
+    }
+
+    /// The raw object, for calls this crate does not wrap.
+    pub fn as_raw(&self) -> *mut fid_ep {
+        self.inner.object.as_ptr()
+    }
+
+    fn fid(&self) -> *mut fid {
+        self.inner.object.fid()
+    }
+
+    /// Operations posted and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.inner.ops.in_flight()
+    }
+
+    /// The endpoint's own address (`fi_getname`), to hand to peers.
+    pub fn name(&self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; 64];
+        loop {
+            let mut len = buf.len();
+            // SAFETY: `buf` is writable for `len` bytes.
+            let ret = unsafe { fi_getname(self.fid(), buf.as_mut_ptr().cast(), &mut len) };
+            if ret == -(libfabric_sys::FI_ETOOSMALL as i32) || (ret == 0 && len > buf.len()) {
+                buf.resize(len, 0);
+                continue;
+            }
+            check("fi_getname", ret)?;
+            buf.truncate(len);
+            return Ok(buf);
+        }
+    }
+
+    /// The connected peer's address (`fi_getpeer`, MSG endpoints).
+    pub fn peer(&self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; 128];
+        let mut len = buf.len();
+        // SAFETY: `buf` is writable for `len` bytes.
+        check("fi_getpeer", unsafe { fi_getpeer(self.as_raw(), buf.as_mut_ptr().cast(), &mut len) })?;
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// Starts connecting a MSG endpoint to `dest` (an address from the
+    /// peer's `name`, or `None` for the info's `dest_addr`), sending `data`
+    /// with the request. `FI_CONNECTED` arrives on the event queue.
+    pub fn connect(&self, dest: Option<&[u8]>, data: &[u8]) -> Result<()> {
+        let addr = match dest {
+            Some(d) => d.as_ptr(),
+            None => self.inner.info.dest_addr().map_or(ptr::null(), <[u8]>::as_ptr),
+        };
+        // SAFETY: the address and data are readable for the call.
+        check("fi_connect", unsafe { fi_connect(self.as_raw(), addr.cast(), data.as_ptr().cast(), data.len()) })
+            .map(drop)
+    }
+
+    /// Accepts the connection request this endpoint was opened for, sending
+    /// `data` back. `FI_CONNECTED` arrives on the event queue.
+    pub fn accept(&self, data: &[u8]) -> Result<()> {
+        // SAFETY: the data is readable for the call.
+        check("fi_accept", unsafe { fi_accept(self.as_raw(), data.as_ptr().cast(), data.len()) }).map(drop)
+    }
+
+    /// Closes the connection (`fi_shutdown`).
+    pub fn shutdown(&self) -> Result<()> {
+        // SAFETY: the endpoint is open.
+        check("fi_shutdown", unsafe { fi_shutdown(self.as_raw(), 0) }).map(drop)
+    }
+
+    /// Reads an `size_t` endpoint option (`fi_getopt(FI_OPT_ENDPOINT, …)`).
+    pub fn option(&self, name: EpOption) -> Result<usize> {
+        let mut value = 0usize;
+        let mut len = std::mem::size_of::<usize>();
+        // SAFETY: `value` is writable for `len` bytes.
+        check("fi_getopt", unsafe {
+            fi_getopt(self.fid(), OptLevel::ENDPOINT.raw(), name.raw(), (&mut value as *mut usize).cast(), &mut len)
+        })?;
+        Ok(value)
+    }
+
+    /// Sets a `size_t` endpoint option (`fi_setopt(FI_OPT_ENDPOINT, …)`), such as
+    /// `EpOption::MIN_MULTI_RECV`.
+    pub fn set_option(&self, name: EpOption, value: usize) -> Result<()> {
+        // SAFETY: `value` is readable for its size.
+        check("fi_setopt", unsafe {
+            fi_setopt(
+                self.fid(),
+                OptLevel::ENDPOINT.raw(),
+                name.raw(),
+                (&value as *const usize).cast(),
+                std::mem::size_of::<usize>(),
+            )
+        })
+        .map(drop)
+    }
+
+    /// Registers `buf` for local access when the provider needs it
+    /// (`FI_MR_LOCAL`), once: the registration stays with the buffer.
+    fn prepare(&self, buf: &mut Buf, access: MrAccess) -> Result<()> {
+        // FI_LOCAL_MR is the pre-1.5 spelling of FI_MR_LOCAL; old providers still ask for it.
+        #[allow(deprecated)]
+        let local = self.inner.info.mr_mode().contains(MrMode::LOCAL)
+            || self.inner.info.mode().contains(libfabric_sys::flags::Mode::LOCAL_MR);
+        if buf.mr.is_some() || !local {
+            return Ok(());
+        }
+        self.register(buf, access)
+    }
+
+    /// Registers `buf` on this endpoint's domain for `access` (bound to the
+    /// endpoint and enabled when the provider uses `FI_MR_ENDPOINT`). The
+    /// registration stays with the buffer until it is dropped or turned back
+    /// into a `Vec`.
+    pub fn register(&self, buf: &mut Buf, access: MrAccess) -> Result<()> {
+        let cap = buf.capacity();
+        let ptr = buf.full_ptr();
+        // SAFETY: a Buf never reallocates and drops its registration before its
+        // bytes; the bytes are only written through operations or by the owner
+        // while no operation holds the buffer.
+        let mr = unsafe { MemoryRegion::register(&self.inner.domain, ptr, cap.max(1), access)? };
+        if self.inner.info.mr_mode().contains(MrMode::ENDPOINT) {
+            mr.bind_and_enable(self.fid())?;
+        }
+        buf.mr = Some(mr);
+        Ok(())
+    }
+
+    /// Posts an operation on `buf`: reserve a slot, register if needed, post
+    /// with the slot as context; on failure the buffer comes back.
+    fn post(
+        &self,
+        call: &'static str,
+        kind: OpKind,
+        token: u64,
+        mut buf: Buf,
+        access: MrAccess,
+        post: impl FnOnce(*mut u8, usize, *mut libc::c_void, *mut libc::c_void) -> isize,
+    ) -> Result<OpId, PostError> {
+        if let Err(error) = self.prepare(&mut buf, access) {
+            return Err(PostError { error, buf });
+        }
+        let Some(index) = self.inner.ops.reserve() else {
+            let errno = libfabric_sys::enums::Errno::from_raw(libc::EAGAIN);
+            return Err(PostError { error: Error::Call { call, errno }, buf });
+        };
+        let receives = matches!(kind, OpKind::Recv | OpKind::TaggedRecv);
+        let len = if receives { buf.capacity() } else { buf.len() };
+        let data = if receives { buf.full_ptr() } else { buf.as_ptr().cast_mut() };
+        let desc = buf.desc();
+        let context = self.inner.ops.occupy(index, kind, token, buf);
+        let ret = post(data, len, desc, context);
+        if ret < 0 {
+            let buf = self.inner.ops.vacate(index).expect("the slot holds the buffer it was just given");
+            return Err(post_error(call, ret, buf));
+        }
+        Ok(OpId(index))
+    }
+
+    /// Sends `buf` to `dest` (`fi_send`; `Address::UNSPEC` on a connected MSG
+    /// endpoint). `token` comes back with the completion.
+    pub fn send(&self, buf: Buf, dest: Address, token: u64) -> Result<OpId, PostError> {
+        let ep = self.as_raw();
+        self.post("fi_send", OpKind::Send, token, buf, MrAccess::SEND, |p, len, desc, ctx| {
+            // SAFETY: the buffer is owned by the operation's slot until its completion.
+            unsafe { fi_send(ep, p.cast(), len, desc, dest.0, ctx) }
+        })
+    }
+
+    /// Sends `buf` with remote CQ data (`fi_senddata`).
+    pub fn send_data(&self, buf: Buf, data: u64, dest: Address, token: u64) -> Result<OpId, PostError> {
+        let ep = self.as_raw();
+        self.post("fi_senddata", OpKind::Send, token, buf, MrAccess::SEND, |p, len, desc, ctx| {
+            // SAFETY: as in `send`.
+            unsafe { fi_senddata(ep, p.cast(), len, desc, data, dest.0, ctx) }
+        })
+    }
+
+    /// Posts `buf` to receive a message from `src` (`Address::UNSPEC`: anyone).
+    /// The completion returns the buffer cut to the received length.
+    pub fn recv(&self, buf: Buf, src: Address, token: u64) -> Result<OpId, PostError> {
+        let ep = self.as_raw();
+        self.post("fi_recv", OpKind::Recv, token, buf, MrAccess::RECV, |p, len, desc, ctx| {
+            // SAFETY: as in `send`; the provider may write `len` bytes.
+            unsafe { fi_recv(ep, p.cast(), len, desc, src.0, ctx) }
+        })
+    }
+
+    /// Sends a tagged message (`fi_tsend`).
+    pub fn tsend(&self, buf: Buf, dest: Address, tag: u64, token: u64) -> Result<OpId, PostError> {
+        let ep = self.as_raw();
+        self.post("fi_tsend", OpKind::TaggedSend, token, buf, MrAccess::SEND, |p, len, desc, ctx| {
+            // SAFETY: as in `send`.
+            unsafe { fi_tsend(ep, p.cast(), len, desc, dest.0, tag, ctx) }
+        })
+    }
+
+    /// Sends a tagged message with remote CQ data (`fi_tsenddata`).
+    pub fn tsend_data(&self, buf: Buf, data: u64, dest: Address, tag: u64, token: u64) -> Result<OpId, PostError> {
+        let ep = self.as_raw();
+        self.post("fi_tsenddata", OpKind::TaggedSend, token, buf, MrAccess::SEND, |p, len, desc, ctx| {
+            // SAFETY: as in `send`.
+            unsafe { fi_tsenddata(ep, p.cast(), len, desc, data, dest.0, tag, ctx) }
+        })
+    }
+
+    /// Posts a tagged receive matching `tag` except for the bits set in `ignore`.
+    pub fn trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64, token: u64) -> Result<OpId, PostError> {
+        let ep = self.as_raw();
+        self.post("fi_trecv", OpKind::TaggedRecv, token, buf, MrAccess::RECV, |p, len, desc, ctx| {
+            // SAFETY: as in `recv`.
+            unsafe { fi_trecv(ep, p.cast(), len, desc, src.0, tag, ignore, ctx) }
+        })
+    }
+
+    /// Sends a tagged message with explicit flags (`fi_tsendmsg`), e.g.
+    /// `OpFlags::INJECT_COMPLETE` or `OpFlags::REMOTE_CQ_DATA` with `data`.
+    pub fn tsend_with(
+        &self,
+        buf: Buf,
+        dest: Address,
+        tag: u64,
+        data: u64,
+        flags: OpFlags,
+        token: u64,
+    ) -> Result<OpId, PostError> {
+        let ep = self.as_raw();
+        self.post("fi_tsendmsg", OpKind::TaggedSend, token, buf, MrAccess::SEND, |p, len, mut desc, ctx| {
+            let iov = libc::iovec { iov_base: p.cast(), iov_len: len };
+            let msg = fi_msg_tagged {
+                msg_iov: &iov,
+                desc: &mut desc,
+                iov_count: 1,
+                addr: dest.0,
+                tag,
+                ignore: 0,
+                context: ctx,
+                data,
+            };
+            // SAFETY: as in `send`; `msg` and `iov` live for the call.
+            unsafe { fi_tsendmsg(ep, &msg, (flags | OpFlags::COMPLETION).bits()) }
+        })
+    }
+
+    /// Sends with explicit flags (`fi_sendmsg`).
+    pub fn send_with(&self, buf: Buf, dest: Address, data: u64, flags: OpFlags, token: u64) -> Result<OpId, PostError> {
+        let ep = self.as_raw();
+        self.post("fi_sendmsg", OpKind::Send, token, buf, MrAccess::SEND, |p, len, mut desc, ctx| {
+            let iov = libc::iovec { iov_base: p.cast(), iov_len: len };
+            let msg = fi_msg { msg_iov: &iov, desc: &mut desc, iov_count: 1, addr: dest.0, context: ctx, data };
+            // SAFETY: as in `send`; `msg` and `iov` live for the call.
+            unsafe { fi_sendmsg(ep, &msg, (flags | OpFlags::COMPLETION).bits()) }
+        })
+    }
+
+    /// Sends a small message with no completion (`fi_inject`); the data is
+    /// copied before the call returns. At most `info().inject_size()` bytes.
+    pub fn inject(&self, data: &[u8], dest: Address) -> Result<()> {
+        self.check_inject("fi_inject", data)?;
+        // SAFETY: inject copies `data` before returning.
+        check("fi_inject", unsafe { fi_inject(self.as_raw(), data.as_ptr().cast(), data.len(), dest.0) }).map(drop)
+    }
+
+    /// `fi_injectdata`: inject with remote CQ data.
+    pub fn inject_data(&self, data: &[u8], cq_data: u64, dest: Address) -> Result<()> {
+        self.check_inject("fi_injectdata", data)?;
+        // SAFETY: inject copies `data` before returning.
+        check("fi_injectdata", unsafe {
+            fi_injectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest.0)
+        })
+        .map(drop)
+    }
+
+    /// `fi_tinject`: a tagged inject.
+    pub fn tinject(&self, data: &[u8], dest: Address, tag: u64) -> Result<()> {
+        self.check_inject("fi_tinject", data)?;
+        // SAFETY: inject copies `data` before returning.
+        check("fi_tinject", unsafe { fi_tinject(self.as_raw(), data.as_ptr().cast(), data.len(), dest.0, tag) })
+            .map(drop)
+    }
+
+    /// `fi_tinjectdata`: a tagged inject with remote CQ data.
+    pub fn tinject_data(&self, data: &[u8], cq_data: u64, dest: Address, tag: u64) -> Result<()> {
+        self.check_inject("fi_tinjectdata", data)?;
+        // SAFETY: inject copies `data` before returning.
+        check("fi_tinjectdata", unsafe {
+            fi_tinjectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest.0, tag)
+        })
+        .map(drop)
+    }
+
+    fn check_inject(&self, call: &'static str, data: &[u8]) -> Result<()> {
+        let max = self.inner.info.inject_size();
+        if data.len() > max {
+            return Err(Error::InvalidArgument {
+                call,
+                reason: format!("{} bytes exceed the inject size of {max}", data.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Asks libfabric to cancel an operation (`fi_cancel`). A cancelled
+    /// operation completes with `FI_ECANCELED`, returning its buffer; one that
+    /// already finished completes normally.
+    pub fn cancel(&self, op: OpId) -> Result<()> {
+        let context = self.inner.ops.context_of(op.0);
+        // SAFETY: the context is one of this endpoint's slots.
+        check("fi_cancel", unsafe { fi_cancel(self.fid(), context) }).map(drop)
+    }
+
+    /// `fi_recvmsg` with caller-managed memory and context, for flags the safe
+    /// methods do not cover (`FI_MULTI_RECV`, …).
+    ///
+    /// # Safety
+    /// Every buffer of `msg` stays valid, unmoved and otherwise untouched until
+    /// the operation's last completion (for `FI_MULTI_RECV`: the one flagged
+    /// `FI_MULTI_RECV`) has been read; `msg.context` is not one this crate
+    /// manages (completions for it come back as [`Read::Raw`](crate::Read::Raw)).
+    pub unsafe fn recvmsg_raw(&self, msg: &fi_msg, flags: OpFlags) -> Result<()> {
+        check("fi_recvmsg", fi_recvmsg(self.as_raw(), msg, flags.bits())).map(drop)
+    }
+
+    /// `fi_trecvmsg` with caller-managed memory and context (`FI_PEEK`,
+    /// `FI_CLAIM`, `FI_DISCARD`, …).
+    ///
+    /// # Safety
+    /// As for [`recvmsg_raw`](Self::recvmsg_raw); with `FI_CLAIM`, `msg.context`
+    /// is the context a preceding `FI_PEEK | FI_CLAIM` used.
+    pub unsafe fn trecvmsg_raw(&self, msg: &fi_msg_tagged, flags: OpFlags) -> Result<()> {
+        check("fi_trecvmsg", fi_trecvmsg(self.as_raw(), msg, flags.bits())).map(drop)
+    }
+
+    /// `fi_sendmsg` with caller-managed memory and context.
+    ///
+    /// # Safety
+    /// Every buffer of `msg` stays valid and unchanged until the operation
+    /// completes; `msg.context` is not one this crate manages.
+    pub unsafe fn sendmsg_raw(&self, msg: &fi_msg, flags: OpFlags) -> Result<()> {
+        check("fi_sendmsg", fi_sendmsg(self.as_raw(), msg, flags.bits())).map(drop)
+    }
+}
