@@ -260,6 +260,28 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         self.count("fi_cq_sread", ret)
     }
 
+    /// Like [`poll`](Self::poll), also returning the source address of the
+    /// completion (`fi_cq_readfrom`; the endpoint needs `FI_SOURCE`, otherwise
+    /// it is `Address::NOTAVAIL` or unspecified).
+    pub fn poll_from(&self) -> Result<(Read<E>, Address)> {
+        let mut e = [E::default()];
+        let mut from = [Address::NOTAVAIL];
+        // SAFETY: one entry and one address of room; Address is a transparent fi_addr_t.
+        let ret = unsafe { fi_cq_readfrom(self.as_raw(), e.as_mut_ptr().cast(), 1, from.as_mut_ptr().cast()) };
+        if ret == -(libfabric_sys::FI_EAVAIL as isize) {
+            let (error, op) = self.read_error("fi_cq_readfrom");
+            return Ok((Read::Failed { error, op }, Address::NOTAVAIL));
+        }
+        if self.count("fi_cq_readfrom", ret)? == 0 {
+            return Ok((Read::Empty, Address::NOTAVAIL));
+        }
+        let read = match self.claim(e[0]) {
+            Some(c) => Read::Op(c),
+            None => Read::Raw(e[0]),
+        };
+        Ok((read, from[0]))
+    }
+
     /// Reads one completion and, for operations posted through this crate,
     /// returns the buffer with it.
     pub fn poll(&self) -> Result<Read<E>> {

@@ -87,14 +87,46 @@ unsafe fn set_string(slot: &mut *mut libc::c_char, value: &CStr) -> Result<()> {
     Ok(())
 }
 
+/// Mutable views of the attribute structs of [`Hints`].
+pub struct HintAttrs<'a> {
+    pub info: &'a mut fi_info,
+    pub ep: &'a mut fi_ep_attr,
+    pub domain: &'a mut fi_domain_attr,
+    pub fabric: &'a mut fi_fabric_attr,
+    pub tx: &'a mut fi_tx_attr,
+    pub rx: &'a mut fi_rx_attr,
+}
+
+/// Sets an address field: a `malloc`ed copy, freed by `fi_freeinfo`.
+///
+/// # Safety
+/// The fields belong to an fi_info owned by the caller.
+unsafe fn set_bytes(slot: &mut *mut libc::c_void, len: &mut usize, bytes: &[u8]) -> Result<()> {
+    let copy = libc::malloc(bytes.len().max(1));
+    if copy.is_null() {
+        return Err(Error::Call { call: "malloc", errno: libfabric_sys::enums::Errno::from_raw(libc::ENOMEM) });
+    }
+    ptr::copy_nonoverlapping(bytes.as_ptr(), copy.cast(), bytes.len());
+    if !slot.is_null() {
+        libc::free(*slot);
+    }
+    *slot = copy;
+    *len = bytes.len();
+    Ok(())
+}
+
 impl Hints {
-    /// Empty hints (`fi_allocinfo`).
+    /// Hints that ask for nothing in particular (`fi_allocinfo`), except the
+    /// mode bits this crate always honours: `FI_CONTEXT` and `FI_CONTEXT2`
+    /// (every operation posted through it carries a 64-byte context).
     pub fn new() -> Result<Hints> {
         // SAFETY: fi_allocinfo returns a zeroed fi_info with its attribute structs allocated.
         let raw = unsafe { fi_allocinfo() };
         let raw = NonNull::new(raw)
             .ok_or(Error::Call { call: "fi_allocinfo", errno: libfabric_sys::enums::Errno::from_raw(libc::ENOMEM) })?;
-        Ok(Hints { info: OwnedInfo(raw) })
+        let mut hints = Hints { info: OwnedInfo(raw) };
+        hints.raw_mut().set_mode(Mode::CONTEXT | Mode::CONTEXT2);
+        Ok(hints)
     }
 
     fn raw(&self) -> &fi_info {
@@ -138,7 +170,9 @@ impl Hints {
         self
     }
 
-    /// Mode bits the application supports (`fi_info.mode`).
+    /// Mode bits the application supports (`fi_info.mode`), replacing the
+    /// default `FI_CONTEXT | FI_CONTEXT2`. Adding others (`FI_MSG_PREFIX`,
+    /// `FI_ASYNC_IOV`, …) makes honouring them the caller's job.
     pub fn mode(mut self, mode: Mode) -> Self {
         self.raw_mut().set_mode(mode);
         self
@@ -258,9 +292,46 @@ impl Hints {
         self
     }
 
-    /// The hints as a C struct, for fields without a builder method.
+    /// The hints as a C struct.
     pub fn as_raw(&self) -> &fi_info {
         self.raw()
+    }
+
+    /// Every attribute struct, for fields without a builder method: each has
+    /// typed setters from the generated crate (`set_op_flags(OpFlags)`,
+    /// `set_max_msg_size(usize)`, …). String fields must be set through the
+    /// builder methods, which copy them the way `fi_freeinfo` expects.
+    pub fn attrs_mut(&mut self) -> HintAttrs<'_> {
+        // SAFETY: fi_allocinfo allocated each attribute struct; the borrows are
+        // disjoint and bounded by `&mut self`.
+        unsafe {
+            let info = self.info.0.as_ptr();
+            HintAttrs {
+                info: &mut *info,
+                ep: &mut *(*info).ep_attr,
+                domain: &mut *(*info).domain_attr,
+                fabric: &mut *(*info).fabric_attr,
+                tx: &mut *(*info).tx_attr,
+                rx: &mut *(*info).rx_attr,
+            }
+        }
+    }
+
+    /// The local address to use (`fi_info.src_addr`), in the format of
+    /// [`addr_format`](Self::addr_format).
+    pub fn src_addr(mut self, addr: &[u8]) -> Result<Self> {
+        let info = self.raw_mut();
+        // SAFETY: the field belongs to these hints; the copy is malloc'ed as fi_freeinfo expects.
+        unsafe { set_bytes(&mut info.src_addr, &mut info.src_addrlen, addr)? };
+        Ok(self)
+    }
+
+    /// The remote address to reach (`fi_info.dest_addr`).
+    pub fn dest_addr(mut self, addr: &[u8]) -> Result<Self> {
+        let info = self.raw_mut();
+        // SAFETY: as in `src_addr`.
+        unsafe { set_bytes(&mut info.dest_addr, &mut info.dest_addrlen, addr)? };
+        Ok(self)
     }
 }
 

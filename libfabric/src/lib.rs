@@ -58,7 +58,7 @@ pub use eq::{Event, EventQueue};
 pub use error::{strerror, CompletionError, Error, Result, Version};
 pub use fabric::Fabric;
 pub use fid::{ThreadModel, ThreadSafe, Unsync};
-pub use info::{api_version, check_version, getinfo, runtime_version, Hints, Info, Target};
+pub use info::{api_version, check_version, getinfo, runtime_version, HintAttrs, Hints, Info, Target};
 pub use mr::MemoryRegion;
 pub use ops::{Buf, Completion, OpKind, PostError};
 pub use pep::PassiveEndpoint;
