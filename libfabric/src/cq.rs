@@ -25,6 +25,7 @@ use crate::ops::{Buf, Completion, OpKind, OpTable};
 ///
 /// # Safety
 /// `Self` has the layout of the C entry struct for `FORMAT`.
+#[allow(clippy::len_without_is_empty)] // `len` is the entry's byte count, not a collection size
 pub unsafe trait Entry: Copy + Default + fmt::Debug + Send + 'static {
     /// The format libfabric is asked for.
     const FORMAT: CqFormat;
@@ -173,7 +174,12 @@ pub enum Read<E> {
     Op(Completion<E>),
     /// An operation failed (an error entry, [`Error::Completion`]); an
     /// operation posted through this crate returns its kind, token and buffer.
-    Failed { error: Error, op: Option<(OpKind, u64, Buf)> },
+    Failed {
+        /// The error, with the provider's details.
+        error: Error,
+        /// The failed operation's kind, token and buffer, if this crate posted it.
+        op: Option<(OpKind, u64, Buf)>,
+    },
 }
 
 impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {

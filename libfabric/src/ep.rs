@@ -20,6 +20,7 @@ use libfabric_sys::{
 };
 
 use crate::av::{Address, AddressVector, AvInner};
+use crate::cntr::{CntrInner, Counter};
 use crate::cq::{CompletionQueue, CqInner, Entry, TaggedEntry};
 use crate::domain::{Domain, DomainInner};
 use crate::eq::EventQueue;
@@ -36,11 +37,13 @@ pub(crate) struct EpInner {
     _cq: Arc<CqInner>,
     _av: Option<Arc<AvInner>>,
     _eq: Option<EventQueue>,
+    _counters: Vec<Arc<CntrInner>>,
     domain: Arc<DomainInner>,
     info: Info,
 }
 
 /// The objects an endpoint is bound to when it is opened.
+#[derive(Debug)]
 pub struct Bindings<'a, E: Entry, M: ThreadModel> {
     /// Completions of both directions go here.
     pub cq: &'a CompletionQueue<E, M>,
@@ -76,7 +79,29 @@ fn post_error(call: &'static str, ret: isize, buf: Buf) -> PostError {
 
 impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// Opens an endpoint for `info` on `domain`, binds it and enables it.
+    ///
+    /// ```no_run
+    /// # fn demo(domain: &libfabric::Domain, info: &libfabric::Info) -> libfabric::Result<()> {
+    /// use libfabric::*;
+    /// let cq: CompletionQueue = CompletionQueue::open(domain, &CqConfig::default())?;
+    /// let av = AddressVector::open(domain, AvType::UNSPEC)?;
+    /// let ep = Endpoint::open(domain, info, Bindings { cq: &cq, av: Some(&av), eq: None })?;
+    /// println!("my address: {:?}", ep.name()?);
+    /// # Ok(()) }
+    /// ```
     pub fn open(domain: &Domain<M>, info: &Info, bind: Bindings<'_, E, M>) -> Result<Self> {
+        Self::open_with_counters(domain, info, bind, &[])
+    }
+
+    /// Like [`open`](Self::open), also binding counters, each for the events
+    /// its flags name (`BindFlags::SEND`, `RECV`, `READ`, `WRITE`, `REMOTE_READ`,
+    /// `REMOTE_WRITE`).
+    pub fn open_with_counters(
+        domain: &Domain<M>,
+        info: &Info,
+        bind: Bindings<'_, E, M>,
+        counters: &[(&Counter<M>, BindFlags)],
+    ) -> Result<Self> {
         let mut raw = ptr::null_mut();
         // SAFETY: the domain is open and `info` valid for the call.
         check("fi_endpoint", unsafe { fi_endpoint(domain.as_raw(), info.as_ptr(), &mut raw, ptr::null_mut()) })?;
@@ -95,6 +120,9 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         if let Some(eq) = bind.eq {
             bind_to("fi_ep_bind(eq)", eq.fid(), BindFlags::empty())?;
         }
+        for (counter, flags) in counters {
+            bind_to("fi_ep_bind(cntr)", counter.fid(), *flags)?;
+        }
         // SAFETY: the endpoint is open and bound.
         check("fi_enable", unsafe { fi_enable(ep) })?;
 
@@ -108,6 +136,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                 _cq: bind.cq.inner.clone(),
                 _av: bind.av.map(|a| a.inner.clone()),
                 _eq: bind.eq.cloned(),
+                _counters: counters.iter().map(|(c, _)| c.inner.clone()).collect(),
                 domain: domain.inner.clone(),
                 info: info.clone(),
             }),

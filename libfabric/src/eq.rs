@@ -2,14 +2,15 @@
 
 use std::fmt;
 use std::mem::size_of;
+use std::os::fd::BorrowedFd;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use std::time::Duration;
 
 use libfabric_sys::enums::{EqEvent, Errno, WaitObj};
 use libfabric_sys::{
-    fi_eq_attr, fi_eq_cm_entry, fi_eq_entry, fi_eq_err_entry, fi_eq_open, fi_eq_read, fi_eq_readerr, fi_eq_sread,
-    fi_eq_strerror, fi_eq_write, fid, fid_eq, fid_fabric,
+    fi_control, fi_eq_attr, fi_eq_cm_entry, fi_eq_entry, fi_eq_err_entry, fi_eq_open, fi_eq_read, fi_eq_readerr,
+    fi_eq_sread, fi_eq_strerror, fi_eq_write, fi_trywait, fid, fid_eq, fid_fabric, FI_GETWAIT,
 };
 
 use crate::error::{check, CompletionError, Error, Result};
@@ -41,13 +42,35 @@ impl fmt::Debug for EventQueue {
 #[derive(Debug)]
 pub enum Event {
     /// A peer asks to connect (`FI_CONNREQ`): accept or reject with `info`.
-    ConnectionRequest { info: Info, data: Vec<u8> },
-    /// A connection is up (`FI_CONNECTED`) on the endpoint whose fid is `fid`.
-    Connected { fid: usize, data: Vec<u8> },
+    ConnectionRequest {
+        /// The requester's info: open the accepting endpoint with it.
+        info: Info,
+        /// The private data sent with the request.
+        data: Vec<u8>,
+    },
+    /// A connection is up (`FI_CONNECTED`).
+    Connected {
+        /// The endpoint's `struct fid` address, identifying it.
+        fid: usize,
+        /// The private data the other side sent with its accept.
+        data: Vec<u8>,
+    },
     /// The peer closed the connection (`FI_SHUTDOWN`).
-    Shutdown { fid: usize },
+    Shutdown {
+        /// The endpoint's `struct fid` address.
+        fid: usize,
+    },
     /// Any other event (`struct fi_eq_entry`).
-    Other { event: EqEvent, fid: usize, context: usize, data: u64 },
+    Other {
+        /// The event number.
+        event: EqEvent,
+        /// The object it concerns, if any.
+        fid: usize,
+        /// The context given with it.
+        context: usize,
+        /// Its data word.
+        data: u64,
+    },
 }
 
 /// Bytes large enough and aligned for a CM entry with private data.
@@ -78,6 +101,30 @@ impl EventQueue {
         self.inner.object.as_ptr()
     }
 
+    /// The queue's wait file descriptor (`fi_control(FI_GETWAIT)`), for any
+    /// event loop: wait for it after [`trywait`](Self::trywait) returned `true`.
+    pub fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        let mut fd: libc::c_int = -1;
+        // SAFETY: the EQ has an FD wait object (see `open`); FI_GETWAIT writes an int.
+        check("fi_control(FI_GETWAIT)", unsafe {
+            fi_control(self.fid(), FI_GETWAIT as i32, (&mut fd as *mut libc::c_int).cast())
+        })?;
+        // SAFETY: the descriptor belongs to the EQ, which outlives the borrow.
+        Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
+    /// `fi_trywait`: `Ok(true)` when it is safe to block on the file
+    /// descriptor, `Ok(false)` when events are ready (read them first).
+    pub fn trywait(&self) -> Result<bool> {
+        let mut fids = [self.fid()];
+        // SAFETY: the fabric and EQ are open; the array lives for the call.
+        let ret = unsafe { fi_trywait(self.inner._fabric.as_ptr(), fids.as_mut_ptr(), 1) };
+        if ret == -libc::EAGAIN {
+            return Ok(false);
+        }
+        check("fi_trywait", ret).map(|_| true)
+    }
+
     /// Reads one event if one is ready.
     pub fn read(&self) -> Result<Option<Event>> {
         let mut buf = EventBuf([0; size_of::<fi_eq_cm_entry>() + MAX_CM_DATA]);
@@ -102,9 +149,7 @@ impl EventQueue {
 
     /// Posts a user event (`fi_eq_write`).
     pub fn write(&self, event: EqEvent, context: usize, data: u64) -> Result<()> {
-        let mut entry = fi_eq_entry::default();
-        entry.context = context as *mut libc::c_void;
-        entry.data = data;
+        let entry = fi_eq_entry { context: context as *mut libc::c_void, data, ..Default::default() };
         // SAFETY: `entry` is readable for its size.
         let ret = unsafe {
             fi_eq_write(self.as_raw(), event.raw(), (&entry as *const fi_eq_entry).cast(), size_of::<fi_eq_entry>(), 0)

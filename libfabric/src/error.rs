@@ -31,18 +31,36 @@ pub enum Error {
     Call {
         /// The libfabric function, e.g. `"fi_getinfo"`.
         call: &'static str,
+        /// libfabric's reason.
         errno: Errno,
     },
     /// An operation completed with an error entry in its completion queue.
     #[error("{call}: operation failed: {} ({errno:?}); provider: {}", strerror(*.errno), .detail.provider_text)]
-    Completion { call: &'static str, errno: Errno, detail: Box<CompletionError> },
+    Completion {
+        /// The call that read the completion (`fi_cq_read`, `fi_eq_read`, …).
+        call: &'static str,
+        /// The operation's error (`FI_ETRUNC`, `FI_ECANCELED`, …).
+        errno: Errno,
+        /// The rest of the error entry.
+        detail: Box<CompletionError>,
+    },
     /// An argument this crate rejects before calling libfabric.
     #[error("{call}: invalid argument: {reason}")]
-    InvalidArgument { call: &'static str, reason: String },
+    InvalidArgument {
+        /// The call the argument was for.
+        call: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The libfabric library loaded at run time is older than the headers this
     /// crate was generated from.
     #[error("libfabric {runtime} is older than {required}, the API this binding was generated for")]
-    Version { runtime: Version, required: Version },
+    Version {
+        /// The version of the loaded library.
+        runtime: Version,
+        /// The version of the headers.
+        required: Version,
+    },
 }
 
 impl Error {
@@ -73,7 +91,9 @@ impl Error {
 /// A `FI_VERSION(major, minor)` pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version {
+    /// `FI_MAJOR`.
     pub major: u32,
+    /// `FI_MINOR`.
     pub minor: u32,
 }
 

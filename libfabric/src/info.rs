@@ -88,12 +88,19 @@ unsafe fn set_string(slot: &mut *mut libc::c_char, value: &CStr) -> Result<()> {
 }
 
 /// Mutable views of the attribute structs of [`Hints`].
+#[derive(Debug)]
 pub struct HintAttrs<'a> {
+    /// `struct fi_info` itself.
     pub info: &'a mut fi_info,
+    /// `info->ep_attr`.
     pub ep: &'a mut fi_ep_attr,
+    /// `info->domain_attr`.
     pub domain: &'a mut fi_domain_attr,
+    /// `info->fabric_attr`.
     pub fabric: &'a mut fi_fabric_attr,
+    /// `info->tx_attr`.
     pub tx: &'a mut fi_tx_attr,
+    /// `info->rx_attr`.
     pub rx: &'a mut fi_rx_attr,
 }
 
@@ -338,8 +345,11 @@ impl Hints {
 /// Where to look: `node` and `service` of `fi_getinfo`, and its flags.
 #[derive(Debug, Clone, Default)]
 pub struct Target<'a> {
+    /// A host name or address (`node`).
     pub node: Option<&'a str>,
+    /// A port or service name (`service`).
     pub service: Option<&'a str>,
+    /// `FI_SOURCE` (node/service are local), `FI_NUMERICHOST`, …
     pub flags: GetinfoFlags,
 }
 

@@ -37,7 +37,10 @@
 //! objects are neither `Send` nor `Sync`, so the compiler keeps them on one
 //! thread, which every libfabric threading model allows.
 
+#![warn(missing_docs, missing_debug_implementations)]
+
 mod av;
+mod cntr;
 mod cq;
 mod domain;
 mod ep;
@@ -51,6 +54,7 @@ mod ops;
 mod pep;
 
 pub use av::{Address, AddressVector};
+pub use cntr::Counter;
 pub use cq::{CompletionQueue, ContextEntry, CqConfig, DataEntry, Entry, MsgEntry, Read, TaggedEntry};
 pub use domain::Domain;
 pub use ep::{Bindings, Endpoint, OpId};

@@ -122,9 +122,13 @@ impl fmt::Debug for Buf {
 /// What an operation was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
+    /// `fi_send` and friends.
     Send,
+    /// `fi_recv`.
     Recv,
+    /// `fi_tsend` and friends.
     TaggedSend,
+    /// `fi_trecv`.
     TaggedRecv,
 }
 
@@ -138,12 +142,14 @@ impl OpKind {
 /// caller's token.
 #[derive(Debug)]
 pub struct Completion<E> {
+    /// What the operation was.
     pub kind: OpKind,
     /// The caller's value given when posting.
     pub token: u64,
     /// The buffer, back with the caller. For a receive its length is the
     /// received length.
     pub buf: Buf,
+    /// The completion entry as libfabric wrote it.
     pub entry: E,
 }
 
@@ -151,8 +157,10 @@ pub struct Completion<E> {
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
 pub struct PostError {
+    /// Why the post failed.
     #[source]
     pub error: Error,
+    /// The buffer, untouched.
     pub buf: Buf,
 }
 
