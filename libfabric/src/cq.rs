@@ -47,6 +47,11 @@ pub unsafe trait Entry: Copy + Default + fmt::Debug + Send + 'static {
     fn tag(&self) -> Option<u64> {
         None
     }
+    /// Where the received data starts (multi-receive); NULL for formats
+    /// without the field.
+    fn buf(&self) -> *mut libc::c_void {
+        std::ptr::null_mut()
+    }
 }
 
 macro_rules! entry {
@@ -100,6 +105,7 @@ entry!(
     DataEntry, fi_cq_data_entry, DATA, |e| {
         fn flags(&self) -> CompletionFlags { self.0.flags() }
         fn len(&self) -> usize { self.0.len }
+        fn buf(&self) -> *mut libc::c_void { self.0.buf }
         fn data(&self) -> Option<u64> {
             self.0.flags().contains(CompletionFlags::REMOTE_CQ_DATA).then_some(self.0.data)
         }
@@ -110,6 +116,7 @@ entry!(
     TaggedEntry, fi_cq_tagged_entry, TAGGED, |e| {
         fn flags(&self) -> CompletionFlags { self.0.flags() }
         fn len(&self) -> usize { self.0.len }
+        fn buf(&self) -> *mut libc::c_void { self.0.buf }
         fn data(&self) -> Option<u64> {
             self.0.flags().contains(CompletionFlags::REMOTE_CQ_DATA).then_some(self.0.data)
         }
@@ -172,6 +179,18 @@ pub enum Read<E> {
     Raw(E),
     /// An operation posted through this crate, with its buffer returned.
     Op(Completion<E>),
+    /// A message landed in a multi-receive buffer that stays posted
+    /// ([`Endpoint::recv_multi`](crate::Endpoint::recv_multi)): its bytes are at
+    /// `offset..offset + entry.len()` of the buffer, which comes back, with all
+    /// its messages, in the [`Read::Op`] flagged `FI_MULTI_RECV`.
+    Message {
+        /// The token of the multi-receive operation.
+        token: u64,
+        /// Where the message starts in the buffer.
+        offset: usize,
+        /// The completion entry.
+        entry: E,
+    },
     /// An operation failed (an error entry, [`Error::Completion`]); an
     /// operation posted through this crate returns its kind, token and buffer.
     Failed {
@@ -237,10 +256,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
             return Ok(1);
         }
         let n = self.count("fi_cq_read", ret)?;
-        out.extend(entries[..n].iter().map(|e| match self.claim(*e) {
-            Some(c) => Read::Op(c),
-            None => Read::Raw(*e),
-        }));
+        out.extend(entries[..n].iter().map(|e| self.claim(*e).unwrap_or(Read::Raw(*e))));
         Ok(n)
     }
 
@@ -281,11 +297,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         if self.count("fi_cq_readfrom", ret)? == 0 {
             return Ok((Read::Empty, Address::NOTAVAIL));
         }
-        let read = match self.claim(e[0]) {
-            Some(c) => Read::Op(c),
-            None => Read::Raw(e[0]),
-        };
-        Ok((read, from[0]))
+        Ok((self.claim(e[0]).unwrap_or(Read::Raw(e[0])), from[0]))
     }
 
     /// Reads one completion and, for operations posted through this crate,
@@ -298,7 +310,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
 
     /// Maps an entry back to the operation that produced it, if one of the
     /// bound endpoints posted it.
-    pub(crate) fn claim(&self, entry: E) -> Option<Completion<E>> {
+    pub(crate) fn claim(&self, entry: E) -> Option<Read<E>> {
         let tables = self.inner.tables.lock().unwrap_or_else(|p| p.into_inner());
         tables.iter().find_map(|t| t.complete(entry))
     }

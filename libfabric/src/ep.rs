@@ -302,7 +302,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             let errno = libfabric_sys::enums::Errno::from_raw(libc::EAGAIN);
             return Err(PostError { error: Error::Call { call, errno }, buf });
         };
-        let receives = matches!(kind, OpKind::Recv | OpKind::TaggedRecv);
+        let receives = matches!(kind, OpKind::Recv | OpKind::TaggedRecv | OpKind::MultiRecv);
         let len = if receives { buf.capacity() } else { buf.len() };
         let data = if receives { buf.full_ptr() } else { buf.as_ptr().cast_mut() };
         let desc = buf.desc();
@@ -341,6 +341,22 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         self.post("fi_recv", OpKind::Recv, token, buf, MrAccess::RECV, |p, len, desc, ctx| {
             // SAFETY: as in `send`; the provider may write `len` bytes.
             unsafe { fi_recv(ep, p.cast(), len, desc, src.0, ctx) }
+        })
+    }
+
+    /// Posts `buf` as a multi-receive buffer (`fi_recvmsg` with
+    /// `FI_MULTI_RECV`): messages land one after another, each reported as
+    /// [`Read::Message`](crate::Read::Message) with its offset; the buffer
+    /// comes back in the completion flagged `FI_MULTI_RECV`, once the free space
+    /// falls below the endpoint's `EpOption::MIN_MULTI_RECV`.
+    pub fn recv_multi(&self, buf: Buf, src: Address, token: u64) -> Result<OpId, PostError> {
+        let ep = self.as_raw();
+        self.post("fi_recvmsg", OpKind::MultiRecv, token, buf, MrAccess::RECV, |p, len, mut desc, ctx| {
+            let iov = libc::iovec { iov_base: p.cast(), iov_len: len };
+            let msg = fi_msg { msg_iov: &iov, desc: &mut desc, iov_count: 1, addr: src.0, context: ctx, data: 0 };
+            // SAFETY: the buffer is owned by the operation's slot until the
+            // FI_MULTI_RECV completion; `msg` and `iov` live for the call.
+            unsafe { fi_recvmsg(ep, &msg, (OpFlags::MULTI_RECV | OpFlags::COMPLETION).bits()) }
         })
     }
 

@@ -22,7 +22,7 @@
 //! while done < 2 {
 //!     match cq.poll()? {
 //!         Read::Op(c) => { println!("{:?} {:?}", c.kind, &c.buf[..]); done += 1; }
-//!         Read::Raw(_) | Read::Empty => {}
+//!         Read::Raw(_) | Read::Message { .. } | Read::Empty => {}
 //!         Read::Failed { error, .. } => return Err(error),
 //!     }
 //! }

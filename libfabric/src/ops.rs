@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use libfabric_sys::fi_context2;
 
-use crate::cq::Entry;
+use crate::cq::{Entry, Read};
 use crate::error::Error;
 use crate::mr::MemoryRegion;
 
@@ -130,12 +130,15 @@ pub enum OpKind {
     TaggedSend,
     /// `fi_trecv`.
     TaggedRecv,
+    /// `fi_recvmsg` with `FI_MULTI_RECV`: one buffer, many messages.
+    MultiRecv,
 }
 
 impl OpKind {
     fn receives(self) -> bool {
         matches!(self, OpKind::Recv | OpKind::TaggedRecv)
     }
+    // A multi-receive buffer keeps its whole length: messages sit at offsets.
 }
 
 /// A finished operation: its kind, its buffer, the completion entry, and the
@@ -151,6 +154,9 @@ pub struct Completion<E> {
     pub buf: Buf,
     /// The completion entry as libfabric wrote it.
     pub entry: E,
+    /// For the final completion of a multi-receive buffer: where its last
+    /// message starts (0 otherwise).
+    pub offset: usize,
 }
 
 /// A failed post: why, and the buffer, returned to the caller untouched.
@@ -183,6 +189,11 @@ impl From<PostError> for Error {
 struct Slot {
     ctx: UnsafeCell<fi_context2>,
     op: UnsafeCell<Option<(OpKind, u64, Buf)>>,
+}
+
+/// Where `data` points into `buf`, or 0.
+fn offset_in(buf: &Buf, data: *mut libc::c_void) -> usize {
+    (data as usize).checked_sub(buf.as_ptr() as usize).filter(|o| *o <= buf.capacity()).unwrap_or(0)
 }
 
 /// The slots of one endpoint's operations.
@@ -247,18 +258,42 @@ impl OpTable {
     }
 
     /// The completion of one of this table's operations.
-    pub(crate) fn complete<E: Entry>(&self, entry: E) -> Option<Completion<E>> {
+    pub(crate) fn complete<E: Entry>(&self, entry: E) -> Option<Read<E>> {
         let index = self.index_of(entry.context())?;
+        let slot = &self.slots[index];
+        if let Some(partial) = self.multi_recv_message(slot, entry) {
+            return Some(partial);
+        }
         // SAFETY: libfabric reported the operation done: it no longer touches
         // the buffer, and this single completion owns the slot until the index
         // is freed below.
-        let (kind, token, mut buf) = unsafe { (*self.slots[index].op.get()).take()? };
+        let (kind, token, mut buf) = unsafe { (*slot.op.get()).take()? };
         self.release(index as u32);
+        let offset = if kind == OpKind::MultiRecv { offset_in(&buf, entry.buf()) } else { 0 };
         if kind.receives() {
             // The received length; never more than the capacity posted.
             let _ = buf.resize(entry.len().min(buf.capacity()));
         }
-        Some(Completion { kind, token, buf, entry })
+        Some(Read::Op(Completion { kind, token, buf, entry, offset }))
+    }
+
+    /// A message in a multi-receive buffer that stays posted: its place in
+    /// the buffer, without touching the buffer (libfabric may still write
+    /// later messages into it).
+    fn multi_recv_message<E: Entry>(&self, slot: &Slot, entry: E) -> Option<Read<E>> {
+        if entry.flags().contains(libfabric_sys::flags::CompletionFlags::MULTI_RECV) {
+            return None;
+        }
+        // SAFETY: the slot's operation is in flight, so only its completions
+        // look at it; reading the kind, token and the buffer's base address
+        // does not touch the bytes libfabric writes.
+        let op = unsafe { &*slot.op.get() };
+        match op {
+            Some((OpKind::MultiRecv, token, buf)) => {
+                Some(Read::Message { token: *token, offset: offset_in(buf, entry.buf()), entry })
+            }
+            _ => None,
+        }
     }
 
     /// The operation of a failed completion, if it is one of ours.

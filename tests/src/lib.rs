@@ -197,3 +197,29 @@ pub fn wait_peer(mut child: Child) {
 pub fn payload(seq: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (seq.wrapping_mul(131).wrapping_add(i as u64 * 7) % 251) as u8).collect()
 }
+
+/// Posts `buf` with `post`, retrying on `FI_EAGAIN` (a full queue, or a
+/// connection still being set up) while polling `cq` to drive progress;
+/// completions read meanwhile are appended to `stash`. Bounded by [`DEADLINE`].
+pub fn post_with_progress<E: libfabric::Entry, M: libfabric::ThreadModel>(
+    cq: &libfabric::CompletionQueue<E, M>,
+    stash: &mut Vec<libfabric::Read<E>>,
+    buf: libfabric::Buf,
+    mut post: impl FnMut(libfabric::Buf) -> Result<libfabric::OpId, libfabric::PostError>,
+) -> libfabric::OpId {
+    let start = Instant::now();
+    let mut buf = buf;
+    loop {
+        match post(buf) {
+            Ok(id) => return id,
+            Err(e) if e.is_again() && start.elapsed() < DEADLINE => {
+                buf = e.buf;
+                match cq.poll().expect("fi_cq_read") {
+                    libfabric::Read::Empty => {}
+                    read => stash.push(read),
+                }
+            }
+            Err(e) => panic!("post failed: {}", e.error),
+        }
+    }
+}

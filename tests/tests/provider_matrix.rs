@@ -183,6 +183,7 @@ impl Session {
             Read::Op(c) => self.pending.borrow_mut().push((c, from)),
             Read::Empty => {}
             Read::Raw(e) => panic!("{}: completion of an unknown context {e:?}", self.case.name()),
+            Read::Message { token, .. } => panic!("{}: no multi-receive was posted (token {token})", self.case.name()),
             Read::Failed { error, .. } => panic!("{}: {error}", self.case.name()),
         }
     }
