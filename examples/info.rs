@@ -301,15 +301,10 @@ impl Iterator for Getopt {
 // Values: C names of capabilities, modes, endpoint types, address formats
 // ---------------------------------------------------------------------------
 
-/// The raw values tried when looking an enum value up by name: libfabric
-/// numbers these enums consecutively from 0 (1.17 ends at 15), so this
-/// leaves room for every value a later release may add.
-const ENUM_CANDIDATES: std::ops::Range<u32> = 0..256;
-
-/// The value of an open enum whose C name is `input`, ignoring case as the
-/// C tool's `strcasecmp` does.
-fn enum_named<T: Copy>(input: &str, from_raw: fn(u32) -> T, name: fn(T) -> Option<&'static str>) -> Option<T> {
-    ENUM_CANDIDATES.map(from_raw).find(|&v| name(v).is_some_and(|n| n.eq_ignore_ascii_case(input)))
+/// The value of an open enum whose C name is `input` (from the generated
+/// `NAMED` table), ignoring case as the C tool's `strcasecmp` does.
+fn enum_named<T: Copy>(input: &str, table: &[(&str, T)]) -> Option<T> {
+    table.iter().find(|(name, _)| name.eq_ignore_ascii_case(input)).map(|&(_, v)| v)
 }
 
 /// The bits of a `|`-separated list of flag names (`FI_MSG|FI_RMA`); empty
@@ -365,13 +360,12 @@ fn parse_mode(value: &str) -> Result<Mode, Failure> {
 
 /// `-t`: one endpoint type.
 fn parse_ep_type(value: &str) -> Result<EpType, Failure> {
-    enum_named(value, EpType::from_raw, EpType::name).ok_or_else(|| Failure::unrecognized("endpoint type", value))
+    enum_named(value, EpType::NAMED).ok_or_else(|| Failure::unrecognized("endpoint type", value))
 }
 
 /// `-a`: one address format.
 fn parse_addr_format(value: &str) -> Result<AddrFormat, Failure> {
-    enum_named(value, AddrFormat::from_raw, AddrFormat::name)
-        .ok_or_else(|| Failure::unrecognized("address format", value))
+    enum_named(value, AddrFormat::NAMED).ok_or_else(|| Failure::unrecognized("address format", value))
 }
 
 // ---------------------------------------------------------------------------

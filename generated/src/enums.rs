@@ -129,6 +129,68 @@ impl Errno {
     pub const ECANCELED: Self = Self(FI_ECANCELED as ::core::ffi::c_int);
     /// `FI_EKEYREJECTED` (129)
     pub const EKEYREJECTED: Self = Self(FI_EKEYREJECTED as ::core::ffi::c_int);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_EOTHER", Self::EOTHER),
+        ("FI_ETOOSMALL", Self::ETOOSMALL),
+        ("FI_EOPBADSTATE", Self::EOPBADSTATE),
+        ("FI_EAVAIL", Self::EAVAIL),
+        ("FI_EBADFLAGS", Self::EBADFLAGS),
+        ("FI_ENOEQ", Self::ENOEQ),
+        ("FI_EDOMAIN", Self::EDOMAIN),
+        ("FI_ENOCQ", Self::ENOCQ),
+        ("FI_ECRC", Self::ECRC),
+        ("FI_ETRUNC", Self::ETRUNC),
+        ("FI_ENOKEY", Self::ENOKEY),
+        ("FI_ENOAV", Self::ENOAV),
+        ("FI_EOVERRUN", Self::EOVERRUN),
+        ("FI_ENORX", Self::ENORX),
+        ("FI_ERRNO_MAX", Self::ERRNO_MAX),
+        ("FI_SUCCESS", Self::SUCCESS),
+        ("FI_EPERM", Self::EPERM),
+        ("FI_ENOENT", Self::ENOENT),
+        ("FI_EINTR", Self::EINTR),
+        ("FI_EIO", Self::EIO),
+        ("FI_E2BIG", Self::E2BIG),
+        ("FI_EBADF", Self::EBADF),
+        ("FI_EAGAIN", Self::EAGAIN),
+        ("FI_ENOMEM", Self::ENOMEM),
+        ("FI_EACCES", Self::EACCES),
+        ("FI_EFAULT", Self::EFAULT),
+        ("FI_EBUSY", Self::EBUSY),
+        ("FI_ENODEV", Self::ENODEV),
+        ("FI_EINVAL", Self::EINVAL),
+        ("FI_EMFILE", Self::EMFILE),
+        ("FI_ENOSPC", Self::ENOSPC),
+        ("FI_ENOSYS", Self::ENOSYS),
+        ("FI_EWOULDBLOCK", Self::EWOULDBLOCK),
+        ("FI_ENOMSG", Self::ENOMSG),
+        ("FI_ENODATA", Self::ENODATA),
+        ("FI_EOVERFLOW", Self::EOVERFLOW),
+        ("FI_EMSGSIZE", Self::EMSGSIZE),
+        ("FI_ENOPROTOOPT", Self::ENOPROTOOPT),
+        ("FI_EOPNOTSUPP", Self::EOPNOTSUPP),
+        ("FI_EADDRINUSE", Self::EADDRINUSE),
+        ("FI_EADDRNOTAVAIL", Self::EADDRNOTAVAIL),
+        ("FI_ENETDOWN", Self::ENETDOWN),
+        ("FI_ENETUNREACH", Self::ENETUNREACH),
+        ("FI_ECONNABORTED", Self::ECONNABORTED),
+        ("FI_ECONNRESET", Self::ECONNRESET),
+        ("FI_ENOBUFS", Self::ENOBUFS),
+        ("FI_EISCONN", Self::EISCONN),
+        ("FI_ENOTCONN", Self::ENOTCONN),
+        ("FI_ESHUTDOWN", Self::ESHUTDOWN),
+        ("FI_ETIMEDOUT", Self::ETIMEDOUT),
+        ("FI_ECONNREFUSED", Self::ECONNREFUSED),
+        ("FI_EHOSTDOWN", Self::EHOSTDOWN),
+        ("FI_EHOSTUNREACH", Self::EHOSTUNREACH),
+        ("FI_EALREADY", Self::EALREADY),
+        ("FI_EINPROGRESS", Self::EINPROGRESS),
+        ("FI_EREMOTEIO", Self::EREMOTEIO),
+        ("FI_ECANCELED", Self::ECANCELED),
+        ("FI_EKEYREJECTED", Self::EKEYREJECTED),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -208,6 +270,13 @@ impl NameLimits {
     pub const NAME_MAX: Self = Self(FI_NAME_MAX as ::core::ffi::c_uint);
     /// `FI_VERSION_MAX` (64)
     pub const VERSION_MAX: Self = Self(FI_VERSION_MAX as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_PATH_MAX", Self::PATH_MAX),
+        ("FI_NAME_MAX", Self::NAME_MAX),
+        ("FI_VERSION_MAX", Self::VERSION_MAX),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -258,6 +327,26 @@ impl AddrFormat {
     pub const ADDR_OPX: Self = Self(FI_ADDR_OPX as u32);
     /// `FI_ADDR_CXI` (15)
     pub const ADDR_CXI: Self = Self(FI_ADDR_CXI as u32);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_FORMAT_UNSPEC", Self::FORMAT_UNSPEC),
+        ("FI_SOCKADDR", Self::SOCKADDR),
+        ("FI_SOCKADDR_IN", Self::SOCKADDR_IN),
+        ("FI_SOCKADDR_IN6", Self::SOCKADDR_IN6),
+        ("FI_SOCKADDR_IB", Self::SOCKADDR_IB),
+        ("FI_ADDR_PSMX", Self::ADDR_PSMX),
+        ("FI_ADDR_GNI", Self::ADDR_GNI),
+        ("FI_ADDR_BGQ", Self::ADDR_BGQ),
+        ("FI_ADDR_MLX", Self::ADDR_MLX),
+        ("FI_ADDR_STR", Self::ADDR_STR),
+        ("FI_ADDR_PSMX2", Self::ADDR_PSMX2),
+        ("FI_ADDR_IB_UD", Self::ADDR_IB_UD),
+        ("FI_ADDR_EFA", Self::ADDR_EFA),
+        ("FI_ADDR_PSMX3", Self::ADDR_PSMX3),
+        ("FI_ADDR_OPX", Self::ADDR_OPX),
+        ("FI_ADDR_CXI", Self::ADDR_CXI),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -296,6 +385,13 @@ impl AvType {
     pub const MAP: Self = Self(FI_AV_MAP as ::core::ffi::c_uint);
     /// `FI_AV_TABLE` (2)
     pub const TABLE: Self = Self(FI_AV_TABLE as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_AV_UNSPEC", Self::UNSPEC),
+        ("FI_AV_MAP", Self::MAP),
+        ("FI_AV_TABLE", Self::TABLE),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -333,6 +429,13 @@ impl LegacyMrMode {
         note = "deprecated in libfabric 1.5; scalable registration is the default when no mr_mode bits are set"
     )]
     pub const SCALABLE: Self = Self(FI_MR_SCALABLE as ::core::ffi::c_int);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_MR_UNSPEC", Self::UNSPEC),
+        ("FI_MR_BASIC", Self::BASIC),
+        ("FI_MR_SCALABLE", Self::SCALABLE),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -358,6 +461,13 @@ impl Progress {
     pub const AUTO: Self = Self(FI_PROGRESS_AUTO as ::core::ffi::c_uint);
     /// `FI_PROGRESS_MANUAL` (2)
     pub const MANUAL: Self = Self(FI_PROGRESS_MANUAL as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_PROGRESS_UNSPEC", Self::UNSPEC),
+        ("FI_PROGRESS_AUTO", Self::AUTO),
+        ("FI_PROGRESS_MANUAL", Self::MANUAL),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -389,6 +499,16 @@ impl Threading {
     pub const COMPLETION: Self = Self(FI_THREAD_COMPLETION as ::core::ffi::c_uint);
     /// `FI_THREAD_ENDPOINT` (5)
     pub const ENDPOINT: Self = Self(FI_THREAD_ENDPOINT as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_THREAD_UNSPEC", Self::UNSPEC),
+        ("FI_THREAD_SAFE", Self::SAFE),
+        ("FI_THREAD_FID", Self::FID),
+        ("FI_THREAD_DOMAIN", Self::DOMAIN),
+        ("FI_THREAD_COMPLETION", Self::COMPLETION),
+        ("FI_THREAD_ENDPOINT", Self::ENDPOINT),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -417,6 +537,13 @@ impl ResourceMgmt {
     pub const DISABLED: Self = Self(FI_RM_DISABLED as ::core::ffi::c_uint);
     /// `FI_RM_ENABLED` (2)
     pub const ENABLED: Self = Self(FI_RM_ENABLED as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_RM_UNSPEC", Self::UNSPEC),
+        ("FI_RM_DISABLED", Self::DISABLED),
+        ("FI_RM_ENABLED", Self::ENABLED),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -448,6 +575,16 @@ impl EpType {
     pub const SOCK_STREAM: Self = Self(FI_EP_SOCK_STREAM as ::core::ffi::c_uint);
     /// `FI_EP_SOCK_DGRAM` (5)
     pub const SOCK_DGRAM: Self = Self(FI_EP_SOCK_DGRAM as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_EP_UNSPEC", Self::UNSPEC),
+        ("FI_EP_MSG", Self::MSG),
+        ("FI_EP_DGRAM", Self::DGRAM),
+        ("FI_EP_RDM", Self::RDM),
+        ("FI_EP_SOCK_STREAM", Self::SOCK_STREAM),
+        ("FI_EP_SOCK_DGRAM", Self::SOCK_DGRAM),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -525,6 +662,36 @@ impl Protocol {
     pub const CXI: Self = Self(FI_PROTO_CXI as u32);
     /// `FI_PROTO_XNET` (25)
     pub const XNET: Self = Self(FI_PROTO_XNET as u32);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_PROTO_UNSPEC", Self::UNSPEC),
+        ("FI_PROTO_RDMA_CM_IB_RC", Self::RDMA_CM_IB_RC),
+        ("FI_PROTO_IWARP", Self::IWARP),
+        ("FI_PROTO_IB_UD", Self::IB_UD),
+        ("FI_PROTO_PSMX", Self::PSMX),
+        ("FI_PROTO_UDP", Self::UDP),
+        ("FI_PROTO_SOCK_TCP", Self::SOCK_TCP),
+        ("FI_PROTO_MXM", Self::MXM),
+        ("FI_PROTO_IWARP_RDM", Self::IWARP_RDM),
+        ("FI_PROTO_IB_RDM", Self::IB_RDM),
+        ("FI_PROTO_GNI", Self::GNI),
+        ("FI_PROTO_RXM", Self::RXM),
+        ("FI_PROTO_RXD", Self::RXD),
+        ("FI_PROTO_MLX", Self::MLX),
+        ("FI_PROTO_NETWORKDIRECT", Self::NETWORKDIRECT),
+        ("FI_PROTO_PSMX2", Self::PSMX2),
+        ("FI_PROTO_SHM", Self::SHM),
+        ("FI_PROTO_MRAIL", Self::MRAIL),
+        ("FI_PROTO_RSTREAM", Self::RSTREAM),
+        ("FI_PROTO_RDMA_CM_IB_XRC", Self::RDMA_CM_IB_XRC),
+        ("FI_PROTO_EFA", Self::EFA),
+        ("FI_PROTO_PSMX3", Self::PSMX3),
+        ("FI_PROTO_RXM_TCP", Self::RXM_TCP),
+        ("FI_PROTO_OPX", Self::OPX),
+        ("FI_PROTO_CXI", Self::CXI),
+        ("FI_PROTO_XNET", Self::XNET),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -585,6 +752,19 @@ impl TrafficClass {
     pub const SCAVENGER: Self = Self(FI_TC_SCAVENGER as u32);
     /// `FI_TC_NETWORK_CTRL` (517)
     pub const NETWORK_CTRL: Self = Self(FI_TC_NETWORK_CTRL as u32);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_TC_UNSPEC", Self::UNSPEC),
+        ("FI_TC_DSCP", Self::DSCP),
+        ("FI_TC_LABEL", Self::LABEL),
+        ("FI_TC_BEST_EFFORT", Self::BEST_EFFORT),
+        ("FI_TC_LOW_LATENCY", Self::LOW_LATENCY),
+        ("FI_TC_DEDICATED_ACCESS", Self::DEDICATED_ACCESS),
+        ("FI_TC_BULK_DATA", Self::BULK_DATA),
+        ("FI_TC_SCAVENGER", Self::SCAVENGER),
+        ("FI_TC_NETWORK_CTRL", Self::NETWORK_CTRL),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -615,6 +795,13 @@ impl BusType {
     pub const UNKNOWN: Self = Self(FI_BUS_UNKNOWN as ::core::ffi::c_uint);
     /// `FI_BUS_PCI` (1)
     pub const PCI: Self = Self(FI_BUS_PCI as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_BUS_UNSPEC", Self::UNSPEC),
+        ("FI_BUS_UNKNOWN", Self::UNKNOWN),
+        ("FI_BUS_PCI", Self::PCI),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -639,6 +826,13 @@ impl LinkState {
     pub const DOWN: Self = Self(FI_LINK_DOWN as ::core::ffi::c_uint);
     /// `FI_LINK_UP` (2)
     pub const UP: Self = Self(FI_LINK_UP as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_LINK_UNKNOWN", Self::UNKNOWN),
+        ("FI_LINK_DOWN", Self::DOWN),
+        ("FI_LINK_UP", Self::UP),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -716,6 +910,39 @@ impl Class {
     pub const PEER_AV: Self = Self(FI_CLASS_PEER_AV as usize);
     /// `FI_CLASS_PEER_AV_SET` (28)
     pub const PEER_AV_SET: Self = Self(FI_CLASS_PEER_AV_SET as usize);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_CLASS_UNSPEC", Self::UNSPEC),
+        ("FI_CLASS_FABRIC", Self::FABRIC),
+        ("FI_CLASS_DOMAIN", Self::DOMAIN),
+        ("FI_CLASS_EP", Self::EP),
+        ("FI_CLASS_SEP", Self::SEP),
+        ("FI_CLASS_RX_CTX", Self::RX_CTX),
+        ("FI_CLASS_SRX_CTX", Self::SRX_CTX),
+        ("FI_CLASS_TX_CTX", Self::TX_CTX),
+        ("FI_CLASS_STX_CTX", Self::STX_CTX),
+        ("FI_CLASS_PEP", Self::PEP),
+        ("FI_CLASS_INTERFACE", Self::INTERFACE),
+        ("FI_CLASS_AV", Self::AV),
+        ("FI_CLASS_MR", Self::MR),
+        ("FI_CLASS_EQ", Self::EQ),
+        ("FI_CLASS_CQ", Self::CQ),
+        ("FI_CLASS_CNTR", Self::CNTR),
+        ("FI_CLASS_WAIT", Self::WAIT),
+        ("FI_CLASS_POLL", Self::POLL),
+        ("FI_CLASS_CONNREQ", Self::CONNREQ),
+        ("FI_CLASS_MC", Self::MC),
+        ("FI_CLASS_NIC", Self::NIC),
+        ("FI_CLASS_AV_SET", Self::AV_SET),
+        ("FI_CLASS_MR_CACHE", Self::MR_CACHE),
+        ("FI_CLASS_MEM_MONITOR", Self::MEM_MONITOR),
+        ("FI_CLASS_PEER_CQ", Self::PEER_CQ),
+        ("FI_CLASS_PEER_SRX", Self::PEER_SRX),
+        ("FI_CLASS_LOG", Self::LOG),
+        ("FI_CLASS_PEER_AV", Self::PEER_AV),
+        ("FI_CLASS_PEER_AV_SET", Self::PEER_AV_SET),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -801,6 +1028,30 @@ impl ControlCommand {
     pub const SET_VAL: Self = Self(FI_SET_VAL as ::core::ffi::c_int);
     /// `FI_EXPORT_FID` (19)
     pub const EXPORT_FID: Self = Self(FI_EXPORT_FID as ::core::ffi::c_int);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_GETFIDFLAG", Self::GETFIDFLAG),
+        ("FI_SETFIDFLAG", Self::SETFIDFLAG),
+        ("FI_GETOPSFLAG", Self::GETOPSFLAG),
+        ("FI_SETOPSFLAG", Self::SETOPSFLAG),
+        ("FI_ALIAS", Self::ALIAS),
+        ("FI_GETWAIT", Self::GETWAIT),
+        ("FI_ENABLE", Self::ENABLE),
+        ("FI_BACKLOG", Self::BACKLOG),
+        ("FI_GET_RAW_MR", Self::GET_RAW_MR),
+        ("FI_MAP_RAW_MR", Self::MAP_RAW_MR),
+        ("FI_UNMAP_KEY", Self::UNMAP_KEY),
+        ("FI_QUEUE_WORK", Self::QUEUE_WORK),
+        ("FI_CANCEL_WORK", Self::CANCEL_WORK),
+        ("FI_FLUSH_WORK", Self::FLUSH_WORK),
+        ("FI_REFRESH", Self::REFRESH),
+        ("FI_DUP", Self::DUP),
+        ("FI_GETWAITOBJ", Self::GETWAITOBJ),
+        ("FI_GET_VAL", Self::GET_VAL),
+        ("FI_SET_VAL", Self::SET_VAL),
+        ("FI_EXPORT_FID", Self::EXPORT_FID),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -895,6 +1146,39 @@ impl TostrType {
     pub const LOG_LEVEL: Self = Self(FI_TYPE_LOG_LEVEL as ::core::ffi::c_uint);
     /// `FI_TYPE_LOG_SUBSYS` (28)
     pub const LOG_SUBSYS: Self = Self(FI_TYPE_LOG_SUBSYS as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_TYPE_INFO", Self::INFO),
+        ("FI_TYPE_EP_TYPE", Self::EP_TYPE),
+        ("FI_TYPE_CAPS", Self::CAPS),
+        ("FI_TYPE_OP_FLAGS", Self::OP_FLAGS),
+        ("FI_TYPE_ADDR_FORMAT", Self::ADDR_FORMAT),
+        ("FI_TYPE_TX_ATTR", Self::TX_ATTR),
+        ("FI_TYPE_RX_ATTR", Self::RX_ATTR),
+        ("FI_TYPE_EP_ATTR", Self::EP_ATTR),
+        ("FI_TYPE_DOMAIN_ATTR", Self::DOMAIN_ATTR),
+        ("FI_TYPE_FABRIC_ATTR", Self::FABRIC_ATTR),
+        ("FI_TYPE_THREADING", Self::THREADING),
+        ("FI_TYPE_PROGRESS", Self::PROGRESS),
+        ("FI_TYPE_PROTOCOL", Self::PROTOCOL),
+        ("FI_TYPE_MSG_ORDER", Self::MSG_ORDER),
+        ("FI_TYPE_MODE", Self::MODE),
+        ("FI_TYPE_AV_TYPE", Self::AV_TYPE),
+        ("FI_TYPE_ATOMIC_TYPE", Self::ATOMIC_TYPE),
+        ("FI_TYPE_ATOMIC_OP", Self::ATOMIC_OP),
+        ("FI_TYPE_VERSION", Self::VERSION),
+        ("FI_TYPE_EQ_EVENT", Self::EQ_EVENT),
+        ("FI_TYPE_CQ_EVENT_FLAGS", Self::CQ_EVENT_FLAGS),
+        ("FI_TYPE_MR_MODE", Self::MR_MODE),
+        ("FI_TYPE_OP_TYPE", Self::OP_TYPE),
+        ("FI_TYPE_FID", Self::FID),
+        ("FI_TYPE_COLLECTIVE_OP", Self::COLLECTIVE_OP),
+        ("FI_TYPE_HMEM_IFACE", Self::HMEM_IFACE),
+        ("FI_TYPE_CQ_FORMAT", Self::CQ_FORMAT),
+        ("FI_TYPE_LOG_LEVEL", Self::LOG_LEVEL),
+        ("FI_TYPE_LOG_SUBSYS", Self::LOG_SUBSYS),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -948,6 +1232,14 @@ impl ParamType {
     pub const BOOL: Self = Self(FI_PARAM_BOOL as ::core::ffi::c_uint);
     /// `FI_PARAM_SIZE_T` (3)
     pub const SIZE_T: Self = Self(FI_PARAM_SIZE_T as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_PARAM_STRING", Self::STRING),
+        ("FI_PARAM_INT", Self::INT),
+        ("FI_PARAM_BOOL", Self::BOOL),
+        ("FI_PARAM_SIZE_T", Self::SIZE_T),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -982,6 +1274,17 @@ impl WaitObj {
     pub const YIELD: Self = Self(FI_WAIT_YIELD as ::core::ffi::c_uint);
     /// `FI_WAIT_POLLFD` (6)
     pub const POLLFD: Self = Self(FI_WAIT_POLLFD as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_WAIT_NONE", Self::NONE),
+        ("FI_WAIT_UNSPEC", Self::UNSPEC),
+        ("FI_WAIT_SET", Self::SET),
+        ("FI_WAIT_FD", Self::FD),
+        ("FI_WAIT_MUTEX_COND", Self::MUTEX_COND),
+        ("FI_WAIT_YIELD", Self::YIELD),
+        ("FI_WAIT_POLLFD", Self::POLLFD),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1019,6 +1322,17 @@ impl EqEvent {
     pub const AV_COMPLETE: Self = Self(FI_AV_COMPLETE as u32);
     /// `FI_JOIN_COMPLETE` (6)
     pub const JOIN_COMPLETE: Self = Self(FI_JOIN_COMPLETE as u32);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_NOTIFY", Self::NOTIFY),
+        ("FI_CONNREQ", Self::CONNREQ),
+        ("FI_CONNECTED", Self::CONNECTED),
+        ("FI_SHUTDOWN", Self::SHUTDOWN),
+        ("FI_MR_COMPLETE", Self::MR_COMPLETE),
+        ("FI_AV_COMPLETE", Self::AV_COMPLETE),
+        ("FI_JOIN_COMPLETE", Self::JOIN_COMPLETE),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1052,6 +1366,15 @@ impl CqFormat {
     pub const DATA: Self = Self(FI_CQ_FORMAT_DATA as ::core::ffi::c_uint);
     /// `FI_CQ_FORMAT_TAGGED` (4)
     pub const TAGGED: Self = Self(FI_CQ_FORMAT_TAGGED as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_CQ_FORMAT_UNSPEC", Self::UNSPEC),
+        ("FI_CQ_FORMAT_CONTEXT", Self::CONTEXT),
+        ("FI_CQ_FORMAT_MSG", Self::MSG),
+        ("FI_CQ_FORMAT_DATA", Self::DATA),
+        ("FI_CQ_FORMAT_TAGGED", Self::TAGGED),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1077,6 +1400,12 @@ impl CqWaitCond {
     pub const NONE: Self = Self(FI_CQ_COND_NONE as ::core::ffi::c_uint);
     /// `FI_CQ_COND_THRESHOLD` (1)
     pub const THRESHOLD: Self = Self(FI_CQ_COND_THRESHOLD as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_CQ_COND_NONE", Self::NONE),
+        ("FI_CQ_COND_THRESHOLD", Self::THRESHOLD),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1097,6 +1426,11 @@ pub struct CntrEvents(pub ::core::ffi::c_uint);
 impl CntrEvents {
     /// `FI_CNTR_EVENTS_COMP` (0)
     pub const COMP: Self = Self(FI_CNTR_EVENTS_COMP as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_CNTR_EVENTS_COMP", Self::COMP),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1126,6 +1460,16 @@ impl HmemIface {
     pub const NEURON: Self = Self(FI_HMEM_NEURON as ::core::ffi::c_uint);
     /// `FI_HMEM_SYNAPSEAI` (5)
     pub const SYNAPSEAI: Self = Self(FI_HMEM_SYNAPSEAI as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_HMEM_SYSTEM", Self::SYSTEM),
+        ("FI_HMEM_CUDA", Self::CUDA),
+        ("FI_HMEM_ROCR", Self::ROCR),
+        ("FI_HMEM_ZE", Self::ZE),
+        ("FI_HMEM_NEURON", Self::NEURON),
+        ("FI_HMEM_SYNAPSEAI", Self::SYNAPSEAI),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1186,6 +1530,28 @@ impl Datatype {
     pub const UINT128: Self = Self(FI_UINT128 as ::core::ffi::c_uint);
     /// `FI_VOID` (256)
     pub const VOID: Self = Self(FI_VOID as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_INT8", Self::INT8),
+        ("FI_UINT8", Self::UINT8),
+        ("FI_INT16", Self::INT16),
+        ("FI_UINT16", Self::UINT16),
+        ("FI_INT32", Self::INT32),
+        ("FI_UINT32", Self::UINT32),
+        ("FI_INT64", Self::INT64),
+        ("FI_UINT64", Self::UINT64),
+        ("FI_FLOAT", Self::FLOAT),
+        ("FI_DOUBLE", Self::DOUBLE),
+        ("FI_FLOAT_COMPLEX", Self::FLOAT_COMPLEX),
+        ("FI_DOUBLE_COMPLEX", Self::DOUBLE_COMPLEX),
+        ("FI_LONG_DOUBLE", Self::LONG_DOUBLE),
+        ("FI_LONG_DOUBLE_COMPLEX", Self::LONG_DOUBLE_COMPLEX),
+        ("FI_DATATYPE_LAST", Self::DATATYPE_LAST),
+        ("FI_INT128", Self::INT128),
+        ("FI_UINT128", Self::UINT128),
+        ("FI_VOID", Self::VOID),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1261,6 +1627,31 @@ impl AtomicOp {
     pub const ATOMIC_OP_LAST: Self = Self(FI_ATOMIC_OP_LAST as ::core::ffi::c_uint);
     /// `FI_NOOP` (256)
     pub const NOOP: Self = Self(FI_NOOP as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_MIN", Self::MIN),
+        ("FI_MAX", Self::MAX),
+        ("FI_SUM", Self::SUM),
+        ("FI_PROD", Self::PROD),
+        ("FI_LOR", Self::LOR),
+        ("FI_LAND", Self::LAND),
+        ("FI_BOR", Self::BOR),
+        ("FI_BAND", Self::BAND),
+        ("FI_LXOR", Self::LXOR),
+        ("FI_BXOR", Self::BXOR),
+        ("FI_ATOMIC_READ", Self::ATOMIC_READ),
+        ("FI_ATOMIC_WRITE", Self::ATOMIC_WRITE),
+        ("FI_CSWAP", Self::CSWAP),
+        ("FI_CSWAP_NE", Self::CSWAP_NE),
+        ("FI_CSWAP_LE", Self::CSWAP_LE),
+        ("FI_CSWAP_LT", Self::CSWAP_LT),
+        ("FI_CSWAP_GE", Self::CSWAP_GE),
+        ("FI_CSWAP_GT", Self::CSWAP_GT),
+        ("FI_MSWAP", Self::MSWAP),
+        ("FI_ATOMIC_OP_LAST", Self::ATOMIC_OP_LAST),
+        ("FI_NOOP", Self::NOOP),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1316,6 +1707,19 @@ impl CollectiveOp {
     pub const SCATTER: Self = Self(FI_SCATTER as ::core::ffi::c_uint);
     /// `FI_GATHER` (8)
     pub const GATHER: Self = Self(FI_GATHER as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_BARRIER", Self::BARRIER),
+        ("FI_BROADCAST", Self::BROADCAST),
+        ("FI_ALLTOALL", Self::ALLTOALL),
+        ("FI_ALLREDUCE", Self::ALLREDUCE),
+        ("FI_ALLGATHER", Self::ALLGATHER),
+        ("FI_REDUCE_SCATTER", Self::REDUCE_SCATTER),
+        ("FI_REDUCE", Self::REDUCE),
+        ("FI_SCATTER", Self::SCATTER),
+        ("FI_GATHER", Self::GATHER),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1343,6 +1747,11 @@ pub struct OptLevel(pub ::core::ffi::c_int);
 impl OptLevel {
     /// `FI_OPT_ENDPOINT` (0)
     pub const ENDPOINT: Self = Self(FI_OPT_ENDPOINT as ::core::ffi::c_int);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_OPT_ENDPOINT", Self::ENDPOINT),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1382,6 +1791,21 @@ impl EpOption {
     pub const XPU_TRIGGER: Self = Self(FI_OPT_XPU_TRIGGER as ::core::ffi::c_int);
     /// `FI_OPT_EFA_RNR_RETRY` (-251265024)
     pub const EFA_RNR_RETRY: Self = Self(FI_OPT_EFA_RNR_RETRY as ::core::ffi::c_int);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_OPT_MIN_MULTI_RECV", Self::MIN_MULTI_RECV),
+        ("FI_OPT_CM_DATA_SIZE", Self::CM_DATA_SIZE),
+        ("FI_OPT_BUFFERED_MIN", Self::BUFFERED_MIN),
+        ("FI_OPT_BUFFERED_LIMIT", Self::BUFFERED_LIMIT),
+        ("FI_OPT_SEND_BUF_SIZE", Self::SEND_BUF_SIZE),
+        ("FI_OPT_RECV_BUF_SIZE", Self::RECV_BUF_SIZE),
+        ("FI_OPT_TX_SIZE", Self::TX_SIZE),
+        ("FI_OPT_RX_SIZE", Self::RX_SIZE),
+        ("FI_OPT_FI_HMEM_P2P", Self::FI_HMEM_P2P),
+        ("FI_OPT_XPU_TRIGGER", Self::XPU_TRIGGER),
+        ("FI_OPT_EFA_RNR_RETRY", Self::EFA_RNR_RETRY),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1417,6 +1841,14 @@ impl HmemP2p {
     pub const PREFERRED: Self = Self(FI_HMEM_P2P_PREFERRED as ::core::ffi::c_int);
     /// `FI_HMEM_P2P_DISABLED` (3)
     pub const DISABLED: Self = Self(FI_HMEM_P2P_DISABLED as ::core::ffi::c_int);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_HMEM_P2P_ENABLED", Self::ENABLED),
+        ("FI_HMEM_P2P_REQUIRED", Self::REQUIRED),
+        ("FI_HMEM_P2P_PREFERRED", Self::PREFERRED),
+        ("FI_HMEM_P2P_DISABLED", Self::DISABLED),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1441,6 +1873,12 @@ impl TriggerEvent {
     pub const THRESHOLD: Self = Self(FI_TRIGGER_THRESHOLD as ::core::ffi::c_uint);
     /// `FI_TRIGGER_XPU` (1)
     pub const XPU: Self = Self(FI_TRIGGER_XPU as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_TRIGGER_THRESHOLD", Self::THRESHOLD),
+        ("FI_TRIGGER_XPU", Self::XPU),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1481,6 +1919,21 @@ impl OpType {
     pub const CNTR_SET: Self = Self(FI_OP_CNTR_SET as ::core::ffi::c_uint);
     /// `FI_OP_CNTR_ADD` (10)
     pub const CNTR_ADD: Self = Self(FI_OP_CNTR_ADD as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_OP_RECV", Self::RECV),
+        ("FI_OP_SEND", Self::SEND),
+        ("FI_OP_TRECV", Self::TRECV),
+        ("FI_OP_TSEND", Self::TSEND),
+        ("FI_OP_READ", Self::READ),
+        ("FI_OP_WRITE", Self::WRITE),
+        ("FI_OP_ATOMIC", Self::ATOMIC),
+        ("FI_OP_FETCH_ATOMIC", Self::FETCH_ATOMIC),
+        ("FI_OP_COMPARE_ATOMIC", Self::COMPARE_ATOMIC),
+        ("FI_OP_CNTR_SET", Self::CNTR_SET),
+        ("FI_OP_CNTR_ADD", Self::CNTR_ADD),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1510,6 +1963,11 @@ pub struct EfaOption(pub ::core::ffi::c_int);
 impl EfaOption {
     /// `FI_OPT_EFA_RNR_RETRY` (-251265024)
     pub const RNR_RETRY: Self = Self(FI_OPT_EFA_RNR_RETRY as ::core::ffi::c_int);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_OPT_EFA_RNR_RETRY", Self::RNR_RETRY),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1549,6 +2007,21 @@ impl LogSubsys {
     pub const CNTR: Self = Self(FI_LOG_CNTR as ::core::ffi::c_uint);
     /// `FI_LOG_SUBSYS_MAX` (10)
     pub const SUBSYS_MAX: Self = Self(FI_LOG_SUBSYS_MAX as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_LOG_CORE", Self::CORE),
+        ("FI_LOG_FABRIC", Self::FABRIC),
+        ("FI_LOG_DOMAIN", Self::DOMAIN),
+        ("FI_LOG_EP_CTRL", Self::EP_CTRL),
+        ("FI_LOG_EP_DATA", Self::EP_DATA),
+        ("FI_LOG_AV", Self::AV),
+        ("FI_LOG_CQ", Self::CQ),
+        ("FI_LOG_EQ", Self::EQ),
+        ("FI_LOG_MR", Self::MR),
+        ("FI_LOG_CNTR", Self::CNTR),
+        ("FI_LOG_SUBSYS_MAX", Self::SUBSYS_MAX),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {
@@ -1586,6 +2059,15 @@ impl LogLevel {
     pub const DEBUG: Self = Self(FI_LOG_DEBUG as ::core::ffi::c_uint);
     /// `FI_LOG_MAX` (4)
     pub const MAX: Self = Self(FI_LOG_MAX as ::core::ffi::c_uint);
+    /// Every named value with its C name, in declaration order
+    /// (aliases included).
+    pub const NAMED: &'static [(&'static str, Self)] = &[
+        ("FI_LOG_WARN", Self::WARN),
+        ("FI_LOG_TRACE", Self::TRACE),
+        ("FI_LOG_INFO", Self::INFO),
+        ("FI_LOG_DEBUG", Self::DEBUG),
+        ("FI_LOG_MAX", Self::MAX),
+    ];
     /// The C name of this value (the first declared, where several share it),
     /// or `None` for a value these headers do not name.
     pub const fn name(self) -> ::core::option::Option<&'static str> {

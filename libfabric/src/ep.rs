@@ -270,7 +270,18 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// endpoint and enabled when the provider uses `FI_MR_ENDPOINT`). The
     /// registration stays with the buffer until it is dropped or turned back
     /// into a `Vec`.
+    ///
+    /// Only local access is accepted here: memory a remote peer may write
+    /// could change under the owner's `&[u8]`, so remote access goes through
+    /// the RMA API instead.
     pub fn register(&self, buf: &mut Buf, access: MrAccess) -> Result<()> {
+        if access.intersects(MrAccess::REMOTE_READ | MrAccess::REMOTE_WRITE) {
+            return Err(Error::InvalidArgument {
+                call: "fi_mr_reg",
+                reason: "a Buf is registered for local access only; remote access needs memory the owner cannot borrow"
+                    .into(),
+            });
+        }
         let cap = buf.capacity();
         let ptr = buf.full_ptr();
         // SAFETY: a Buf never reallocates and drops its registration before its

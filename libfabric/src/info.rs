@@ -375,7 +375,11 @@ impl<'a> Target<'a> {
 /// }
 /// # Ok::<(), libfabric::Error>(())
 /// ```
-pub fn getinfo(target: &Target<'_>, hints: &Hints) -> Result<Vec<Info>> {
+/// `hints` may be `None`: libfabric then applies no filter, and providers
+/// answer with their defaults (which differ from empty hints: no mode bits are
+/// assumed supported).
+pub fn getinfo<'h>(target: &Target<'_>, hints: impl Into<Option<&'h Hints>>) -> Result<Vec<Info>> {
+    let hints = hints.into();
     let node = target.node.map(|n| cstring("fi_getinfo", n)).transpose()?;
     let service = target.service.map(|s| cstring("fi_getinfo", s)).transpose()?;
     let mut list: *mut fi_info = ptr::null_mut();
@@ -386,7 +390,7 @@ pub fn getinfo(target: &Target<'_>, hints: &Hints) -> Result<Vec<Info>> {
             node.as_ref().map_or(ptr::null(), |n| n.as_ptr()),
             service.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
             target.flags.bits(),
-            hints.raw(),
+            hints.map_or(ptr::null(), |h| h.raw() as *const fi_info),
             &mut list,
         )
     };

@@ -162,6 +162,10 @@ pub fn emit_enums(api: &Api, config: &Config) -> TokenStream {
             let n = &m.name;
             quote!(#v => ::core::option::Option::Some(#n),)
         });
+        let all = members.iter().zip(&rust_names).map(|(m, rn)| {
+            let (n, rn) = (&m.name, ident(rn));
+            quote!((#n, Self::#rn),)
+        });
         let c_name = e.display_name();
         let type_deprecated = deprecated_attr(c.c.as_ref().and_then(|t| config.deprecated.get(t)).map(String::as_str));
         let doc = format!(" {}", c.doc);
@@ -177,6 +181,10 @@ pub fn emit_enums(api: &Api, config: &Config) -> TokenStream {
 
             impl #name {
                 #(#consts)*
+
+                /// Every named value with its C name, in declaration order
+                /// (aliases included).
+                pub const NAMED: &'static [(&'static str, Self)] = &[#(#all)*];
 
                 /// The C name of this value (the first declared, where several share it),
                 /// or `None` for a value these headers do not name.
