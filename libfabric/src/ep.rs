@@ -33,13 +33,13 @@ use crate::ops::{Buf, OpKind, OpTable, PostError};
 pub(crate) struct EpInner {
     // Fields drop in order: the endpoint is closed before anything it uses.
     pub(crate) object: Object<fid_ep>,
-    ops: Arc<OpTable>,
+    pub(crate) ops: Arc<OpTable>,
     _cq: Arc<CqInner>,
     _av: Option<Arc<AvInner>>,
     _eq: Option<EventQueue>,
     _counters: Vec<Arc<CntrInner>>,
-    domain: Arc<DomainInner>,
-    info: Info,
+    pub(crate) domain: Arc<DomainInner>,
+    pub(crate) info: Info,
 }
 
 /// The objects an endpoint is bound to when it is opened.
@@ -55,7 +55,7 @@ pub struct Bindings<'a, E: Entry, M: ThreadModel> {
 
 /// An enabled active endpoint (`fi_endpoint` + binds + `fi_enable`).
 pub struct Endpoint<E: Entry = TaggedEntry, M: ThreadModel = ThreadSafe> {
-    inner: Arc<EpInner>,
+    pub(crate) inner: Arc<EpInner>,
     _types: PhantomData<(E, M::Marker)>,
 }
 
@@ -164,7 +164,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         self.inner.object.as_ptr()
     }
 
-    fn fid(&self) -> *mut fid {
+    pub(crate) fn fid(&self) -> *mut fid {
         self.inner.object.fid()
     }
 
@@ -297,7 +297,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// Posts an operation on `buf`: reserve a slot, register if needed, post
     /// with the slot as context; on failure the buffer comes back.
-    fn post(
+    pub(crate) fn post(
         &self,
         call: &'static str,
         kind: OpKind,
@@ -313,7 +313,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             let errno = libfabric_sys::enums::Errno::from_raw(libc::EAGAIN);
             return Err(PostError { error: Error::Call { call, errno }, buf });
         };
-        let receives = matches!(kind, OpKind::Recv | OpKind::TaggedRecv | OpKind::MultiRecv);
+        let receives = matches!(kind, OpKind::Recv | OpKind::TaggedRecv | OpKind::MultiRecv | OpKind::Read);
         let len = if receives { buf.capacity() } else { buf.len() };
         let data = if receives { buf.full_ptr() } else { buf.as_ptr().cast_mut() };
         let desc = buf.desc();
@@ -474,7 +474,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         .map(drop)
     }
 
-    fn check_inject(&self, call: &'static str, data: &[u8]) -> Result<()> {
+    pub(crate) fn check_inject(&self, call: &'static str, data: &[u8]) -> Result<()> {
         let max = self.inner.info.inject_size();
         if data.len() > max {
             return Err(Error::InvalidArgument {

@@ -52,6 +52,7 @@ mod info;
 mod mr;
 mod ops;
 mod pep;
+mod rma;
 
 pub use av::{Address, AddressVector};
 pub use cntr::Counter;
@@ -66,6 +67,7 @@ pub use info::{api_version, check_version, getinfo, runtime_version, HintAttrs, 
 pub use mr::MemoryRegion;
 pub use ops::{Buf, Completion, OpKind, PostError};
 pub use pep::PassiveEndpoint;
+pub use rma::{Exposed, RemoteMemory};
 
 pub use libfabric_sys::enums::EpOption;
 pub use libfabric_sys::enums::{

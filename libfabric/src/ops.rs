@@ -132,6 +132,10 @@ pub enum OpKind {
     TaggedRecv,
     /// `fi_recvmsg` with `FI_MULTI_RECV`: one buffer, many messages.
     MultiRecv,
+    /// `fi_write` and friends: local bytes to remote memory.
+    Write,
+    /// `fi_read`: remote memory into the local buffer.
+    Read,
 }
 
 impl OpKind {

@@ -11,6 +11,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod session;
+
 use libfabric::{getinfo, EpType, Hints, Info, Target};
 
 /// The test every two-process test binary defines for its peer role.

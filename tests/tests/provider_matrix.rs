@@ -8,37 +8,9 @@
 //! tag and (where the provider offers `FI_SOURCE`) source address. A case is
 //! skipped only when `fi_getinfo` does not offer its provider.
 
-use std::time::Instant;
-
-use libfabric::{
-    Address, AddressVector, AvType, Bindings, Buf, Caps, Completion, CompletionFlags, CompletionQueue, CqConfig,
-    Domain, Endpoint, Entry, EpType, Event, EventQueue, Fabric, Info, OpKind, PassiveEndpoint, Read, TaggedEntry,
-    Unsync,
-};
-use libfabric_tests::{payload, peer_role, spawn_peer, wait_peer, Case, Oob, DEADLINE};
-
-type Cq = CompletionQueue<TaggedEntry, Unsync>;
-type Ep = Endpoint<TaggedEntry, Unsync>;
-
-/// Both sides of a case: the endpoint and what it needs.
-struct Session {
-    case: Case,
-    info: Info,
-    cq: Cq,
-    ep: Ep,
-    _av: Option<AddressVector<Unsync>>,
-    /// The peer, as this side addresses it.
-    peer: Address,
-    /// The caps actually granted (tagged, source).
-    caps: Caps,
-    /// Completions read while driving progress for a retried post.
-    pending: std::cell::RefCell<Vec<(Completion<TaggedEntry>, Address)>>,
-    // Kept open for the session's lifetime (MSG endpoints).
-    _eq: Option<EventQueue>,
-    _pep: Option<PassiveEndpoint>,
-    _domain: Domain<Unsync>,
-    _fabric: Fabric,
-}
+use libfabric::{Address, Buf, Caps, Completion, CompletionFlags, Entry, EpType, OpKind, TaggedEntry};
+use libfabric_tests::session::Session;
+use libfabric_tests::{payload, peer_role, spawn_peer, wait_peer, Case, Oob};
 
 /// The caps to ask for: messages, tagged messages where the provider offers
 /// them, and `FI_SOURCE` where it offers that (to check source addresses).
@@ -53,86 +25,18 @@ fn caps_for(case: &Case) -> Caps {
     caps
 }
 
-impl Session {
-    /// Opens the endpoint and pairs it with the peer over `oob`. The test side
-    /// listens (MSG) or goes first (RDM/DGRAM); the peer side connects.
-    fn open(case: Case, oob: &mut Oob, listener_side: bool) -> Session {
-        let caps = caps_for(&case);
-        let info = case.local_info(caps);
-        let fabric = Fabric::open(&info).expect("fi_fabric");
-        let domain: Domain<Unsync> = Domain::open(&fabric, &info).expect("fi_domain");
-        let cq: Cq = CompletionQueue::open(&domain, &CqConfig::default()).expect("fi_cq_open");
-        if case.ep_type == EpType::MSG {
-            let eq = EventQueue::open(&fabric).expect("fi_eq_open");
-            let (ep, pep) = if listener_side {
-                let pep = PassiveEndpoint::listen(&fabric, &info, &eq).expect("listen");
-                oob.send(&pep.name().expect("pep name"));
-                let request = match wait_event(&eq) {
-                    Event::ConnectionRequest { info, data } => {
-                        assert_eq!(data, b"hello from the peer", "connection request data");
-                        info
-                    }
-                    other => panic!("{}: expected a connection request, got {other:?}", case.name()),
-                };
-                let ep = Endpoint::open(&domain, &request, Bindings { cq: &cq, av: None, eq: Some(&eq) })
-                    .expect("fi_endpoint (accepted)");
-                ep.accept(b"welcome").expect("fi_accept");
-                (ep, Some(pep))
-            } else {
-                let server = oob.recv();
-                let ep =
-                    Endpoint::open(&domain, &info, Bindings { cq: &cq, av: None, eq: Some(&eq) }).expect("fi_endpoint");
-                ep.connect(Some(&server), b"hello from the peer").expect("fi_connect");
-                (ep, None)
-            };
-            match wait_event(&eq) {
-                Event::Connected { data, .. } if !listener_side => assert_eq!(data, b"welcome", "accept data"),
-                Event::Connected { .. } => {}
-                other => panic!("{}: expected FI_CONNECTED, got {other:?}", case.name()),
-            }
-            return Session {
-                case,
-                info,
-                cq,
-                ep,
-                _av: None,
-                peer: Address::UNSPEC,
-                caps,
-                pending: Default::default(),
-                _eq: Some(eq),
-                _pep: pep,
-                _domain: domain,
-                _fabric: fabric,
-            };
-        }
-        let av = AddressVector::open(&domain, AvType::UNSPEC).expect("fi_av_open");
-        let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("fi_endpoint");
-        let name = ep.name().expect("fi_getname");
-        let theirs = if listener_side {
-            oob.send(&name);
-            oob.recv()
-        } else {
-            let theirs = oob.recv();
-            oob.send(&name);
-            theirs
-        };
-        let peer = av.insert_one(&theirs).expect("fi_av_insert");
-        Session {
-            case,
-            info,
-            cq,
-            ep,
-            _av: Some(av),
-            peer,
-            caps,
-            pending: Default::default(),
-            _eq: None,
-            _pep: None,
-            _domain: domain,
-            _fabric: fabric,
-        }
-    }
+/// The matrix's part of a session: message sizes and the exchange.
+trait Exchange {
+    fn sizes(&self) -> Vec<usize>;
+    fn send(&self, seq: u64, data: Vec<u8>, tag: Option<u64>, cq_data: Option<u64>, inject: bool) -> Option<u64>;
+    fn post_recv(&self, seq: u64, capacity: usize, tag: Option<u64>) -> u64;
+    fn check_received(&self, c: &Completion<TaggedEntry>, seq: u64, len: usize, tag: Option<u64>, cq_data: Option<u64>);
+    #[allow(clippy::too_many_arguments)]
+    fn round(&self, oob: &mut Oob, first: bool, seq: u64, len: usize, tagged: bool, with_data: bool, inject: bool);
+    fn exchange(&self, oob: &mut Oob, first: bool);
+}
 
+impl Exchange for Session {
     /// Message sizes: empty, small, around the inject size, past the providers'
     /// eager limits (16 KiB for rxm, 64 KiB windows for tcp), within the
     /// endpoint's maximum and the datagram limits.
@@ -144,61 +48,6 @@ impl Session {
         sizes.sort_unstable();
         sizes.dedup();
         sizes
-    }
-
-    /// Polls until completions with each of `tokens` arrived; returns them in
-    /// token order. Fails on an error completion or after the deadline. With
-    /// `FI_SOURCE`, every receive must come from the peer's address.
-    fn wait(&self, tokens: &[u64]) -> Vec<Completion<TaggedEntry>> {
-        let start = Instant::now();
-        let mut got: Vec<Completion<TaggedEntry>> = Vec::new();
-        let with_source = self.caps.contains(Caps::SOURCE);
-        loop {
-            for (c, from) in self.pending.borrow_mut().drain(..) {
-                assert!(tokens.contains(&c.token), "{}: unexpected completion {c:?}", self.case.name());
-                if with_source && matches!(c.kind, OpKind::Recv | OpKind::TaggedRecv) {
-                    assert_eq!(from, self.peer, "{}: source address of a receive", self.case.name());
-                }
-                got.push(c);
-            }
-            if got.len() >= tokens.len() {
-                break;
-            }
-            assert!(start.elapsed() < DEADLINE, "{}: completions {tokens:?} did not all arrive", self.case.name());
-            self.progress();
-        }
-        got.sort_by_key(|c| tokens.iter().position(|t| *t == c.token));
-        got
-    }
-
-    /// Reads one completion, if any, into `pending` (which also drives the
-    /// provider's progress).
-    fn progress(&self) {
-        let (read, from) = if self.caps.contains(Caps::SOURCE) {
-            self.cq.poll_from().expect("fi_cq_readfrom")
-        } else {
-            (self.cq.poll().expect("fi_cq_read"), Address::NOTAVAIL)
-        };
-        match read {
-            Read::Op(c) => self.pending.borrow_mut().push((c, from)),
-            Read::Empty => {}
-            Read::Raw(e) => panic!("{}: completion of an unknown context {e:?}", self.case.name()),
-            Read::Message { token, .. } => panic!("{}: no multi-receive was posted (token {token})", self.case.name()),
-            Read::Failed { error, .. } => panic!("{}: {error}", self.case.name()),
-        }
-    }
-
-    /// Retries a post while it says `FI_EAGAIN` (queue full, or a connection
-    /// still being set up), driving progress in between; bounded.
-    fn retry<T>(&self, what: &str, mut post: impl FnMut() -> Result<T, libfabric::Error>) -> T {
-        let start = Instant::now();
-        loop {
-            match post() {
-                Ok(v) => return v,
-                Err(e) if e.is_again() && start.elapsed() < DEADLINE => self.progress(),
-                Err(e) => panic!("{}: {what}: {e}", self.case.name()),
-            }
-        }
     }
 
     /// Sends `data`, by inject when it fits and `inject` is asked for.
@@ -314,17 +163,6 @@ impl Session {
     }
 }
 
-/// Waits for one event queue event (bounded).
-fn wait_event(eq: &EventQueue) -> Event {
-    let start = Instant::now();
-    loop {
-        if let Some(e) = eq.read_timeout(std::time::Duration::from_millis(100)).expect("fi_eq_sread") {
-            return e;
-        }
-        assert!(start.elapsed() < DEADLINE, "no event within {DEADLINE:?}");
-    }
-}
-
 /// The test side of a case.
 fn run(case_name: &str) {
     let case = Case::named(case_name).expect("a case of the matrix");
@@ -335,7 +173,7 @@ fn run(case_name: &str) {
     let listener = Oob::listener();
     let child = spawn_peer("client", &case, &listener);
     let mut oob = Oob::accept(&listener);
-    let session = Session::open(case, &mut oob, true);
+    let session = Session::open(case, caps_for(&case), &mut oob, true);
     session.exchange(&mut oob, true);
     oob.send(b"done");
     oob.expect("done");
@@ -347,7 +185,7 @@ fn run(case_name: &str) {
 fn peer_process() {
     let Some((_role, case, port)) = peer_role() else { return };
     let mut oob = Oob::connect(port);
-    let session = Session::open(case, &mut oob, false);
+    let session = Session::open(case, caps_for(&case), &mut oob, false);
     session.exchange(&mut oob, false);
     oob.expect("done");
     oob.send(b"done");

@@ -1,0 +1,271 @@
+//! RMA: reading and writing a peer's registered memory.
+//!
+//! The owner turns a [`Buf`] into [`Exposed`] memory, granting exactly the
+//! remote access it chooses (a plain registration is local-only), and hands the
+//! peer a [`RemoteMemory`] descriptor (address, length, key). While memory is
+//! exposed a peer may write it at any moment, so its owner reads and writes it
+//! only by copying ([`Exposed::read_at`], [`Exposed::write_at`]), never through
+//! a reference. The initiator posts RMA operations on owned `Buf`s, like
+//! messages.
+
+use std::fmt;
+
+use libfabric_sys::flags::{MrAccess, MrMode};
+use libfabric_sys::{fi_inject_write, fi_inject_writedata, fi_read, fi_write, fi_writedata};
+
+use crate::av::Address;
+use crate::cq::Entry;
+use crate::ep::{Endpoint, OpId};
+use crate::error::{check, Error, Result};
+use crate::fid::ThreadModel;
+use crate::mr::MemoryRegion;
+use crate::ops::{Buf, OpKind, PostError};
+
+/// What a peer needs to reach exposed memory: where it is, how long, the key.
+///
+/// `addr` is the buffer's virtual address when the provider uses
+/// `FI_MR_VIRT_ADDR`, and 0 (offsets from the start) otherwise; operations take
+/// an offset and add it, so callers never deal with either form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteMemory {
+    /// The address to add offsets to.
+    pub addr: u64,
+    /// The length exposed.
+    pub len: u64,
+    /// The remote key (`fi_mr_key`).
+    pub key: u64,
+}
+
+impl RemoteMemory {
+    /// 24 bytes, little-endian, to send to the peer.
+    pub fn to_bytes(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&self.addr.to_le_bytes());
+        out[8..16].copy_from_slice(&self.len.to_le_bytes());
+        out[16..].copy_from_slice(&self.key.to_le_bytes());
+        out
+    }
+
+    /// Reads [`to_bytes`](Self::to_bytes)' form; `None` unless exactly 24 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<RemoteMemory> {
+        let word = |i: usize| bytes.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+        if bytes.len() != 24 {
+            return None;
+        }
+        Some(RemoteMemory { addr: word(0)?, len: word(8)?, key: word(16)? })
+    }
+
+    /// The remote address of `offset`, if `offset..offset + len` lies inside.
+    fn at(&self, call: &'static str, offset: u64, len: usize) -> Result<u64> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.len => Ok(self.addr + offset),
+            _ => Err(Error::InvalidArgument {
+                call,
+                reason: format!("{len} bytes at offset {offset} exceed the {} bytes exposed", self.len),
+            }),
+        }
+    }
+}
+
+/// Memory a remote peer may access. Dropping it (or [`into_buf`](Self::into_buf))
+/// closes the registration first, so no remote access outlives it.
+pub struct Exposed {
+    // Declared before `bytes`: the registration closes before the memory goes.
+    mr: MemoryRegion,
+    bytes: Buf,
+    remote: RemoteMemory,
+}
+
+impl fmt::Debug for Exposed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exposed").field("remote", &self.remote).finish()
+    }
+}
+
+impl Exposed {
+    /// The descriptor to hand to the peer.
+    pub fn remote(&self) -> RemoteMemory {
+        self.remote
+    }
+
+    /// The registration.
+    pub fn memory_region(&self) -> &MemoryRegion {
+        &self.mr
+    }
+
+    /// Copies `out.len()` bytes at `offset` out of the exposed memory.
+    pub fn read_at(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.range("Exposed::read_at", offset, out.len())?;
+        let base = self.bytes.as_ptr();
+        for (i, o) in out.iter_mut().enumerate() {
+            // SAFETY: in bounds (checked above). A volatile read, because a
+            // peer may write this memory at any moment, outside Rust's view.
+            *o = unsafe { std::ptr::read_volatile(base.add(offset + i)) };
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the exposed memory at `offset`.
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.range("Exposed::write_at", offset, data.len())?;
+        let base = self.bytes.as_ptr().cast_mut();
+        for (i, d) in data.iter().enumerate() {
+            // SAFETY: in bounds; volatile for the same reason as in `read_at`.
+            // The memory is the Buf's own heap allocation, writable by its owner.
+            unsafe { std::ptr::write_volatile(base.add(offset + i), *d) };
+        }
+        Ok(())
+    }
+
+    /// Ends remote access (closes the registration) and returns the buffer.
+    pub fn into_buf(self) -> Buf {
+        let Exposed { mr, bytes, .. } = self;
+        drop(mr);
+        bytes
+    }
+
+    fn range(&self, call: &'static str, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.bytes.capacity() => Ok(()),
+            _ => Err(Error::InvalidArgument {
+                call,
+                reason: format!("{len} bytes at {offset} exceed the {} bytes exposed", self.bytes.capacity()),
+            }),
+        }
+    }
+}
+
+impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
+    /// Exposes `buf` to remote peers with `access` (`MrAccess::REMOTE_READ`,
+    /// `REMOTE_WRITE`, or both; nothing else is granted).
+    pub fn expose(&self, mut buf: Buf, access: MrAccess) -> Result<Exposed> {
+        let remote_only = MrAccess::REMOTE_READ | MrAccess::REMOTE_WRITE;
+        if access.is_empty() || !remote_only.contains(access) {
+            return Err(Error::InvalidArgument {
+                call: "fi_mr_reg",
+                reason: format!("expose grants remote read and/or write, not {access:?}"),
+            });
+        }
+        buf.mr = None;
+        let len = buf.capacity();
+        let ptr = buf.full_ptr();
+        // SAFETY: the registration is stored beside the bytes in `Exposed` and
+        // closed before them; a Buf never reallocates; the owner touches the
+        // bytes only through volatile copies while they are exposed.
+        let mr = unsafe { MemoryRegion::register(&self.inner.domain, ptr, len.max(1), access)? };
+        if self.inner.info.mr_mode().contains(MrMode::ENDPOINT) {
+            mr.bind_and_enable(self.fid())?;
+        }
+        let addr = if self.inner.info.mr_mode().contains(MrMode::VIRT_ADDR) { ptr as u64 } else { 0 };
+        let remote = RemoteMemory { addr, len: len as u64, key: mr.key() };
+        Ok(Exposed { mr, bytes: buf, remote })
+    }
+
+    /// Writes `buf` into the peer's memory at `offset` (`fi_write`).
+    pub fn write(
+        &self,
+        buf: Buf,
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+        token: u64,
+    ) -> Result<OpId, PostError> {
+        let at = match remote.at("fi_write", offset, buf.len()) {
+            Ok(a) => a,
+            Err(error) => return Err(PostError { error, buf }),
+        };
+        let (ep, key) = (self.as_raw(), remote.key);
+        self.post("fi_write", OpKind::Write, token, buf, MrAccess::WRITE, |p, len, desc, ctx| {
+            // SAFETY: the buffer is owned by the operation's slot until its completion.
+            unsafe { fi_write(ep, p.cast(), len, desc, dest.0, at, key, ctx) }
+        })
+    }
+
+    /// Writes with remote CQ data (`fi_writedata`): the target's completion
+    /// queue reports `data`.
+    pub fn write_data(
+        &self,
+        buf: Buf,
+        data: u64,
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+        token: u64,
+    ) -> Result<OpId, PostError> {
+        let at = match remote.at("fi_writedata", offset, buf.len()) {
+            Ok(a) => a,
+            Err(error) => return Err(PostError { error, buf }),
+        };
+        let (ep, key) = (self.as_raw(), remote.key);
+        self.post("fi_writedata", OpKind::Write, token, buf, MrAccess::WRITE, |p, len, desc, ctx| {
+            // SAFETY: as in `write`.
+            unsafe { fi_writedata(ep, p.cast(), len, desc, data, dest.0, at, key, ctx) }
+        })
+    }
+
+    /// Reads the peer's memory at `offset` into `buf` (all of its capacity;
+    /// `fi_read`).
+    pub fn read(
+        &self,
+        buf: Buf,
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+        token: u64,
+    ) -> Result<OpId, PostError> {
+        let at = match remote.at("fi_read", offset, buf.capacity()) {
+            Ok(a) => a,
+            Err(error) => return Err(PostError { error, buf }),
+        };
+        let (ep, key) = (self.as_raw(), remote.key);
+        self.post("fi_read", OpKind::Read, token, buf, MrAccess::READ, |p, len, desc, ctx| {
+            // SAFETY: as in `write`; the provider may write `len` bytes.
+            unsafe { fi_read(ep, p.cast(), len, desc, dest.0, at, key, ctx) }
+        })
+    }
+
+    /// Writes a small buffer with no completion (`fi_inject_write`); the data is
+    /// copied before the call returns.
+    pub fn inject_write(&self, data: &[u8], dest: Address, remote: &RemoteMemory, offset: u64) -> Result<()> {
+        self.check_inject("fi_inject_write", data)?;
+        let at = remote.at("fi_inject_write", offset, data.len())?;
+        // SAFETY: inject copies `data` before returning.
+        check("fi_inject_write", unsafe {
+            fi_inject_write(self.as_raw(), data.as_ptr().cast(), data.len(), dest.0, at, remote.key)
+        })
+        .map(drop)
+    }
+
+    /// `fi_inject_writedata`: inject write with remote CQ data.
+    pub fn inject_write_data(
+        &self,
+        data: &[u8],
+        cq_data: u64,
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+    ) -> Result<()> {
+        self.check_inject("fi_inject_writedata", data)?;
+        let at = remote.at("fi_inject_writedata", offset, data.len())?;
+        // SAFETY: inject copies `data` before returning.
+        check("fi_inject_writedata", unsafe {
+            fi_inject_writedata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest.0, at, remote.key)
+        })
+        .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_round_trip_and_bound_offsets() {
+        let r = RemoteMemory { addr: 0x1000, len: 64, key: 7 };
+        assert_eq!(RemoteMemory::from_bytes(&r.to_bytes()), Some(r));
+        assert_eq!(RemoteMemory::from_bytes(&[0; 23]), None);
+        assert_eq!(r.at("x", 60, 4).unwrap(), 0x1000 + 60);
+        assert!(r.at("x", 61, 4).is_err());
+        assert!(r.at("x", u64::MAX, 1).is_err());
+    }
+}
