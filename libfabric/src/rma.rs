@@ -10,8 +10,10 @@
 
 use std::fmt;
 
-use libfabric_sys::flags::{MrAccess, MrMode};
-use libfabric_sys::{fi_inject_write, fi_inject_writedata, fi_read, fi_write, fi_writedata};
+use libfabric_sys::flags::{MrAccess, MrMode, OpFlags};
+use libfabric_sys::{
+    fi_inject_write, fi_inject_writedata, fi_msg_rma, fi_read, fi_rma_iov, fi_write, fi_writedata, fi_writemsg,
+};
 
 use crate::av::Address;
 use crate::cq::Entry;
@@ -200,6 +202,43 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         self.post("fi_writedata", OpKind::Write, token, buf, MrAccess::WRITE, |p, len, desc, ctx| {
             // SAFETY: as in `write`.
             unsafe { fi_writedata(ep, p.cast(), len, desc, data, dest.0, at, key, ctx) }
+        })
+    }
+
+    /// Writes with explicit flags (`fi_writemsg`), e.g.
+    /// `OpFlags::DELIVERY_COMPLETE` so the completion reports the target's
+    /// verdict, or `OpFlags::REMOTE_CQ_DATA` with `data`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_with(
+        &self,
+        buf: Buf,
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+        data: u64,
+        flags: OpFlags,
+        token: u64,
+    ) -> Result<OpId, PostError> {
+        let at = match remote.at("fi_writemsg", offset, buf.len()) {
+            Ok(a) => a,
+            Err(error) => return Err(PostError { error, buf }),
+        };
+        let (ep, key) = (self.as_raw(), remote.key);
+        self.post("fi_writemsg", OpKind::Write, token, buf, MrAccess::WRITE, |p, len, mut desc, ctx| {
+            let iov = libc::iovec { iov_base: p.cast(), iov_len: len };
+            let rma_iov = fi_rma_iov { addr: at, len: len, key };
+            let msg = fi_msg_rma {
+                msg_iov: &iov,
+                desc: &mut desc,
+                iov_count: 1,
+                addr: dest.0,
+                rma_iov: &rma_iov,
+                rma_iov_count: 1,
+                context: ctx,
+                data,
+            };
+            // SAFETY: as in `write`; `msg` and the iovs live for the call.
+            unsafe { fi_writemsg(ep, &msg, (flags | OpFlags::COMPLETION).bits()) }
         })
     }
 

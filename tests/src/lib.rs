@@ -170,6 +170,27 @@ impl Oob {
         buf
     }
 
+    /// Receives one message, calling `idle` while none has arrived: a side that
+    /// must keep driving libfabric's progress (the target of RMA on a provider
+    /// with manual progress) polls its queues there.
+    pub fn recv_while(&mut self, mut idle: impl FnMut()) -> Vec<u8> {
+        let start = Instant::now();
+        loop {
+            if self.reader.buffer().len() >= 4 {
+                return self.recv();
+            }
+            self.writer.set_nonblocking(true).expect("nonblocking");
+            let mut head = [0u8; 4];
+            let ready = matches!(self.writer.peek(&mut head), Ok(4));
+            self.writer.set_nonblocking(false).expect("blocking");
+            if ready {
+                return self.recv();
+            }
+            assert!(start.elapsed() < DEADLINE, "the peer said nothing within {DEADLINE:?}");
+            idle();
+        }
+    }
+
     /// Waits until the other side says `word` (a synchronisation point).
     pub fn expect(&mut self, word: &str) {
         let got = self.recv();
