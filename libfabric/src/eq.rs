@@ -147,8 +147,16 @@ impl EventQueue {
         self.decode("fi_eq_sread", ret, event, &buf)
     }
 
-    /// Posts a user event (`fi_eq_write`).
+    /// Posts a user event (`fi_eq_write`). Connection events are refused:
+    /// libfabric would hand them back as if its own, with pointers (a
+    /// connection request's `info`) that this entry does not carry.
     pub fn write(&self, event: EqEvent, context: usize, data: u64) -> Result<()> {
+        if matches!(event, EqEvent::CONNREQ | EqEvent::CONNECTED | EqEvent::SHUTDOWN) {
+            return Err(Error::InvalidArgument {
+                call: "fi_eq_write",
+                reason: format!("{event:?} is a connection event; only libfabric may post it"),
+            });
+        }
         let entry = fi_eq_entry { context: context as *mut libc::c_void, data, ..Default::default() };
         // SAFETY: `entry` is readable for its size.
         let ret = unsafe {
