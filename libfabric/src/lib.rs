@@ -39,6 +39,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod atomic;
 mod av;
 mod cntr;
 mod cq;
@@ -54,6 +55,7 @@ mod ops;
 mod pep;
 mod rma;
 
+pub use atomic::{AtomicBuf, AtomicType};
 pub use av::{Address, AddressVector};
 pub use cntr::Counter;
 pub use cq::{CompletionQueue, ContextEntry, CqConfig, DataEntry, Entry, MsgEntry, Read, TaggedEntry};

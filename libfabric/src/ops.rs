@@ -136,6 +136,8 @@ pub enum OpKind {
     Write,
     /// `fi_read`: remote memory into the local buffer.
     Read,
+    /// `fi_atomic`, `fi_fetch_atomic`, `fi_compare_atomic`.
+    Atomic,
 }
 
 impl OpKind {
