@@ -111,7 +111,11 @@ fn count_of<T: AtomicType>(call: &'static str, buf: &Buf, sections: usize) -> Re
     if buf.is_empty() || buf.len() % unit != 0 {
         return Err(Error::InvalidArgument {
             call,
-            reason: format!("{} bytes are not {sections} whole section(s) of {}", buf.len(), std::any::type_name::<T>()),
+            reason: format!(
+                "{} bytes are not {sections} whole section(s) of {}",
+                buf.len(),
+                std::any::type_name::<T>()
+            ),
         });
     }
     Ok(buf.len() / unit)
@@ -225,28 +229,35 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             Err(error) => return Err(PostError { error, buf }),
         };
         let (ep, key) = (self.as_raw(), remote.key);
-        self.post("fi_compare_atomic", OpKind::Atomic, token, buf, MrAccess::WRITE | MrAccess::READ, |p, _, desc, ctx| {
-            // SAFETY: as in `atomic`; the compare and result sections lie inside the buffer.
-            unsafe {
-                let section = count * size_of::<T>();
-                fi_compare_atomic(
-                    ep,
-                    p.cast(),
-                    count,
-                    desc,
-                    p.add(section).cast(),
-                    desc,
-                    p.add(2 * section).cast(),
-                    desc,
-                    dest.0,
-                    at,
-                    key,
-                    T::DATATYPE.raw(),
-                    op.raw(),
-                    ctx,
-                )
-            }
-        })
+        self.post(
+            "fi_compare_atomic",
+            OpKind::Atomic,
+            token,
+            buf,
+            MrAccess::WRITE | MrAccess::READ,
+            |p, _, desc, ctx| {
+                // SAFETY: as in `atomic`; the compare and result sections lie inside the buffer.
+                unsafe {
+                    let section = count * size_of::<T>();
+                    fi_compare_atomic(
+                        ep,
+                        p.cast(),
+                        count,
+                        desc,
+                        p.add(section).cast(),
+                        desc,
+                        p.add(2 * section).cast(),
+                        desc,
+                        dest.0,
+                        at,
+                        key,
+                        T::DATATYPE.raw(),
+                        op.raw(),
+                        ctx,
+                    )
+                }
+            },
+        )
     }
 
     /// An atomic with no completion (`fi_inject_atomic`); the operands are
@@ -263,7 +274,16 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         let (count, at) = self.atomic_target::<T>("fi_inject_atomic", &buf, 1, remote, offset)?;
         // SAFETY: inject copies the operands before returning.
         check("fi_inject_atomic", unsafe {
-            fi_inject_atomic(self.as_raw(), buf.as_ptr().cast(), count, dest.0, at, remote.key, T::DATATYPE.raw(), op.raw())
+            fi_inject_atomic(
+                self.as_raw(),
+                buf.as_ptr().cast(),
+                count,
+                dest.0,
+                at,
+                remote.key,
+                T::DATATYPE.raw(),
+                op.raw(),
+            )
         })
         .map(drop)
     }

@@ -71,10 +71,10 @@ pub use ops::{Buf, Completion, OpKind, PostError};
 pub use pep::PassiveEndpoint;
 pub use rma::{Exposed, RemoteMemory};
 
-pub use libfabric_sys::enums::EpOption;
 pub use libfabric_sys::enums::{
     AddrFormat, AvType, CqFormat, EpType, EqEvent, Errno, Progress, Protocol, Threading, WaitObj,
 };
+pub use libfabric_sys::enums::{AtomicOp, Datatype, EpOption};
 pub use libfabric_sys::flags::{
     AvInsertFlags, Caps, CompletionFlags, GetinfoFlags, Mode, MrAccess, MrMode, MsgOrder, OpFlags,
 };
