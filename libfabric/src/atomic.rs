@@ -167,10 +167,18 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             Err(error) => return Err(PostError { error, buf }),
         };
         let (ep, key) = (self.as_raw(), remote.key);
-        self.post("fi_atomic", OpKind::Atomic, token, buf, MrAccess::WRITE | MrAccess::READ, |p, _, desc, ctx| {
-            // SAFETY: the buffer is owned by the operation's slot until its completion.
-            unsafe { fi_atomic(ep, p.cast(), count, desc, dest.0, at, key, T::DATATYPE.raw(), op.raw(), ctx) }
-        })
+        self.post(
+            "fi_atomic",
+            OpKind::Atomic,
+            token,
+            buf,
+            dest,
+            MrAccess::WRITE | MrAccess::READ,
+            |p, _, desc, ctx, peer| {
+                // SAFETY: the buffer is owned by the operation's slot until its completion.
+                unsafe { fi_atomic(ep, p.cast(), count, desc, peer, at, key, T::DATATYPE.raw(), op.raw(), ctx) }
+            },
+        )
     }
 
     /// Like [`atomic`](Self::atomic), returning the previous values in the
@@ -190,26 +198,34 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             Err(error) => return Err(PostError { error, buf }),
         };
         let (ep, key) = (self.as_raw(), remote.key);
-        self.post("fi_fetch_atomic", OpKind::Atomic, token, buf, MrAccess::WRITE | MrAccess::READ, |p, _, desc, ctx| {
-            // SAFETY: as in `atomic`; the result section lies inside the same buffer.
-            unsafe {
-                let result = p.add(count * size_of::<T>());
-                fi_fetch_atomic(
-                    ep,
-                    p.cast(),
-                    count,
-                    desc,
-                    result.cast(),
-                    desc,
-                    dest.0,
-                    at,
-                    key,
-                    T::DATATYPE.raw(),
-                    op.raw(),
-                    ctx,
-                )
-            }
-        })
+        self.post(
+            "fi_fetch_atomic",
+            OpKind::Atomic,
+            token,
+            buf,
+            dest,
+            MrAccess::WRITE | MrAccess::READ,
+            |p, _, desc, ctx, peer| {
+                // SAFETY: as in `atomic`; the result section lies inside the same buffer.
+                unsafe {
+                    let result = p.add(count * size_of::<T>());
+                    fi_fetch_atomic(
+                        ep,
+                        p.cast(),
+                        count,
+                        desc,
+                        result.cast(),
+                        desc,
+                        peer,
+                        at,
+                        key,
+                        T::DATATYPE.raw(),
+                        op.raw(),
+                        ctx,
+                    )
+                }
+            },
+        )
     }
 
     /// A compare atomic (`fi_compare_atomic`, `op` one of the `CSWAP*` or
@@ -234,8 +250,9 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             OpKind::Atomic,
             token,
             buf,
+            dest,
             MrAccess::WRITE | MrAccess::READ,
-            |p, _, desc, ctx| {
+            |p, _, desc, ctx, peer| {
                 // SAFETY: as in `atomic`; the compare and result sections lie inside the buffer.
                 unsafe {
                     let section = count * size_of::<T>();
@@ -248,7 +265,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                         desc,
                         p.add(2 * section).cast(),
                         desc,
-                        dest.0,
+                        peer,
                         at,
                         key,
                         T::DATATYPE.raw(),
@@ -272,13 +289,14 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     ) -> Result<()> {
         let buf = AtomicBuf::operands(operands);
         let (count, at) = self.atomic_target::<T>("fi_inject_atomic", &buf, 1, remote, offset)?;
+        let dest = self.resolve("fi_inject_atomic", dest)?;
         // SAFETY: inject copies the operands before returning.
         check("fi_inject_atomic", unsafe {
             fi_inject_atomic(
                 self.as_raw(),
                 buf.as_ptr().cast(),
                 count,
-                dest.0,
+                dest,
                 at,
                 remote.key,
                 T::DATATYPE.raw(),

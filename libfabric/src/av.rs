@@ -4,9 +4,10 @@ use std::ffi::{CStr, CString};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use libfabric_sys::enums::AvType;
+use libfabric_sys::enums::{AddrFormat, AvType};
 use libfabric_sys::flags::AvInsertFlags;
 use libfabric_sys::{
     fi_addr_t, fi_av_attr, fi_av_insert, fi_av_insertsvc, fi_av_lookup, fi_av_open, fi_av_remove, fi_av_straddr,
@@ -17,24 +18,50 @@ use crate::domain::{Domain, DomainInner};
 use crate::error::{check, Error, Result};
 use crate::fid::{Object, ThreadModel, ThreadSafe};
 
-/// A peer's handle in an address vector (`fi_addr_t`).
-#[repr(transparent)]
+/// A peer's handle in an address vector (`fi_addr_t`), valid only with the
+/// address vector that made it.
+///
+/// Handles come from [`AddressVector::insert`] (or a completion's source
+/// address), carry the identity of their address vector, and an endpoint
+/// refuses one from another vector: libfabric itself would read out of bounds
+/// for a handle it never issued. [`Address::UNSPEC`] is accepted everywhere.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Address(pub fi_addr_t);
+pub struct Address {
+    pub(crate) raw: fi_addr_t,
+    /// The address vector that issued it; 0 for `UNSPEC`/`NOTAVAIL`.
+    pub(crate) av: u64,
+}
+
+/// Identities of address vectors, never reused within a process.
+static NEXT_AV_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Address {
-    /// `FI_ADDR_UNSPEC`: any peer (receives) or none.
-    pub const UNSPEC: Address = Address(FI_ADDR_UNSPEC);
-    /// `FI_ADDR_NOTAVAIL`: a source address libfabric could not resolve.
-    pub const NOTAVAIL: Address = Address(FI_ADDR_NOTAVAIL);
+    /// `FI_ADDR_UNSPEC`: any peer (receives), or the connected peer (MSG).
+    pub const UNSPEC: Address = Address { raw: FI_ADDR_UNSPEC, av: 0 };
+    /// `FI_ADDR_NOTAVAIL`: a source address libfabric could not resolve (the
+    /// same value as `FI_ADDR_UNSPEC` in libfabric).
+    pub const NOTAVAIL: Address = Address { raw: FI_ADDR_NOTAVAIL, av: 0 };
+
+    /// The raw `fi_addr_t`.
+    pub fn raw(self) -> fi_addr_t {
+        self.raw
+    }
+
+    /// A handle from a raw `fi_addr_t`, for raw calls.
+    ///
+    /// # Safety
+    /// `raw` is a live handle of `av` (inserted and not removed), or
+    /// `FI_ADDR_UNSPEC`.
+    pub unsafe fn from_raw<M: ThreadModel>(raw: fi_addr_t, av: &AddressVector<M>) -> Address {
+        Address { raw, av: av.inner.id }
+    }
 }
 
 impl fmt::Debug for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if *self == Address::UNSPEC {
-            f.write_str("Address(UNSPEC)")
-        } else {
-            write!(f, "Address({})", self.0)
+        match *self {
+            Address::UNSPEC => f.write_str("Address(UNSPEC)"),
+            a => write!(f, "Address({} of av {})", a.raw, a.av),
         }
     }
 }
@@ -43,6 +70,10 @@ pub(crate) struct AvInner {
     pub(crate) object: Object<fid_av>,
     _domain: Arc<DomainInner>,
     addrlen: usize,
+    /// The domain's addresses are strings of varying length (`FI_ADDR_STR`).
+    string_addresses: bool,
+    /// Stamped on every handle this vector issues.
+    pub(crate) id: u64,
 }
 
 /// An open address vector (`fi_av_open`).
@@ -76,7 +107,13 @@ impl<M: ThreadModel> AddressVector<M> {
             .ok_or(Error::InvalidArgument { call: "fi_av_open", reason: "returned no AV".into() })?;
         let addrlen = domain.info().as_raw().src_addrlen.max(domain.info().as_raw().dest_addrlen);
         Ok(AddressVector {
-            inner: Arc::new(AvInner { object, _domain: domain.inner.clone(), addrlen }),
+            inner: Arc::new(AvInner {
+                object,
+                _domain: domain.inner.clone(),
+                addrlen,
+                string_addresses: domain.info().addr_format() == AddrFormat::ADDR_STR,
+                id: NEXT_AV_ID.fetch_add(1, Ordering::Relaxed),
+            }),
             _model: PhantomData,
         })
     }
@@ -87,7 +124,8 @@ impl<M: ThreadModel> AddressVector<M> {
     }
 
     /// Inserts raw addresses (as `Endpoint::name` returns them), `addrlen` bytes
-    /// each, back to back; returns one handle per address, in order.
+    /// each, back to back; returns one handle per address, in order. Every
+    /// address must be valid: when libfabric takes only some, the call fails.
     pub fn insert(&self, addrs: &[u8], addrlen: usize, flags: AvInsertFlags) -> Result<Vec<Address>> {
         if addrlen == 0 || addrs.len() % addrlen != 0 {
             return Err(Error::InvalidArgument {
@@ -95,24 +133,28 @@ impl<M: ThreadModel> AddressVector<M> {
                 reason: format!("{} bytes are not a whole number of {addrlen}-byte addresses", addrs.len()),
             });
         }
-        if addrlen < self.inner.addrlen {
+        // String addresses (FI_ADDR_STR: shm's names) vary in length, so
+        // libfabric cannot step through several: one at a time.
+        if self.inner.string_addresses {
+            if addrs.len() != addrlen {
+                return Err(Error::InvalidArgument {
+                    call: "fi_av_insert",
+                    reason: "string addresses (FI_ADDR_STR) are inserted one at a time".into(),
+                });
+            }
+        // fi_av_insert reads addresses back to back at the domain's own
+        // length: any other length would pair handles with the wrong bytes.
+        } else if self.inner.addrlen != 0 && addrlen != self.inner.addrlen {
             return Err(Error::InvalidArgument {
                 call: "fi_av_insert",
                 reason: format!("addresses of this domain are {} bytes, not {addrlen}", self.inner.addrlen),
             });
         }
         let count = addrs.len() / addrlen;
-        let mut out = vec![Address::UNSPEC; count];
-        // SAFETY: `addrs` holds `count` addresses; `out` has room for `count` handles.
+        let mut raw = vec![FI_ADDR_NOTAVAIL; count];
+        // SAFETY: `addrs` holds `count` addresses; `raw` has room for `count` handles.
         let ret = unsafe {
-            fi_av_insert(
-                self.as_raw(),
-                addrs.as_ptr().cast(),
-                count,
-                out.as_mut_ptr().cast(),
-                flags.bits(),
-                ptr::null_mut(),
-            )
+            fi_av_insert(self.as_raw(), addrs.as_ptr().cast(), count, raw.as_mut_ptr(), flags.bits(), ptr::null_mut())
         };
         let inserted = check("fi_av_insert", ret)? as usize;
         if inserted != count {
@@ -121,7 +163,7 @@ impl<M: ThreadModel> AddressVector<M> {
                 reason: format!("only {inserted} of {count} addresses were valid"),
             });
         }
-        Ok(out)
+        Ok(raw.into_iter().map(|raw| Address { raw, av: self.inner.id }).collect())
     }
 
     /// Inserts one address.
@@ -137,10 +179,11 @@ impl<M: ThreadModel> AddressVector<M> {
         };
         let node = CString::new(node).map_err(|_| invalid("node"))?;
         let service = CString::new(service).map_err(|_| invalid("service"))?;
-        let mut out = Address::UNSPEC;
+        let mut out = Address { raw: FI_ADDR_NOTAVAIL, av: self.inner.id };
         // SAFETY: the strings and `out` outlive the call.
-        let ret =
-            unsafe { fi_av_insertsvc(self.as_raw(), node.as_ptr(), service.as_ptr(), &mut out.0, 0, ptr::null_mut()) };
+        let ret = unsafe {
+            fi_av_insertsvc(self.as_raw(), node.as_ptr(), service.as_ptr(), &mut out.raw, 0, ptr::null_mut())
+        };
         if check("fi_av_insertsvc", ret)? != 1 {
             return Err(Error::InvalidArgument {
                 call: "fi_av_insertsvc",
@@ -152,11 +195,12 @@ impl<M: ThreadModel> AddressVector<M> {
 
     /// The raw address behind a handle (`fi_av_lookup`).
     pub fn lookup(&self, addr: Address) -> Result<Vec<u8>> {
+        self.check(addr, "fi_av_lookup")?;
         let mut buf = vec![0u8; self.inner.addrlen.max(16)];
         loop {
             let mut len = buf.len();
-            // SAFETY: `buf` is writable for `len` bytes.
-            let ret = unsafe { fi_av_lookup(self.as_raw(), addr.0, buf.as_mut_ptr().cast(), &mut len) };
+            // SAFETY: `buf` is writable for `len` bytes; the handle is this vector's.
+            let ret = unsafe { fi_av_lookup(self.as_raw(), addr.raw, buf.as_mut_ptr().cast(), &mut len) };
             check("fi_av_lookup", ret)?;
             if len <= buf.len() {
                 buf.truncate(len);
@@ -179,10 +223,27 @@ impl<M: ThreadModel> AddressVector<M> {
         unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
     }
 
-    /// Removes handles (`fi_av_remove`); a removed handle must not be used again.
-    pub fn remove(&self, addrs: &[Address]) -> Result<()> {
-        let mut raw: Vec<fi_addr_t> = addrs.iter().map(|a| a.0).collect();
-        // SAFETY: `raw` holds `raw.len()` handles.
-        check("fi_av_remove", unsafe { fi_av_remove(self.as_raw(), raw.as_mut_ptr(), raw.len(), 0) }).map(drop)
+    /// Fails unless `addr` was issued by this address vector.
+    pub(crate) fn check(&self, addr: Address, call: &'static str) -> Result<()> {
+        if addr.av != self.inner.id {
+            return Err(Error::InvalidArgument {
+                call,
+                reason: format!("{addr:?} is not a handle of this address vector"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes handles (`fi_av_remove`).
+    ///
+    /// # Safety
+    /// None of these handles, nor a copy, is used again: libfabric follows a
+    /// removed handle into freed state.
+    pub unsafe fn remove(&self, addrs: &[Address]) -> Result<()> {
+        for a in addrs {
+            self.check(*a, "fi_av_remove")?;
+        }
+        let mut raw: Vec<fi_addr_t> = addrs.iter().map(|a| a.raw).collect();
+        check("fi_av_remove", fi_av_remove(self.as_raw(), raw.as_mut_ptr(), raw.len(), 0)).map(drop)
     }
 }

@@ -131,8 +131,9 @@ entry!(
 pub struct CqConfig {
     /// Entries the queue holds (0: the provider's default).
     pub size: usize,
-    /// The wait object: `FD` for [`AsFd`] and [`CompletionQueue::wait`], `NONE`
-    /// for polling only, `UNSPEC` for the provider's choice.
+    /// The wait object: `FD` for [`CompletionQueue::wait_fd`] and
+    /// [`CompletionQueue::sread`], `UNSPEC` for the provider's choice (also
+    /// allows `sread`), `NONE` for polling only.
     pub wait_obj: WaitObj,
 }
 
@@ -149,13 +150,17 @@ pub(crate) struct CqInner {
     /// carry pointers into them. They stay here until the queue closes, so a
     /// completion of a closed endpoint never points at freed memory.
     pub(crate) tables: Mutex<Vec<Arc<OpTable>>>,
+    /// Identities of the address vectors of the bound endpoints: a source
+    /// address read from the queue is a handle of one of them.
+    pub(crate) avs: Mutex<Vec<u64>>,
     wait_obj: WaitObj,
 }
 
 /// An open completion queue of entry format `E`.
 pub struct CompletionQueue<E: Entry = TaggedEntry, M: ThreadModel = ThreadSafe> {
     pub(crate) inner: Arc<CqInner>,
-    _types: PhantomData<(E, M::Marker)>,
+    // `fn() -> E`: the entry type names the format only; the marker decides Send/Sync.
+    _types: PhantomData<(fn() -> E, M::Marker)>,
 }
 
 impl<E: Entry, M: ThreadModel> Clone for CompletionQueue<E, M> {
@@ -220,6 +225,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
                 object,
                 _domain: domain.inner.clone(),
                 tables: Mutex::new(Vec::new()),
+                avs: Mutex::new(Vec::new()),
                 wait_obj: config.wait_obj,
             }),
             _types: PhantomData,
@@ -235,16 +241,9 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         self.inner.object.fid()
     }
 
-    /// Reads up to `out.len()` entries at once; `Ok(0)` when none is ready. An
-    /// error entry comes back as [`Error::Completion`] (and is consumed).
-    pub fn read_raw(&self, out: &mut [E]) -> Result<usize> {
-        // SAFETY: `out` holds `out.len()` entries of this queue's format.
-        let ret = unsafe { fi_cq_read(self.as_raw(), out.as_mut_ptr().cast(), out.len()) };
-        self.count("fi_cq_read", ret)
-    }
-
-    /// Reads up to `out.len()` operations posted through this crate (and raw
-    /// entries) at once; returns how many were appended to `out`.
+    /// Reads up to `max` completions at once (at most 32 per call), appending
+    /// them to `out`; returns how many. Operations posted through this crate
+    /// come back with their buffers; error entries as `Read::Failed`.
     pub fn poll_batch(&self, out: &mut Vec<Read<E>>, max: usize) -> Result<usize> {
         let mut entries = [E::default(); 32];
         let want = max.min(entries.len());
@@ -260,26 +259,23 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         Ok(n)
     }
 
-    /// Like [`read_raw`](Self::read_raw), also returning each entry's source
-    /// address (`fi_cq_readfrom`; needs `FI_SOURCE`).
-    pub fn read_from(&self, out: &mut [E], from: &mut [Address]) -> Result<usize> {
-        let n = out.len().min(from.len());
-        let addrs: *mut fi_addr_t = from.as_mut_ptr().cast();
-        // SAFETY: both slices hold at least `n` elements; Address is a transparent fi_addr_t.
-        let ret = unsafe { fi_cq_readfrom(self.as_raw(), out.as_mut_ptr().cast(), n, addrs) };
-        self.count("fi_cq_readfrom", ret)
-    }
-
-    /// Blocks until at least one entry is ready or `timeout` passes (needs a
-    /// wait object); `Ok(0)` on timeout.
-    pub fn sread_raw(&self, out: &mut [E], timeout: Duration) -> Result<usize> {
+    /// Waits up to `timeout` for one completion (`fi_cq_sread`; the queue
+    /// needs a wait object); `Read::Empty` on timeout. Like [`poll`](Self::poll),
+    /// it hands back the buffer of an operation posted through this crate.
+    pub fn sread(&self, timeout: Duration) -> Result<Read<E>> {
+        let mut e = [E::default()];
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: `out` holds `out.len()` entries; no wait condition is passed.
-        let ret = unsafe { fi_cq_sread(self.as_raw(), out.as_mut_ptr().cast(), out.len(), ptr::null(), ms) };
-        if ret == -(libc::ETIMEDOUT as isize) {
-            return Ok(0);
+        // SAFETY: one entry of this queue's format; no wait condition is passed.
+        let ret = unsafe { fi_cq_sread(self.as_raw(), e.as_mut_ptr().cast(), 1, ptr::null(), ms) };
+        if ret == -(libc::ETIMEDOUT as isize) || ret == -(libc::EAGAIN as isize) {
+            return Ok(Read::Empty);
         }
-        self.count("fi_cq_sread", ret)
+        if ret == -(libfabric_sys::FI_EAVAIL as isize) {
+            let (error, op) = self.read_error("fi_cq_sread");
+            return Ok(Read::Failed { error, op });
+        }
+        check("fi_cq_sread", ret)?;
+        Ok(self.claim(e[0]).unwrap_or(Read::Raw(e[0])))
     }
 
     /// Like [`poll`](Self::poll), also returning the source address of the
@@ -287,9 +283,9 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// it is `Address::NOTAVAIL` or unspecified).
     pub fn poll_from(&self) -> Result<(Read<E>, Address)> {
         let mut e = [E::default()];
-        let mut from = [Address::NOTAVAIL];
-        // SAFETY: one entry and one address of room; Address is a transparent fi_addr_t.
-        let ret = unsafe { fi_cq_readfrom(self.as_raw(), e.as_mut_ptr().cast(), 1, from.as_mut_ptr().cast()) };
+        let mut from: [fi_addr_t; 1] = [Address::NOTAVAIL.raw];
+        // SAFETY: one entry and one address of room.
+        let ret = unsafe { fi_cq_readfrom(self.as_raw(), e.as_mut_ptr().cast(), 1, from.as_mut_ptr()) };
         if ret == -(libfabric_sys::FI_EAVAIL as isize) {
             let (error, op) = self.read_error("fi_cq_readfrom");
             return Ok((Read::Failed { error, op }, Address::NOTAVAIL));
@@ -297,7 +293,22 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         if self.count("fi_cq_readfrom", ret)? == 0 {
             return Ok((Read::Empty, Address::NOTAVAIL));
         }
-        Ok((self.claim(e[0]).unwrap_or(Read::Raw(e[0])), from[0]))
+        Ok((self.claim(e[0]).unwrap_or(Read::Raw(e[0])), self.stamp(from[0])))
+    }
+
+    /// A source handle read from the queue, stamped with its address vector
+    /// when all bound endpoints share one (otherwise it matches no endpoint,
+    /// and only compares).
+    fn stamp(&self, raw: libfabric_sys::fi_addr_t) -> Address {
+        if raw == Address::UNSPEC.raw || raw == Address::NOTAVAIL.raw {
+            return Address { raw, av: 0 };
+        }
+        let avs = self.inner.avs.lock().unwrap_or_else(|p| p.into_inner());
+        let av = match avs.first() {
+            Some(&first) if avs.iter().all(|&a| a == first) => first,
+            _ => u64::MAX, // no vector has this identity
+        };
+        Address { raw, av }
     }
 
     /// Reads one completion and, for operations posted through this crate,
@@ -315,7 +326,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         tables.iter().find_map(|t| t.complete(entry))
     }
 
-    /// Wakes a thread blocked in [`sread_raw`](Self::sread_raw) (`fi_cq_signal`).
+    /// Wakes a thread blocked in [`sread`](Self::sread) (`fi_cq_signal`).
     pub fn signal(&self) -> Result<()> {
         // SAFETY: the CQ is open.
         check("fi_cq_signal", unsafe { fi_cq_signal(self.as_raw()) }).map(drop)
@@ -372,7 +383,8 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         };
         let error = Error::Completion {
             call,
-            errno: err.err(),
+            // Positive by the man page; shm writes it negated.
+            errno: Errno::from_raw(err.err.abs()),
             detail: Box::new(CompletionError {
                 context: err.op_context as usize,
                 flags: err.flags,

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use libfabric_sys::enums::{EpOption, OptLevel};
 use libfabric_sys::flags::{BindFlags, MrAccess, MrMode, OpFlags};
 use libfabric_sys::{
-    fi_accept, fi_cancel, fi_connect, fi_enable, fi_endpoint, fi_ep_bind, fi_getname, fi_getopt, fi_getpeer, fi_inject,
-    fi_injectdata, fi_msg, fi_msg_tagged, fi_recv, fi_recvmsg, fi_send, fi_senddata, fi_sendmsg, fi_setopt,
+    fi_accept, fi_addr_t, fi_cancel, fi_connect, fi_enable, fi_endpoint, fi_ep_bind, fi_getname, fi_getopt, fi_getpeer,
+    fi_inject, fi_injectdata, fi_msg, fi_msg_tagged, fi_recv, fi_recvmsg, fi_send, fi_senddata, fi_sendmsg, fi_setopt,
     fi_shutdown, fi_tinject, fi_tinjectdata, fi_trecv, fi_trecvmsg, fi_tsend, fi_tsenddata, fi_tsendmsg, fid, fid_ep,
 };
 
@@ -36,6 +36,8 @@ pub(crate) struct EpInner {
     pub(crate) ops: Arc<OpTable>,
     _cq: Arc<CqInner>,
     _av: Option<Arc<AvInner>>,
+    /// The identity of the bound address vector (0: none); see `resolve`.
+    pub(crate) av_id: u64,
     _eq: Option<EventQueue>,
     _counters: Vec<Arc<CntrInner>>,
     pub(crate) domain: Arc<DomainInner>,
@@ -56,7 +58,8 @@ pub struct Bindings<'a, E: Entry, M: ThreadModel> {
 /// An enabled active endpoint (`fi_endpoint` + binds + `fi_enable`).
 pub struct Endpoint<E: Entry = TaggedEntry, M: ThreadModel = ThreadSafe> {
     pub(crate) inner: Arc<EpInner>,
-    _types: PhantomData<(E, M::Marker)>,
+    // `fn() -> E`: the entry type names the format only; the marker decides Send/Sync.
+    _types: PhantomData<(fn() -> E, M::Marker)>,
 }
 
 impl<E: Entry, M: ThreadModel> fmt::Debug for Endpoint<E, M> {
@@ -68,9 +71,13 @@ impl<E: Entry, M: ThreadModel> fmt::Debug for Endpoint<E, M> {
     }
 }
 
-/// Identifies a posted operation, for [`Endpoint::cancel`].
+/// Identifies a posted operation, for [`Endpoint::cancel`]: its slot and the
+/// slot's generation, so the id of a finished operation names nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpId(u32);
+pub struct OpId {
+    index: u32,
+    generation: u32,
+}
 
 fn post_error(call: &'static str, ret: isize, buf: Buf) -> PostError {
     let error = check(call, ret as i64).err().unwrap_or(Error::InvalidArgument { call, reason: "failed".into() });
@@ -129,12 +136,14 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         let depth = info.tx_attr().map_or(0, |t| t.size()) + info.rx_attr().map_or(0, |r| r.size());
         let ops = OpTable::new(depth.clamp(64, 1 << 16));
         bind.cq.inner.tables.lock().unwrap_or_else(|p| p.into_inner()).push(ops.clone());
+        bind.cq.inner.avs.lock().unwrap_or_else(|p| p.into_inner()).push(bind.av.map_or(0, |a| a.inner.id));
         Ok(Endpoint {
             inner: Arc::new(EpInner {
                 object,
                 ops,
                 _cq: bind.cq.inner.clone(),
                 _av: bind.av.map(|a| a.inner.clone()),
+                av_id: bind.av.map_or(0, |a| a.inner.id),
                 _eq: bind.eq.cloned(),
                 _counters: counters.iter().map(|(c, _)| c.inner.clone()).collect(),
                 domain: domain.inner.clone(),
@@ -253,6 +262,19 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         .map(drop)
     }
 
+    /// The raw handle of `addr` if this endpoint may use it: `UNSPEC`, or a
+    /// handle of the address vector bound to it (libfabric would read out of
+    /// bounds for any other).
+    pub(crate) fn resolve(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
+        if addr == Address::UNSPEC || (addr.av != 0 && addr.av == self.inner.av_id) {
+            return Ok(addr.raw);
+        }
+        Err(Error::InvalidArgument {
+            call,
+            reason: format!("{addr:?} is not a handle of the address vector bound to this endpoint"),
+        })
+    }
+
     /// Registers `buf` for local access when the provider needs it
     /// (`FI_MR_LOCAL`), once: the registration stays with the buffer.
     fn prepare(&self, buf: &mut Buf, access: MrAccess) -> Result<()> {
@@ -297,15 +319,21 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// Posts an operation on `buf`: reserve a slot, register if needed, post
     /// with the slot as context; on failure the buffer comes back.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn post(
         &self,
         call: &'static str,
         kind: OpKind,
         token: u64,
         mut buf: Buf,
+        peer: Address,
         access: MrAccess,
-        post: impl FnOnce(*mut u8, usize, *mut libc::c_void, *mut libc::c_void) -> isize,
+        post: impl FnOnce(*mut u8, usize, *mut libc::c_void, *mut libc::c_void, fi_addr_t) -> isize,
     ) -> Result<OpId, PostError> {
+        let peer = match self.resolve(call, peer) {
+            Ok(p) => p,
+            Err(error) => return Err(PostError { error, buf }),
+        };
         if let Err(error) = self.prepare(&mut buf, access) {
             return Err(PostError { error, buf });
         }
@@ -317,31 +345,32 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         let len = if receives { buf.capacity() } else { buf.len() };
         let data = if receives { buf.full_ptr() } else { buf.as_ptr().cast_mut() };
         let desc = buf.desc();
+        let id = OpId { index, generation: self.inner.ops.generation(index) };
         let context = self.inner.ops.occupy(index, kind, token, buf);
-        let ret = post(data, len, desc, context);
+        let ret = post(data, len, desc, context, peer);
         if ret < 0 {
             let buf = self.inner.ops.vacate(index).expect("the slot holds the buffer it was just given");
             return Err(post_error(call, ret, buf));
         }
-        Ok(OpId(index))
+        Ok(id)
     }
 
     /// Sends `buf` to `dest` (`fi_send`; `Address::UNSPEC` on a connected MSG
     /// endpoint). `token` comes back with the completion.
     pub fn send(&self, buf: Buf, dest: Address, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
-        self.post("fi_send", OpKind::Send, token, buf, MrAccess::SEND, |p, len, desc, ctx| {
+        self.post("fi_send", OpKind::Send, token, buf, dest, MrAccess::SEND, |p, len, desc, ctx, peer| {
             // SAFETY: the buffer is owned by the operation's slot until its completion.
-            unsafe { fi_send(ep, p.cast(), len, desc, dest.0, ctx) }
+            unsafe { fi_send(ep, p.cast(), len, desc, peer, ctx) }
         })
     }
 
     /// Sends `buf` with remote CQ data (`fi_senddata`).
     pub fn send_data(&self, buf: Buf, data: u64, dest: Address, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
-        self.post("fi_senddata", OpKind::Send, token, buf, MrAccess::SEND, |p, len, desc, ctx| {
+        self.post("fi_senddata", OpKind::Send, token, buf, dest, MrAccess::SEND, |p, len, desc, ctx, peer| {
             // SAFETY: as in `send`.
-            unsafe { fi_senddata(ep, p.cast(), len, desc, data, dest.0, ctx) }
+            unsafe { fi_senddata(ep, p.cast(), len, desc, data, peer, ctx) }
         })
     }
 
@@ -349,9 +378,9 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// The completion returns the buffer cut to the received length.
     pub fn recv(&self, buf: Buf, src: Address, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
-        self.post("fi_recv", OpKind::Recv, token, buf, MrAccess::RECV, |p, len, desc, ctx| {
+        self.post("fi_recv", OpKind::Recv, token, buf, src, MrAccess::RECV, |p, len, desc, ctx, peer| {
             // SAFETY: as in `send`; the provider may write `len` bytes.
-            unsafe { fi_recv(ep, p.cast(), len, desc, src.0, ctx) }
+            unsafe { fi_recv(ep, p.cast(), len, desc, peer, ctx) }
         })
     }
 
@@ -362,9 +391,9 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// falls below the endpoint's `EpOption::MIN_MULTI_RECV`.
     pub fn recv_multi(&self, buf: Buf, src: Address, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
-        self.post("fi_recvmsg", OpKind::MultiRecv, token, buf, MrAccess::RECV, |p, len, mut desc, ctx| {
+        self.post("fi_recvmsg", OpKind::MultiRecv, token, buf, src, MrAccess::RECV, |p, len, mut desc, ctx, peer| {
             let iov = libc::iovec { iov_base: p.cast(), iov_len: len };
-            let msg = fi_msg { msg_iov: &iov, desc: &mut desc, iov_count: 1, addr: src.0, context: ctx, data: 0 };
+            let msg = fi_msg { msg_iov: &iov, desc: &mut desc, iov_count: 1, addr: peer, context: ctx, data: 0 };
             // SAFETY: the buffer is owned by the operation's slot until the
             // FI_MULTI_RECV completion; `msg` and `iov` live for the call.
             unsafe { fi_recvmsg(ep, &msg, (OpFlags::MULTI_RECV | OpFlags::COMPLETION).bits()) }
@@ -374,27 +403,27 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// Sends a tagged message (`fi_tsend`).
     pub fn tsend(&self, buf: Buf, dest: Address, tag: u64, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
-        self.post("fi_tsend", OpKind::TaggedSend, token, buf, MrAccess::SEND, |p, len, desc, ctx| {
+        self.post("fi_tsend", OpKind::TaggedSend, token, buf, dest, MrAccess::SEND, |p, len, desc, ctx, peer| {
             // SAFETY: as in `send`.
-            unsafe { fi_tsend(ep, p.cast(), len, desc, dest.0, tag, ctx) }
+            unsafe { fi_tsend(ep, p.cast(), len, desc, peer, tag, ctx) }
         })
     }
 
     /// Sends a tagged message with remote CQ data (`fi_tsenddata`).
     pub fn tsend_data(&self, buf: Buf, data: u64, dest: Address, tag: u64, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
-        self.post("fi_tsenddata", OpKind::TaggedSend, token, buf, MrAccess::SEND, |p, len, desc, ctx| {
+        self.post("fi_tsenddata", OpKind::TaggedSend, token, buf, dest, MrAccess::SEND, |p, len, desc, ctx, peer| {
             // SAFETY: as in `send`.
-            unsafe { fi_tsenddata(ep, p.cast(), len, desc, data, dest.0, tag, ctx) }
+            unsafe { fi_tsenddata(ep, p.cast(), len, desc, data, peer, tag, ctx) }
         })
     }
 
     /// Posts a tagged receive matching `tag` except for the bits set in `ignore`.
     pub fn trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
-        self.post("fi_trecv", OpKind::TaggedRecv, token, buf, MrAccess::RECV, |p, len, desc, ctx| {
+        self.post("fi_trecv", OpKind::TaggedRecv, token, buf, src, MrAccess::RECV, |p, len, desc, ctx, peer| {
             // SAFETY: as in `recv`.
-            unsafe { fi_trecv(ep, p.cast(), len, desc, src.0, tag, ignore, ctx) }
+            unsafe { fi_trecv(ep, p.cast(), len, desc, peer, tag, ignore, ctx) }
         })
     }
 
@@ -410,13 +439,13 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         token: u64,
     ) -> Result<OpId, PostError> {
         let ep = self.as_raw();
-        self.post("fi_tsendmsg", OpKind::TaggedSend, token, buf, MrAccess::SEND, |p, len, mut desc, ctx| {
+        self.post("fi_tsendmsg", OpKind::TaggedSend, token, buf, dest, MrAccess::SEND, |p, len, mut desc, ctx, peer| {
             let iov = libc::iovec { iov_base: p.cast(), iov_len: len };
             let msg = fi_msg_tagged {
                 msg_iov: &iov,
                 desc: &mut desc,
                 iov_count: 1,
-                addr: dest.0,
+                addr: peer,
                 tag,
                 ignore: 0,
                 context: ctx,
@@ -430,9 +459,9 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// Sends with explicit flags (`fi_sendmsg`).
     pub fn send_with(&self, buf: Buf, dest: Address, data: u64, flags: OpFlags, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
-        self.post("fi_sendmsg", OpKind::Send, token, buf, MrAccess::SEND, |p, len, mut desc, ctx| {
+        self.post("fi_sendmsg", OpKind::Send, token, buf, dest, MrAccess::SEND, |p, len, mut desc, ctx, peer| {
             let iov = libc::iovec { iov_base: p.cast(), iov_len: len };
-            let msg = fi_msg { msg_iov: &iov, desc: &mut desc, iov_count: 1, addr: dest.0, context: ctx, data };
+            let msg = fi_msg { msg_iov: &iov, desc: &mut desc, iov_count: 1, addr: peer, context: ctx, data };
             // SAFETY: as in `send`; `msg` and `iov` live for the call.
             unsafe { fi_sendmsg(ep, &msg, (flags | OpFlags::COMPLETION).bits()) }
         })
@@ -442,34 +471,35 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// copied before the call returns. At most `info().inject_size()` bytes.
     pub fn inject(&self, data: &[u8], dest: Address) -> Result<()> {
         self.check_inject("fi_inject", data)?;
+        let dest = self.resolve("fi_inject", dest)?;
         // SAFETY: inject copies `data` before returning.
-        check("fi_inject", unsafe { fi_inject(self.as_raw(), data.as_ptr().cast(), data.len(), dest.0) }).map(drop)
+        check("fi_inject", unsafe { fi_inject(self.as_raw(), data.as_ptr().cast(), data.len(), dest) }).map(drop)
     }
 
     /// `fi_injectdata`: inject with remote CQ data.
     pub fn inject_data(&self, data: &[u8], cq_data: u64, dest: Address) -> Result<()> {
         self.check_inject("fi_injectdata", data)?;
+        let dest = self.resolve("fi_injectdata", dest)?;
         // SAFETY: inject copies `data` before returning.
-        check("fi_injectdata", unsafe {
-            fi_injectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest.0)
-        })
-        .map(drop)
+        check("fi_injectdata", unsafe { fi_injectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest) })
+            .map(drop)
     }
 
     /// `fi_tinject`: a tagged inject.
     pub fn tinject(&self, data: &[u8], dest: Address, tag: u64) -> Result<()> {
         self.check_inject("fi_tinject", data)?;
+        let dest = self.resolve("fi_tinject", dest)?;
         // SAFETY: inject copies `data` before returning.
-        check("fi_tinject", unsafe { fi_tinject(self.as_raw(), data.as_ptr().cast(), data.len(), dest.0, tag) })
-            .map(drop)
+        check("fi_tinject", unsafe { fi_tinject(self.as_raw(), data.as_ptr().cast(), data.len(), dest, tag) }).map(drop)
     }
 
     /// `fi_tinjectdata`: a tagged inject with remote CQ data.
     pub fn tinject_data(&self, data: &[u8], cq_data: u64, dest: Address, tag: u64) -> Result<()> {
         self.check_inject("fi_tinjectdata", data)?;
+        let dest = self.resolve("fi_tinjectdata", dest)?;
         // SAFETY: inject copies `data` before returning.
         check("fi_tinjectdata", unsafe {
-            fi_tinjectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest.0, tag)
+            fi_tinjectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest, tag)
         })
         .map(drop)
     }
@@ -488,10 +518,14 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// Asks libfabric to cancel an operation (`fi_cancel`). A cancelled
     /// operation completes with `FI_ECANCELED`, returning its buffer; one that
     /// already finished completes normally.
+    ///
+    /// The id of an operation that already completed cancels nothing (`Ok`).
     pub fn cancel(&self, op: OpId) -> Result<()> {
-        let context = self.inner.ops.context_of(op.0);
-        // SAFETY: the context is one of this endpoint's slots.
-        check("fi_cancel", unsafe { fi_cancel(self.fid(), context) }).map(drop)
+        let fid = self.fid();
+        // SAFETY: the context is the live operation's slot, which cannot be
+        // freed and reused while `with_live` holds it.
+        let ret = self.inner.ops.with_live(op.index, op.generation, |ctx| unsafe { fi_cancel(fid, ctx) });
+        check("fi_cancel", ret.unwrap_or(0)).map(drop)
     }
 
     /// `fi_recvmsg` with caller-managed memory and context, for flags the safe

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libfabric_sys::enums::{EqEvent, Errno, WaitObj};
+use libfabric_sys::flags::EqAttrFlags;
 use libfabric_sys::{
     fi_control, fi_eq_attr, fi_eq_cm_entry, fi_eq_entry, fi_eq_err_entry, fi_eq_open, fi_eq_read, fi_eq_readerr,
     fi_eq_sread, fi_eq_strerror, fi_eq_write, fi_trywait, fid, fid_eq, fid_fabric, FI_GETWAIT,
@@ -83,6 +84,8 @@ impl EventQueue {
     pub fn open(fabric: &Fabric) -> Result<EventQueue> {
         let mut attr = fi_eq_attr::default();
         attr.set_wait_obj(WaitObj::FD);
+        // `write` needs FI_WRITE on the queue (man 3 fi_eq).
+        attr.set_flags(EqAttrFlags::WRITE);
         let mut raw = ptr::null_mut();
         // SAFETY: the fabric is open; attr is valid for the call.
         check("fi_eq_open", unsafe { fi_eq_open(fabric.as_raw(), &mut attr, &mut raw, ptr::null_mut()) })?;
@@ -218,7 +221,7 @@ impl EventQueue {
         };
         Error::Completion {
             call,
-            errno: err.err(),
+            errno: Errno::from_raw(err.err.abs()),
             detail: Box::new(CompletionError {
                 context: err.context as usize,
                 flags: 0,

@@ -11,6 +11,7 @@
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use libfabric_sys::fi_context2;
@@ -195,6 +196,9 @@ impl From<PostError> for Error {
 struct Slot {
     ctx: UnsafeCell<fi_context2>,
     op: UnsafeCell<Option<(OpKind, u64, Buf)>>,
+    /// Bumped each time the slot is freed, so an [`OpId`](crate::OpId) of a
+    /// finished operation never designates the slot's next operation.
+    generation: AtomicU32,
 }
 
 /// Where `data` points into `buf`, or 0.
@@ -222,7 +226,11 @@ impl OpTable {
     pub(crate) fn new(capacity: usize) -> Arc<OpTable> {
         let capacity = capacity.clamp(1, u32::MAX as usize);
         let slots = (0..capacity)
-            .map(|_| Slot { ctx: UnsafeCell::new(fi_context2::default()), op: UnsafeCell::new(None) })
+            .map(|_| Slot {
+                ctx: UnsafeCell::new(fi_context2::default()),
+                op: UnsafeCell::new(None),
+                generation: AtomicU32::new(0),
+            })
             .collect();
         Arc::new(OpTable { slots, free: Mutex::new((0..capacity as u32).rev().collect()) })
     }
@@ -232,9 +240,31 @@ impl OpTable {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
-    /// Returns an unused reservation.
+    /// Frees a slot (its operation is over, or was never posted).
     pub(crate) fn release(&self, index: u32) {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(index);
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        self.slots[index as usize].generation.fetch_add(1, Ordering::Relaxed);
+        free.push(index);
+    }
+
+    /// The generation of a reserved slot: with the index, it names the
+    /// operation about to be posted there.
+    pub(crate) fn generation(&self, index: u32) -> u32 {
+        self.slots[index as usize].generation.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` with the context of operation (`index`, `generation`) if that
+    /// operation has not finished; the slot cannot be freed meanwhile (freeing
+    /// takes the same lock), so `f` never touches a later operation.
+    pub(crate) fn with_live<T>(
+        &self,
+        index: u32,
+        generation: u32,
+        f: impl FnOnce(*mut libc::c_void) -> T,
+    ) -> Option<T> {
+        let _free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = self.slots.get(index as usize)?;
+        (slot.generation.load(Ordering::Relaxed) == generation).then(|| f(slot.ctx.get().cast()))
     }
 
     /// Stores the operation in its reserved slot; returns the context pointer.
@@ -309,11 +339,6 @@ impl OpTable {
         let op = unsafe { (*self.slots[index].op.get()).take()? };
         self.release(index as u32);
         Some(op)
-    }
-
-    /// The context pointer of a slot (for `fi_cancel`).
-    pub(crate) fn context_of(&self, index: u32) -> *mut libc::c_void {
-        self.slots.get(index as usize).map_or(std::ptr::null_mut(), |s| s.ctx.get().cast())
     }
 
     /// Operations still in flight.

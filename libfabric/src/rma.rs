@@ -177,9 +177,9 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             Err(error) => return Err(PostError { error, buf }),
         };
         let (ep, key) = (self.as_raw(), remote.key);
-        self.post("fi_write", OpKind::Write, token, buf, MrAccess::WRITE, |p, len, desc, ctx| {
+        self.post("fi_write", OpKind::Write, token, buf, dest, MrAccess::WRITE, |p, len, desc, ctx, peer| {
             // SAFETY: the buffer is owned by the operation's slot until its completion.
-            unsafe { fi_write(ep, p.cast(), len, desc, dest.0, at, key, ctx) }
+            unsafe { fi_write(ep, p.cast(), len, desc, peer, at, key, ctx) }
         })
     }
 
@@ -199,9 +199,9 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             Err(error) => return Err(PostError { error, buf }),
         };
         let (ep, key) = (self.as_raw(), remote.key);
-        self.post("fi_writedata", OpKind::Write, token, buf, MrAccess::WRITE, |p, len, desc, ctx| {
+        self.post("fi_writedata", OpKind::Write, token, buf, dest, MrAccess::WRITE, |p, len, desc, ctx, peer| {
             // SAFETY: as in `write`.
-            unsafe { fi_writedata(ep, p.cast(), len, desc, data, dest.0, at, key, ctx) }
+            unsafe { fi_writedata(ep, p.cast(), len, desc, data, peer, at, key, ctx) }
         })
     }
 
@@ -224,14 +224,14 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             Err(error) => return Err(PostError { error, buf }),
         };
         let (ep, key) = (self.as_raw(), remote.key);
-        self.post("fi_writemsg", OpKind::Write, token, buf, MrAccess::WRITE, |p, len, mut desc, ctx| {
+        self.post("fi_writemsg", OpKind::Write, token, buf, dest, MrAccess::WRITE, |p, len, mut desc, ctx, peer| {
             let iov = libc::iovec { iov_base: p.cast(), iov_len: len };
             let rma_iov = fi_rma_iov { addr: at, len: len, key };
             let msg = fi_msg_rma {
                 msg_iov: &iov,
                 desc: &mut desc,
                 iov_count: 1,
-                addr: dest.0,
+                addr: peer,
                 rma_iov: &rma_iov,
                 rma_iov_count: 1,
                 context: ctx,
@@ -257,9 +257,9 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             Err(error) => return Err(PostError { error, buf }),
         };
         let (ep, key) = (self.as_raw(), remote.key);
-        self.post("fi_read", OpKind::Read, token, buf, MrAccess::READ, |p, len, desc, ctx| {
+        self.post("fi_read", OpKind::Read, token, buf, dest, MrAccess::READ, |p, len, desc, ctx, peer| {
             // SAFETY: as in `write`; the provider may write `len` bytes.
-            unsafe { fi_read(ep, p.cast(), len, desc, dest.0, at, key, ctx) }
+            unsafe { fi_read(ep, p.cast(), len, desc, peer, at, key, ctx) }
         })
     }
 
@@ -267,10 +267,11 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// copied before the call returns.
     pub fn inject_write(&self, data: &[u8], dest: Address, remote: &RemoteMemory, offset: u64) -> Result<()> {
         self.check_inject("fi_inject_write", data)?;
+        let dest = self.resolve("fi_inject_write", dest)?;
         let at = remote.at("fi_inject_write", offset, data.len())?;
         // SAFETY: inject copies `data` before returning.
         check("fi_inject_write", unsafe {
-            fi_inject_write(self.as_raw(), data.as_ptr().cast(), data.len(), dest.0, at, remote.key)
+            fi_inject_write(self.as_raw(), data.as_ptr().cast(), data.len(), dest, at, remote.key)
         })
         .map(drop)
     }
@@ -285,10 +286,11 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         offset: u64,
     ) -> Result<()> {
         self.check_inject("fi_inject_writedata", data)?;
+        let dest = self.resolve("fi_inject_writedata", dest)?;
         let at = remote.at("fi_inject_writedata", offset, data.len())?;
         // SAFETY: inject copies `data` before returning.
         check("fi_inject_writedata", unsafe {
-            fi_inject_writedata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest.0, at, remote.key)
+            fi_inject_writedata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest, at, remote.key)
         })
         .map(drop)
     }
