@@ -61,6 +61,18 @@ atomic_types!(
 );
 
 /// Builds and reads the buffers of atomic operations.
+///
+/// ```no_run
+/// # fn demo(ep: &libfabric::Endpoint, peer: libfabric::Address, remote: &libfabric::RemoteMemory)
+/// #     -> Result<(), Box<dyn std::error::Error>> {
+/// use libfabric::{AtomicBuf, AtomicOp};
+/// // Fetch-add 1 to the u64 at offset 0 of the peer's exposed memory.
+/// ep.fetch_atomic::<u64>(AtomicOp::SUM, AtomicBuf::fetch(&[1u64]), peer, remote, 0, 1)?;
+/// // ... when its completion returns the buffer `buf`:
+/// # let buf = libfabric::Buf::zeroed(16);
+/// let previous: u64 = AtomicBuf::results::<u64>(&buf, 1)[0];
+/// # let _ = previous; Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct AtomicBuf;
 

@@ -96,6 +96,15 @@ impl<M: ThreadModel> fmt::Debug for AddressVector<M> {
 
 impl<M: ThreadModel> AddressVector<M> {
     /// Opens an address vector of `ty` (`AvType::UNSPEC`: the provider's choice).
+    ///
+    /// ```no_run
+    /// # fn demo(domain: &libfabric::Domain, peer_name: &[u8]) -> libfabric::Result<()> {
+    /// use libfabric::{AddressVector, AvType};
+    /// let av = AddressVector::open(domain, AvType::UNSPEC)?;
+    /// let peer = av.insert_one(peer_name)?; // a name from the peer's Endpoint::name
+    /// println!("{}", av.straddr(&av.lookup(peer)?));
+    /// # Ok(()) }
+    /// ```
     pub fn open(domain: &Domain<M>, ty: AvType) -> Result<Self> {
         let mut attr = fi_av_attr::default();
         attr.set_type(ty);

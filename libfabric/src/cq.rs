@@ -208,6 +208,15 @@ pub enum Read<E> {
 
 impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// Opens a completion queue on `domain`.
+    ///
+    /// ```no_run
+    /// # fn demo(domain: &libfabric::Domain) -> libfabric::Result<()> {
+    /// use libfabric::{CompletionQueue, CqConfig, TaggedEntry, WaitObj};
+    /// let cq: CompletionQueue<TaggedEntry> =
+    ///     CompletionQueue::open(domain, &CqConfig { size: 1024, wait_obj: WaitObj::FD })?;
+    /// let fd = cq.wait_fd()?; // for poll(2), epoll or any async runtime
+    /// # let _ = fd; Ok(()) }
+    /// ```
     pub fn open(domain: &Domain<M>, config: &CqConfig) -> Result<Self> {
         let mut attr = fi_cq_attr::default();
         attr.set_size(config.size);

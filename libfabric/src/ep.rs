@@ -15,8 +15,9 @@ use libfabric_sys::enums::{EpOption, OptLevel};
 use libfabric_sys::flags::{BindFlags, MrAccess, MrMode, OpFlags};
 use libfabric_sys::{
     fi_accept, fi_addr_t, fi_cancel, fi_connect, fi_enable, fi_endpoint, fi_ep_bind, fi_getname, fi_getopt, fi_getpeer,
-    fi_inject, fi_injectdata, fi_msg, fi_msg_tagged, fi_recv, fi_recvmsg, fi_send, fi_senddata, fi_sendmsg, fi_setopt,
-    fi_shutdown, fi_tinject, fi_tinjectdata, fi_trecv, fi_trecvmsg, fi_tsend, fi_tsenddata, fi_tsendmsg, fid, fid_ep,
+    fi_inject, fi_injectdata, fi_msg, fi_msg_tagged, fi_recv, fi_recvmsg, fi_recvv, fi_send, fi_senddata, fi_sendmsg,
+    fi_sendv, fi_setopt, fi_shutdown, fi_tinject, fi_tinjectdata, fi_trecv, fi_trecvmsg, fi_tsend, fi_tsenddata,
+    fi_tsendmsg, fid, fid_ep,
 };
 
 use crate::av::{Address, AddressVector, AvInner};
@@ -357,6 +358,20 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// Sends `buf` to `dest` (`fi_send`; `Address::UNSPEC` on a connected MSG
     /// endpoint). `token` comes back with the completion.
+    ///
+    /// ```no_run
+    /// # fn demo(ep: &libfabric::Endpoint, cq: &libfabric::CompletionQueue, peer: libfabric::Address) -> Result<(), Box<dyn std::error::Error>> {
+    /// use libfabric::{Buf, Read};
+    /// ep.send(Buf::from(b"ping".to_vec()), peer, 7)?;
+    /// loop {
+    ///     if let Read::Op(done) = cq.poll()? {
+    ///         assert_eq!(done.token, 7);
+    ///         let _buf = done.buf; // ours again
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn send(&self, buf: Buf, dest: Address, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
         self.post("fi_send", OpKind::Send, token, buf, dest, MrAccess::SEND, |p, len, desc, ctx, peer| {
@@ -376,6 +391,16 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// Posts `buf` to receive a message from `src` (`Address::UNSPEC`: anyone).
     /// The completion returns the buffer cut to the received length.
+    ///
+    /// ```no_run
+    /// # fn demo(ep: &libfabric::Endpoint, cq: &libfabric::CompletionQueue, peer: libfabric::Address) -> Result<(), Box<dyn std::error::Error>> {
+    /// use libfabric::{Address, Buf, Read};
+    /// ep.recv(Buf::zeroed(4096), Address::UNSPEC, 1)?;
+    /// if let Read::Op(done) = cq.poll()? {
+    ///     println!("{} bytes: {:?}", done.buf.len(), &done.buf[..]);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn recv(&self, buf: Buf, src: Address, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
         self.post("fi_recv", OpKind::Recv, token, buf, src, MrAccess::RECV, |p, len, desc, ctx, peer| {
@@ -419,6 +444,15 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     }
 
     /// Posts a tagged receive matching `tag` except for the bits set in `ignore`.
+    ///
+    /// ```no_run
+    /// # fn demo(ep: &libfabric::Endpoint, cq: &libfabric::CompletionQueue, peer: libfabric::Address) -> Result<(), Box<dyn std::error::Error>> {
+    /// use libfabric::{Address, Buf};
+    /// // Any tag 0x1200..=0x12ff.
+    /// ep.trecv(Buf::zeroed(256), Address::UNSPEC, 0x1200, 0xff, 1)?;
+    /// ep.tsend(Buf::from(vec![1, 2, 3]), peer, 0x1234, 2)?;
+    /// # Ok(()) }
+    /// ```
     pub fn trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
         self.post("fi_trecv", OpKind::TaggedRecv, token, buf, src, MrAccess::RECV, |p, len, desc, ctx, peer| {
@@ -548,6 +582,41 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// is the context a preceding `FI_PEEK | FI_CLAIM` used.
     pub unsafe fn trecvmsg_raw(&self, msg: &fi_msg_tagged, flags: OpFlags) -> Result<()> {
         check("fi_trecvmsg", fi_trecvmsg(self.as_raw(), msg, flags.bits())).map(drop)
+    }
+
+    /// `fi_sendv`: a message gathered from several buffers.
+    ///
+    /// # Safety
+    /// Every buffer of `iov` (with its descriptor in `desc`, one per buffer or
+    /// none) stays valid and unchanged until the operation completes;
+    /// `context` is not one this crate manages.
+    pub unsafe fn sendv_raw(
+        &self,
+        iov: &[libc::iovec],
+        desc: &mut [*mut libc::c_void],
+        dest: Address,
+        context: *mut libc::c_void,
+    ) -> Result<()> {
+        let dest = self.resolve("fi_sendv", dest)?;
+        let desc = if desc.is_empty() { ptr::null_mut() } else { desc.as_mut_ptr() };
+        check("fi_sendv", fi_sendv(self.as_raw(), iov.as_ptr(), desc, iov.len(), dest, context)).map(drop)
+    }
+
+    /// `fi_recvv`: a message scattered into several buffers.
+    ///
+    /// # Safety
+    /// Every buffer of `iov` stays valid, unmoved and untouched by the caller
+    /// until the operation completes; `context` is not one this crate manages.
+    pub unsafe fn recvv_raw(
+        &self,
+        iov: &[libc::iovec],
+        desc: &mut [*mut libc::c_void],
+        src: Address,
+        context: *mut libc::c_void,
+    ) -> Result<()> {
+        let src = self.resolve("fi_recvv", src)?;
+        let desc = if desc.is_empty() { ptr::null_mut() } else { desc.as_mut_ptr() };
+        check("fi_recvv", fi_recvv(self.as_raw(), iov.as_ptr(), desc, iov.len(), src, context)).map(drop)
     }
 
     /// `fi_sendmsg` with caller-managed memory and context.

@@ -81,6 +81,19 @@ struct EventBuf([u8; size_of::<fi_eq_cm_entry>() + MAX_CM_DATA]);
 impl EventQueue {
     /// Opens an event queue on `fabric` with a file-descriptor wait object, so
     /// [`read_timeout`](Self::read_timeout) can block.
+    ///
+    /// ```no_run
+    /// # fn demo(fabric: &libfabric::Fabric) -> libfabric::Result<()> {
+    /// use libfabric::{Event, EventQueue};
+    /// use std::time::Duration;
+    /// let eq = EventQueue::open(fabric)?;
+    /// match eq.read_timeout(Duration::from_secs(1))? {
+    ///     Some(Event::ConnectionRequest { info, data }) => println!("{} asks, {data:?}", info.provider()),
+    ///     Some(other) => println!("{other:?}"),
+    ///     None => println!("nothing within a second"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn open(fabric: &Fabric) -> Result<EventQueue> {
         let mut attr = fi_eq_attr::default();
         attr.set_wait_obj(WaitObj::FD);

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use libfabric_sys::flags::{MrAccess, MrMode};
-use libfabric_sys::{fi_mr_bind, fi_mr_desc, fi_mr_enable, fi_mr_key, fi_mr_reg, fid, fid_mr};
+use libfabric_sys::{
+    fi_mr_bind, fi_mr_desc, fi_mr_enable, fi_mr_key, fi_mr_reg, fi_mr_regattr, fi_mr_regv, fid, fid_mr,
+};
 
 use crate::domain::{Domain, DomainInner};
 use crate::error::{check, Error, Result};
@@ -72,6 +74,45 @@ impl MemoryRegion {
         let object = Object::new(raw, "fi_close(mr)")
             .ok_or(Error::InvalidArgument { call: "fi_mr_reg", reason: "returned no region".into() })?;
         Ok(MemoryRegion { object, _domain: domain.clone() })
+    }
+
+    /// Registers several buffers as one region (`fi_mr_regv`).
+    ///
+    /// # Safety
+    /// As for [`register_raw`](Self::register_raw), for every buffer of `iov`.
+    pub unsafe fn register_iov_raw<M: ThreadModel>(
+        domain: &Domain<M>,
+        iov: &[libc::iovec],
+        access: MrAccess,
+    ) -> Result<MemoryRegion> {
+        let mode = domain.info().mr_mode();
+        let key = if mode.contains(MrMode::PROV_KEY) { 0 } else { NEXT_KEY.fetch_add(1, Ordering::Relaxed) };
+        let mut raw = ptr::null_mut();
+        check(
+            "fi_mr_regv",
+            fi_mr_regv(domain.as_raw(), iov.as_ptr(), iov.len(), access.bits(), 0, key, 0, &mut raw, ptr::null_mut()),
+        )?;
+        let object = Object::new(raw, "fi_close(mr)")
+            .ok_or(Error::InvalidArgument { call: "fi_mr_regv", reason: "returned no region".into() })?;
+        Ok(MemoryRegion { object, _domain: domain.inner.clone() })
+    }
+
+    /// Registers from a full attribute struct (`fi_mr_regattr`): device memory
+    /// (`iface`, `device`), offsets, requested keys.
+    ///
+    /// # Safety
+    /// As for [`register_raw`](Self::register_raw), for the memory `attr`
+    /// describes; `attr`'s pointers are valid for the call.
+    pub unsafe fn register_attr_raw<M: ThreadModel>(
+        domain: &Domain<M>,
+        attr: &libfabric_sys::fi_mr_attr,
+        flags: u64,
+    ) -> Result<MemoryRegion> {
+        let mut raw = ptr::null_mut();
+        check("fi_mr_regattr", fi_mr_regattr(domain.as_raw(), attr, flags, &mut raw))?;
+        let object = Object::new(raw, "fi_close(mr)")
+            .ok_or(Error::InvalidArgument { call: "fi_mr_regattr", reason: "returned no region".into() })?;
+        Ok(MemoryRegion { object, _domain: domain.inner.clone() })
     }
 
     /// For `FI_MR_ENDPOINT` providers: binds the region to the endpoint `ep`

@@ -26,6 +26,16 @@ use crate::mr::MemoryRegion;
 ///
 /// The buffer never reallocates: its length can shrink (a receive completes
 /// with the received length) but not grow past the capacity it was made with.
+///
+/// ```
+/// use libfabric::Buf;
+/// let mut buf = Buf::from(vec![7u8; 64]);
+/// assert_eq!((buf.len(), buf.capacity()), (64, 64));
+/// buf.resize(16)?;                 // within the capacity: fine
+/// assert!(buf.resize(65).is_err()); // past it: refused, never reallocated
+/// assert_eq!(buf.into_vec(), vec![7u8; 16]);
+/// # Ok::<(), libfabric::Error>(())
+/// ```
 pub struct Buf {
     bytes: Vec<u8>,
     capacity: usize,

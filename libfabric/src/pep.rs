@@ -30,6 +30,20 @@ impl fmt::Debug for PassiveEndpoint {
 impl PassiveEndpoint {
     /// Opens a passive endpoint for `info` (its `src_addr` is where it listens),
     /// binds `eq` and starts listening.
+    ///
+    /// ```no_run
+    /// # fn demo(fabric: &libfabric::Fabric, info: &libfabric::Info, domain: &libfabric::Domain,
+    /// #         cq: &libfabric::CompletionQueue) -> libfabric::Result<()> {
+    /// use libfabric::{Bindings, Endpoint, Event, EventQueue, PassiveEndpoint};
+    /// let eq = EventQueue::open(fabric)?;
+    /// let listener = PassiveEndpoint::listen(fabric, info, &eq)?;
+    /// println!("clients connect to {:?}", listener.name()?);
+    /// if let Some(Event::ConnectionRequest { info, .. }) = eq.read_timeout(std::time::Duration::from_secs(5))? {
+    ///     let ep = Endpoint::open(domain, &info, Bindings { cq, av: None, eq: Some(&eq) })?;
+    ///     ep.accept(b"welcome")?; // FI_CONNECTED follows on `eq`
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn listen(fabric: &Fabric, info: &Info, eq: &EventQueue) -> Result<PassiveEndpoint> {
         let mut raw = ptr::null_mut();
         // SAFETY: the fabric is open; `info` is valid for the call.

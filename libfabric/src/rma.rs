@@ -140,6 +140,17 @@ impl Exposed {
 impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// Exposes `buf` to remote peers with `access` (`MrAccess::REMOTE_READ`,
     /// `REMOTE_WRITE`, or both; nothing else is granted).
+    ///
+    /// ```no_run
+    /// # fn demo(ep: &libfabric::Endpoint) -> libfabric::Result<()> {
+    /// use libfabric::{Buf, MrAccess};
+    /// let window = ep.expose(Buf::zeroed(1 << 20), MrAccess::REMOTE_WRITE)?;
+    /// let for_the_peer = window.remote().to_bytes(); // send it out of band
+    /// // ... later, after the peer wrote:
+    /// let mut head = [0u8; 16];
+    /// window.read_at(0, &mut head)?;
+    /// # let _ = for_the_peer; Ok(()) }
+    /// ```
     pub fn expose(&self, mut buf: Buf, access: MrAccess) -> Result<Exposed> {
         let remote_only = MrAccess::REMOTE_READ | MrAccess::REMOTE_WRITE;
         if access.is_empty() || !remote_only.contains(access) {
