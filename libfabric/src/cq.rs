@@ -18,7 +18,7 @@ use libfabric_sys::{
 use crate::av::Address;
 use crate::domain::{Domain, DomainInner};
 use crate::error::{check, CompletionError, Error, Result};
-use crate::fid::{Object, ThreadModel, ThreadSafe};
+use crate::fid::{Object, ThreadModel, ThreadSafe, Types};
 use crate::ops::{Buf, Completion, OpKind, OpTable};
 
 /// A completion entry format (`FI_CQ_FORMAT_*`): the type a CQ is read into.
@@ -160,7 +160,7 @@ pub(crate) struct CqInner {
 pub struct CompletionQueue<E: Entry = TaggedEntry, M: ThreadModel = ThreadSafe> {
     pub(crate) inner: Arc<CqInner>,
     // `fn() -> E`: the entry type names the format only; the marker decides Send/Sync.
-    _types: PhantomData<(fn() -> E, M::Marker)>,
+    _types: Types<E, M>,
 }
 
 impl<E: Entry, M: ThreadModel> Clone for CompletionQueue<E, M> {

@@ -26,7 +26,7 @@ use crate::cq::{CompletionQueue, CqInner, Entry, TaggedEntry};
 use crate::domain::{Domain, DomainInner};
 use crate::eq::EventQueue;
 use crate::error::{check, Error, Result};
-use crate::fid::{Object, ThreadModel, ThreadSafe};
+use crate::fid::{Object, ThreadModel, ThreadSafe, Types};
 use crate::info::Info;
 use crate::mr::MemoryRegion;
 use crate::ops::{Buf, OpKind, OpTable, PostError};
@@ -60,7 +60,7 @@ pub struct Bindings<'a, E: Entry, M: ThreadModel> {
 pub struct Endpoint<E: Entry = TaggedEntry, M: ThreadModel = ThreadSafe> {
     pub(crate) inner: Arc<EpInner>,
     // `fn() -> E`: the entry type names the format only; the marker decides Send/Sync.
-    _types: PhantomData<(fn() -> E, M::Marker)>,
+    _types: Types<E, M>,
 }
 
 impl<E: Entry, M: ThreadModel> fmt::Debug for Endpoint<E, M> {

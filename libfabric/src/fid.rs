@@ -64,6 +64,11 @@ impl<T> Drop for Object<T> {
     }
 }
 
+/// The marker an object carries for its entry type `E` and model `M`: `E`
+/// names a completion format only (so it never affects `Send`/`Sync`), the
+/// model decides.
+pub(crate) type Types<E, M> = std::marker::PhantomData<(fn() -> E, <M as ThreadModel>::Marker)>;
+
 /// How the objects of a domain may be shared between threads.
 pub trait ThreadModel: private::Sealed + 'static {
     /// The threading model this marker needs from the domain, if any.

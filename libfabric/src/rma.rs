@@ -237,7 +237,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         let (ep, key) = (self.as_raw(), remote.key);
         self.post("fi_writemsg", OpKind::Write, token, buf, dest, MrAccess::WRITE, |p, len, mut desc, ctx, peer| {
             let iov = libc::iovec { iov_base: p.cast(), iov_len: len };
-            let rma_iov = fi_rma_iov { addr: at, len: len, key };
+            let rma_iov = fi_rma_iov { addr: at, len, key };
             let msg = fi_msg_rma {
                 msg_iov: &iov,
                 desc: &mut desc,
