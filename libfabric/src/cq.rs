@@ -401,6 +401,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
                 overflow_len: err.olen,
                 prov_errno: err.prov_errno,
                 provider_text: text,
+                data: Vec::new(),
             }),
         };
         (error, op)

@@ -222,6 +222,14 @@ impl EventQueue {
         if ret < 0 {
             return Error::Call { call: "fi_eq_readerr", errno: Errno::from_raw((-ret) as i32) };
         }
+        // For a rejection, err_data holds the listener's private data.
+        let data = if err.err_data.is_null() || err.err_data_size == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: libfabric filled err_data with err_data_size bytes, valid
+            // until the next read of this queue.
+            unsafe { std::slice::from_raw_parts(err.err_data.cast::<u8>(), err.err_data_size) }.to_vec()
+        };
         let mut text = [0 as libc::c_char; 256];
         // SAFETY: err_data comes from the entry; `text` is writable.
         let provider_text = unsafe {
@@ -242,6 +250,7 @@ impl EventQueue {
                 overflow_len: 0,
                 prov_errno: err.prov_errno,
                 provider_text,
+                data,
             }),
         }
     }

@@ -21,6 +21,9 @@ pub struct CompletionError {
     pub prov_errno: i32,
     /// The provider's text for `prov_errno` (`fi_cq_strerror`).
     pub provider_text: String,
+    /// For a rejected connection (`FI_ECONNREFUSED` on an event queue): the
+    /// private data the listener sent with its rejection; otherwise empty.
+    pub data: Vec<u8>,
 }
 
 /// Every failure of this crate: the libfabric call that failed and why.
@@ -85,6 +88,24 @@ impl Error {
     /// True for `FI_EAGAIN`: the call may succeed later (after progress).
     pub fn is_again(&self) -> bool {
         self.errno() == Errno::from_raw(libc::EAGAIN)
+    }
+
+    /// True for a refused or rejected connection (`FI_ECONNREFUSED`).
+    pub fn is_refused(&self) -> bool {
+        self.errno() == Errno::from_raw(libc::ECONNREFUSED)
+    }
+
+    /// True for a timeout (`FI_ETIMEDOUT`).
+    pub fn is_timeout(&self) -> bool {
+        self.errno() == Errno::from_raw(libc::ETIMEDOUT)
+    }
+
+    /// The private data a listener sent with its rejection, if this is one.
+    pub fn rejection_data(&self) -> Option<&[u8]> {
+        match self {
+            Error::Completion { detail, .. } if self.is_refused() && !detail.data.is_empty() => Some(&detail.data),
+            _ => None,
+        }
     }
 }
 
