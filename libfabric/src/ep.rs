@@ -136,7 +136,13 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
         let depth = info.tx_attr().map_or(0, |t| t.size()) + info.rx_attr().map_or(0, |r| r.size());
         let ops = OpTable::new(depth.clamp(64, 1 << 16));
-        bind.cq.inner.tables.lock().unwrap_or_else(|p| p.into_inner()).push(ops.clone());
+        {
+            let mut tables = bind.cq.inner.tables.lock().unwrap_or_else(|p| p.into_inner());
+            // Tables of endpoints that are gone and have nothing in flight
+            // can no longer appear in a completion: let them go.
+            tables.retain(|t| Arc::strong_count(t) > 1 || t.in_flight() > 0);
+            tables.push(ops.clone());
+        }
         bind.cq.inner.avs.lock().unwrap_or_else(|p| p.into_inner()).push(bind.av.map_or(0, |a| a.inner.id));
         Ok(Endpoint {
             inner: Arc::new(EpInner {
