@@ -206,7 +206,12 @@ fn peer_process() {
     }
 }
 
+/// The tests of this file run one at a time: the leak test counts the
+/// process's descriptors and heap, which the others would disturb.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn each_case(test: impl Fn(Case)) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for &provider in CASES {
         let case = Case { provider, ep_type: EpType::MSG };
         if !case.provider_offered() {
