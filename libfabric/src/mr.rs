@@ -39,7 +39,7 @@ impl MemoryRegion {
     /// Registers `len` bytes at `addr` for `access`.
     ///
     /// With `FI_MR_ENDPOINT` the region must then be bound to an endpoint and
-    /// enabled ([`bind_and_enable`](Self::bind_and_enable)) before use.
+    /// enabled ([`bind_to`](Self::bind_to)) before use.
     ///
     /// # Safety
     /// The memory stays allocated, and is not moved, until the region is
@@ -115,8 +115,13 @@ impl MemoryRegion {
         Ok(MemoryRegion { object, _domain: domain.inner.clone() })
     }
 
-    /// For `FI_MR_ENDPOINT` providers: binds the region to the endpoint `ep`
-    /// and enables it.
+    /// For `FI_MR_ENDPOINT` providers: binds the region to `ep` and enables it
+    /// (`fi_mr_bind`, `fi_mr_enable`).
+    pub fn bind_to<E: crate::Entry, M: ThreadModel>(&self, ep: &crate::Endpoint<E, M>) -> Result<()> {
+        self.bind_and_enable(ep.fid())
+    }
+
+    /// [`bind_to`](Self::bind_to) by `struct fid`.
     pub(crate) fn bind_and_enable(&self, ep: *mut fid) -> Result<()> {
         // SAFETY: both objects are open.
         check("fi_mr_bind", unsafe { fi_mr_bind(self.object.as_ptr(), ep, 0) })?;
