@@ -18,9 +18,9 @@ use libfabric::sys::enums::Errno;
 use libfabric::sys::{fi_context2, fi_msg, fi_msg_tagged, iovec, FI_ADDR_UNSPEC, FI_KEY_NOTAVAIL};
 use libfabric::{
     getinfo, strerror, Address, AddressVector, AvInsertFlags, AvType, Bindings, Buf, Caps, Completion, CompletionFlags,
-    CompletionQueue, CqConfig, Domain, Endpoint, Entry, EpOption, EpType, EqEvent, Error, Event, EventQueue, Fabric,
-    Info, MemoryRegion, MrAccess, MrMode, OpFlags, OpId, OpKind, PostError, Read, TaggedEntry, Target, ThreadModel,
-    ThreadSafe, Threading, Unsync, WaitObj,
+    CompletionQueue, ContextEntry, CqConfig, DataEntry, Domain, Endpoint, Entry, EpOption, EpType, EqEvent, Error,
+    Event, EventQueue, Fabric, Info, MemoryRegion, MrAccess, MrMode, MsgEntry, OpFlags, OpId, OpKind, PostError, Read,
+    TaggedEntry, Target, ThreadModel, ThreadSafe, Threading, Unsync, WaitObj,
 };
 use libfabric_tests::{payload, Case};
 
@@ -487,9 +487,9 @@ fn truncation_report(provider: &str) -> Truncation {
         // EINPROGRESS) and carries neither length.
         "tcp;ofi_rxm" => Truncation::Reported { errno: Errno::ETRUNC, len: 0, olen: 0 },
         // shm writes the error negated (`err = -FI_ETRUNC`, against man 3
-        // fi_cq) and no lengths; see
+        // fi_cq), which the safe layer makes positive, and no lengths; see
         // `completion_errors_carry_positive_errnos_even_from_shm`.
-        "shm" => Truncation::Reported { errno: Errno::from_raw(-Errno::ETRUNC.raw()), len: 0, olen: 0 },
+        "shm" => Truncation::Reported { errno: Errno::ETRUNC, len: 0, olen: 0 },
         // rxd does not detect truncation.
         "udp;ofi_rxd" => Truncation::Silent,
         other => panic!("no truncation behaviour recorded for {other}"),
@@ -557,10 +557,9 @@ fn truncated_receive_fails_with_etrunc_and_returns_the_buffer() {
 }
 
 /// man 3 fi_cq: `err` is a positive fabric errno. shm 1.17 writes
-/// `-FI_ETRUNC`; the safe layer passes the sign through, so `Error::errno()`
-/// is `Errno(-265)`, which matches no `Errno` constant.
+/// `-FI_ETRUNC`; the safe layer normalises the sign, so `Error::errno()` is
+/// `FI_ETRUNC` (it was `Errno(-265)`, which matches no `Errno` constant).
 #[test]
-#[ignore = "bug: cq.rs read_error copies fi_cq_err_entry.err as is (`errno: err.err()`); shm writes it negated, so Error::errno() is Errno(-265) instead of FI_ETRUNC"]
 fn completion_errors_carry_positive_errnos_even_from_shm() {
     each_provider("positive_errno", &["shm"], |p| {
         let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
@@ -607,10 +606,11 @@ fn cancelled_receive_fails_with_ecanceled_and_returns_the_buffer() {
     });
 }
 
-/// `OpId` names a slot, and slots are reused: cancelling an operation that
-/// already finished must not cancel whichever operation took its slot.
+/// `OpId` names a slot and its generation, and slots are reused (LIFO):
+/// cancelling an operation that already finished cancels nothing, returns
+/// `Ok`, and leaves alone whichever operation took its slot (before
+/// generations, it cancelled that one, with `FI_ECANCELED`, on every provider).
 #[test]
-#[ignore = "bug: ep.rs OpId is only a slot index (ops.rs reuses slots LIFO), so cancel(stale id) cancels the operation now occupying the slot (FI_ECANCELED on the new receive) on every provider"]
 fn cancel_of_a_finished_operation_leaves_later_operations_alone() {
     each_provider("cancel_finished", RDM, |p| {
         let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
@@ -618,97 +618,242 @@ fn cancel_of_a_finished_operation_leaves_later_operations_alone() {
         pair.send_ab(payload(50, 10), 51);
         assert_eq!(pair.op(Who::B).token, 50);
         assert_eq!(pair.op(Who::A).token, 51);
-        // A new receive, then the stale id is cancelled.
+        pair.assert_idle();
+        // The finished operation's id, its slot free: nothing to cancel.
+        pair.b.ep.cancel(old).unwrap_or_else(|e| panic!("{p}: cancelling a finished operation: {e}"));
+        pair.quiet(Who::B, Duration::from_millis(50));
+
+        // A new receive takes the slot back (the most recently freed one);
+        // the stale id no longer designates it.
         let new = pair.b.ep.recv(Buf::zeroed(64), Address::UNSPEC, 52).expect("fi_recv");
         eprintln!("{p}: finished {old:?}, new {new:?}");
-        let _ = pair.b.ep.cancel(old);
+        assert_ne!(old, new, "{p}: the id of a finished operation names the next one");
+        pair.b.ep.cancel(old).unwrap_or_else(|e| panic!("{p}: cancelling a finished operation: {e}"));
+        assert_eq!(pair.b.ep.in_flight(), 1, "{p}: the new receive is still posted");
+        pair.quiet(Who::B, Duration::from_millis(100));
         pair.send_ab(payload(53, 10), 53);
         match pair.next(Who::B) {
             Read::Op(c) => assert_eq!((c.token, &c.buf[..]), (52, &payload(53, 10)[..]), "{p}"),
             other => panic!("{p}: cancelling a finished operation cancelled the next one: {other:?}"),
         }
         assert_eq!(pair.op(Who::A).token, 53);
+        pair.assert_idle();
+
+        // Both ids are stale now; the live operation's id still cancels it.
+        pair.b.ep.cancel(new).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let live = pair.b.ep.recv(Buf::zeroed(64), Address::UNSPEC, 54).expect("fi_recv");
+        pair.b.ep.cancel(old).unwrap_or_else(|e| panic!("{p}: {e}"));
+        pair.b.ep.cancel(new).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert_eq!(pair.b.ep.in_flight(), 1, "{p}");
+        pair.b.ep.cancel(live).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let (error, op) = failed(p, pair.next(Who::B));
+        assert_eq!(error.errno(), Errno::ECANCELED, "{p}: {error}");
+        assert_eq!(op.map(|(kind, token, _)| (kind, token)), Some((OpKind::Recv, 54)), "{p}");
+        pair.assert_idle();
+        // And once cancelled, its id is stale too.
+        pair.b.ep.cancel(live).unwrap_or_else(|e| panic!("{p}: {e}"));
+        pair.round_trip(5);
     });
 }
 
-// ---------------------------------------------------------------------------
-// 5. Unknown and removed addresses.
-// ---------------------------------------------------------------------------
-
-/// Sends to `dest` expecting a failure, either at the post or as an error
-/// completion; returns the error and the buffer.
-fn send_expecting_failure(pair: &Pair, dest: Address, token: u64) -> (Error, Buf) {
-    let p = pair.provider;
-    let mut buf = Buf::from(payload(60, 30));
-    let start = Instant::now();
-    loop {
-        match pair.a.ep.send(buf, dest, token) {
-            Err(e) if e.is_again() && start.elapsed() < DEADLINE => {
-                buf = e.buf;
-                pair.progress();
-            }
-            Err(e) => {
-                eprintln!("{p}: the post failed: {}", e.error);
-                return (e.error, e.buf);
-            }
-            Ok(_) => {
-                let (error, op) = failed(p, pair.next(Who::A));
-                eprintln!("{p}: the send completed with an error: {error}");
-                let (kind, t, buf) = op.unwrap_or_else(|| panic!("{p}: the failed send's buffer did not come back"));
-                assert_eq!((kind, t), (OpKind::Send, token), "{p}");
-                return (error, buf);
-            }
+/// An `OpId` names a slot and its generation, but not the endpoint: every
+/// endpoint's first operation is slot 0, generation 0. Cancelling with the id
+/// of another endpoint's operation must cancel nothing (or be refused); it
+/// cancels this endpoint's own operation in the same slot instead.
+#[test]
+#[ignore = "bug: ep.rs OpId { index, generation } carries no endpoint identity and Endpoint::cancel looks it up in its own OpTable, so B.cancel(id of A's receive) cancels B's unrelated receive in the same slot (FI_ECANCELED, on every provider)"]
+fn cancel_with_another_endpoints_id_cancels_nothing() {
+    each_provider("cancel_foreign", RDM, |p| {
+        let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
+        let of_b = pair.b.ep.recv(Buf::zeroed(64), Address::UNSPEC, 1).expect("fi_recv");
+        let of_a = pair.a.ep.recv(Buf::zeroed(64), Address::UNSPEC, 2).expect("fi_recv");
+        eprintln!("{p}: A's {of_a:?}, B's {of_b:?}");
+        match pair.b.ep.cancel(of_a) {
+            Ok(()) => {}
+            Err(e) => assert!(matches!(e, Error::InvalidArgument { call: "fi_cancel", .. }), "{p}: {e:?}"),
         }
-    }
-}
-
-/// Errors a send to an address the AV does not hold may sensibly give.
-const NO_SUCH_PEER: &[Errno] = &[
-    Errno::EINVAL,
-    Errno::ENOENT,
-    Errno::EADDRNOTAVAIL,
-    Errno::EHOSTUNREACH,
-    Errno::ENOTCONN,
-    Errno::ECONNREFUSED,
-    Errno::ENOAV,
-    Errno::EIO,
-];
-
-/// `Address` is a public newtype over `fi_addr_t` and every send takes one
-/// safely, but no provider here checks it: sending to a handle the AV never
-/// issued segfaults (rxm, sockets, shm) or returns `FI_EAGAIN` forever (rxd).
-/// Runs in child processes, so the crash fails only this test.
-#[test]
-#[ignore = "bug (unsound): ep.rs send/tsend/inject… pass any Address to libfabric unchecked; with Address(12345) rxm, sockets and shm segfault and rxd returns FI_EAGAIN forever"]
-fn send_to_a_never_inserted_address_fails_with_a_typed_error() {
-    isolated("send_to_a_never_inserted_address_fails_with_a_typed_error", RDM, |p| {
-        let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
-        let (error, buf) = send_expecting_failure(&pair, Address(12345), 61);
-        assert!(NO_SUCH_PEER.contains(&error.errno()), "{p}: {error}");
-        assert_eq!(buf[..], payload(60, 30)[..], "{p}: the buffer comes back");
-        pair.quiet(Who::B, Duration::from_millis(100));
-        pair.round_trip(3);
+        pair.quiet(Who::B, Duration::from_millis(200));
+        assert_eq!(pair.b.ep.in_flight(), 1, "{p}: B's receive is still posted");
+        pair.send_ab(payload(7, 10), 3);
+        match pair.next(Who::B) {
+            Read::Op(c) => assert_eq!((c.token, &c.buf[..]), (1, &payload(7, 10)[..]), "{p}"),
+            other => panic!("{p}: cancelling with A's id hit B's receive: {other:?}"),
+        }
+        assert_eq!(pair.op(Who::A).token, 3, "{p}");
+        // A's receive is still there for its own id.
+        pair.a.ep.cancel(of_a).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let (error, op) = failed(p, pair.next(Who::A));
+        assert_eq!((error.errno(), op.map(|(_, token, _)| token)), (Errno::ECANCELED, Some(2)), "{p}");
+        pair.assert_idle();
     });
 }
 
-/// After `AddressVector::remove`, the handle is dead, but the safe layer
-/// still passes it on: rxm, sockets and shm still resolve it in `lookup`;
-/// a send to it segfaults in rxm, returns `FI_EAGAIN` forever in rxd, and
-/// sockets and shm deliver the message (to the removed peer) successfully.
+// ---------------------------------------------------------------------------
+// 5. Addresses of other address vectors, and removed ones.
+// ---------------------------------------------------------------------------
+
+/// A post of a buffer, as a value.
+type Post<'a> = dyn Fn(Buf) -> Result<OpId, PostError> + 'a;
+
+/// Asserts a post was refused before reaching libfabric: `InvalidArgument`
+/// naming `call`, with the buffer posted (`ptr`, `bytes`) back.
+fn assert_refused_post(p: &str, call: &str, got: Result<OpId, PostError>, ptr: *const u8, bytes: &[u8]) {
+    let e = match got {
+        Ok(id) => panic!("{p}: {call} was not refused: {id:?}"),
+        Err(e) => e,
+    };
+    assert!(matches!(&e.error, Error::InvalidArgument { call: c, .. } if *c == call), "{p}: {:?}", e.error);
+    assert_eq!(e.error.errno(), Errno::EINVAL, "{p}: {call}");
+    assert!(!e.is_again(), "{p}: {call}");
+    assert_eq!((e.buf.as_ptr(), &e.buf[..]), (ptr, bytes), "{p}: {call}: the buffer posted comes back");
+}
+
+/// `Address` is opaque now: safe code gets one only from an address vector
+/// (or a completion's source address), stamped with that vector's identity.
+/// The test this replaces sent to `Address(12345)`, a handle no AV ever
+/// issued, which segfaulted rxm, sockets and shm and made rxd return
+/// `FI_EAGAIN` forever; such a handle can no longer be made without `unsafe`
+/// (`Address::from_raw`, whose contract forbids it). What safe code can still
+/// do is pass a real handle of *another* address vector, whose raw value
+/// names nothing, or another peer, in this endpoint's vector: every call that
+/// takes an address must refuse it before libfabric sees it, naming the call
+/// and giving the buffer back. Child processes, as a regression would crash.
 #[test]
-#[ignore = "bug (unsound): av.rs remove leaves the handle usable by lookup and the safe send methods (ep.rs); rxm, sockets and shm still resolve it, then rxm segfaults on send, rxd returns FI_EAGAIN forever, sockets and shm deliver to the removed peer"]
-fn send_to_a_removed_address_fails_with_a_typed_error() {
-    isolated("send_to_a_removed_address_fails_with_a_typed_error", RDM, |p| {
+fn addresses_of_another_address_vector_are_refused() {
+    isolated("addresses_of_another_address_vector_are_refused", RDM, |p| {
         let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
-        pair.round_trip(3);
-        pair.a.av.remove(&[pair.a.peer]).unwrap_or_else(|e| panic!("{p}: {e}"));
-        let gone = pair.a.av.lookup(pair.a.peer);
-        eprintln!("{p}: lookup after remove: {gone:?}");
-        assert!(gone.is_err(), "{p}: a removed handle still resolves to {gone:?}");
-        let (error, buf) = send_expecting_failure(&pair, pair.a.peer, 62);
-        assert!(NO_SUCH_PEER.contains(&error.errno()), "{p}: {error}");
-        assert_eq!(buf[..], payload(60, 30)[..], "{p}: the buffer comes back");
+        let (name_a, name_b) = (pair.a.ep.name().expect("fi_getname"), pair.b.ep.name().expect("fi_getname"));
+        // A third vector on the same domain: B's name goes in second, at a
+        // raw handle A's vector never issued.
+        let other = AddressVector::open(&pair.domain, AvType::UNSPEC).expect("fi_av_open");
+        let _a_there = other.insert_one(&name_a).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let b_there = other.insert_one(&name_b).unwrap_or_else(|e| panic!("{p}: {e}"));
+        // And B's vector's handle of A, whose raw value is likely the very
+        // value of A's handle of B.
+        let foreign = [b_there, pair.b.peer];
+        eprintln!("{p}: A's peer {:?}; foreign {foreign:?}", pair.a.peer);
+        for dest in foreign {
+            assert_ne!(dest, pair.a.peer, "{p}: handles of two vectors compare equal");
+            let ep = &pair.a.ep;
+            let posts: [(&str, &Post); 9] = [
+                ("fi_send", &|b| ep.send(b, dest, 1)),
+                ("fi_senddata", &|b| ep.send_data(b, 7, dest, 2)),
+                ("fi_sendmsg", &|b| ep.send_with(b, dest, 0, OpFlags::empty(), 3)),
+                ("fi_tsend", &|b| ep.tsend(b, dest, 0x10, 4)),
+                ("fi_tsenddata", &|b| ep.tsend_data(b, 7, dest, 0x10, 5)),
+                ("fi_tsendmsg", &|b| ep.tsend_with(b, dest, 0x10, 0, OpFlags::empty(), 6)),
+                ("fi_recv", &|b| ep.recv(b, dest, 7)),
+                ("fi_trecv", &|b| ep.trecv(b, dest, 0x10, 0, 8)),
+                ("fi_recvmsg", &|b| ep.recv_multi(b, dest, 9)),
+            ];
+            for (call, post) in posts {
+                let buf = Buf::from(payload(60, 30));
+                let ptr = buf.as_ptr();
+                assert_refused_post(p, call, post(buf), ptr, &payload(60, 30));
+            }
+            let small = payload(61, 8);
+            let injects: [(&str, Result<(), Error>); 4] = [
+                ("fi_inject", ep.inject(&small, dest)),
+                ("fi_injectdata", ep.inject_data(&small, 7, dest)),
+                ("fi_tinject", ep.tinject(&small, dest, 0x10)),
+                ("fi_tinjectdata", ep.tinject_data(&small, 7, dest, 0x10)),
+            ];
+            for (call, got) in injects {
+                let e = got.expect_err("an inject to an address of another address vector");
+                assert!(matches!(&e, Error::InvalidArgument { call: c, .. } if *c == call), "{p}: {e:?}");
+            }
+            // Nor does A's vector look it up.
+            let e = pair.a.av.lookup(dest).expect_err("a lookup of another vector's handle");
+            assert!(matches!(e, Error::InvalidArgument { call: "fi_av_lookup", .. }), "{p}: {e:?}");
+        }
+        // `UNSPEC` is no handle of any vector: nothing to look up.
+        let e = pair.a.av.lookup(Address::UNSPEC).expect_err("a lookup of FI_ADDR_UNSPEC");
+        assert!(matches!(e, Error::InvalidArgument { call: "fi_av_lookup", .. }), "{p}: {e:?}");
+        // The owner of each handle still resolves it.
+        if p != "udp;ofi_rxd" {
+            // (rxd 1.17 answers every lookup with FI_ENODATA.)
+            assert_eq!(other.lookup(b_there).unwrap_or_else(|e| panic!("{p}: {e}")), name_b, "{p}");
+            assert_eq!(pair.b.av.lookup(pair.b.peer).unwrap_or_else(|e| panic!("{p}: {e}")), name_a, "{p}");
+        }
+
+        // Nothing was posted, nothing arrived, and the endpoints still work.
+        pair.assert_idle();
         pair.quiet(Who::B, Duration::from_millis(100));
+        pair.quiet(Who::A, Duration::from_millis(10));
+        pair.round_trip(3);
+        pair.assert_idle();
+    });
+}
+
+/// `AddressVector::remove` is `unsafe` now: libfabric follows a removed
+/// handle into freed state (rxm, sockets and shm still resolved it in
+/// `fi_av_lookup`; a send to it segfaulted rxm, returned `FI_EAGAIN` forever
+/// from rxd and reached the removed peer through sockets and shm), and the
+/// handle's raw value may come back for the next insert, so a stale copy
+/// cannot be told apart. Using a removed handle is the caller's broken
+/// promise, no longer something a safe test can do (the test this replaces
+/// sent to one). What stays checked: `remove` refuses another vector's
+/// handle, and after a removal that keeps the promise, the peer inserted
+/// again is reachable through its new handle. Child processes, in case of a crash.
+#[test]
+fn removal_refuses_other_vectors_handles_and_a_reinserted_peer_is_reachable() {
+    isolated("removal_refuses_other_vectors_handles_and_a_reinserted_peer_is_reachable", RDM, |p| {
+        let mut pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
+        pair.round_trip(3);
+        let name_b = pair.b.ep.name().expect("fi_getname");
+        let other = AddressVector::open(&pair.domain, AvType::UNSPEC).expect("fi_av_open");
+        let foreign = other.insert_one(&name_b).unwrap_or_else(|e| panic!("{p}: {e}"));
+        // SAFETY: `foreign` is never used again (nor copied); A's vector
+        // refuses it, before removing anything, so `pair.a.peer` stays live.
+        let e = unsafe { pair.a.av.remove(&[pair.a.peer, foreign]) }.expect_err("removing another vector's handle");
+        eprintln!("{p}: {e}");
+        assert!(matches!(e, Error::InvalidArgument { call: "fi_av_remove", .. }), "{p}: {e:?}");
+        pair.round_trip(4);
+
+        let old = pair.a.peer;
+        // SAFETY: the removed handle is replaced below and never used again;
+        // `old` is only printed.
+        unsafe { pair.a.av.remove(&[pair.a.peer]) }.unwrap_or_else(|e| panic!("{p}: {e}"));
+        pair.a.peer = pair.a.av.insert_one(&name_b).unwrap_or_else(|e| panic!("{p}: {e}"));
+        eprintln!("{p}: removed {old:?}, inserted again as {:?}", pair.a.peer);
+        if p != "udp;ofi_rxd" {
+            assert_eq!(pair.a.av.lookup(pair.a.peer).unwrap_or_else(|e| panic!("{p}: {e}")), name_b, "{p}");
+        }
+        pair.round_trip(5);
+        pair.assert_idle();
+    });
+}
+
+/// `Address::UNSPEC` (the same value as `NOTAVAIL`) is the one handle every
+/// endpoint accepts: it means "any source" for a receive, and "the connected
+/// peer" for a send on a connected (MSG) endpoint. On an RDM endpoint a send
+/// to it names no peer, and libfabric does not check: rxm and shm index
+/// their address tables with `FI_ADDR_UNSPEC` and segfault (observed, in
+/// `fi_inject` and `fi_send` alike), rxd returns `FI_EAGAIN`, sockets
+/// `FI_ENOENT`. The safe layer must refuse it as a destination there, as it
+/// refuses another vector's handle. Child processes: the bug crashes.
+#[test]
+#[ignore = "bug (unsound): ep.rs Endpoint::resolve passes Address::UNSPEC to every call, including the destinations of send/tsend/inject… on an endpoint bound to an address vector; rxm and shm segfault indexing their AV with FI_ADDR_UNSPEC (fi_send and fi_inject), rxd returns FI_EAGAIN, sockets FI_ENOENT"]
+fn sends_to_unspec_on_an_endpoint_with_an_address_vector_are_refused() {
+    isolated("sends_to_unspec_on_an_endpoint_with_an_address_vector_are_refused", RDM, |p| {
+        let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
+        pair.b.ep.recv(Buf::zeroed(64), Address::UNSPEC, 1).expect("fi_recv");
+        for dest in [Address::UNSPEC, Address::NOTAVAIL] {
+            let e = pair.a.ep.inject(b"tiny", dest).expect_err("an inject to FI_ADDR_UNSPEC");
+            assert!(matches!(e, Error::InvalidArgument { call: "fi_inject", .. }), "{p}: {e:?}");
+            let buf = Buf::from(payload(62, 30));
+            let ptr = buf.as_ptr();
+            assert_refused_post(p, "fi_send", pair.a.ep.send(buf, dest, 2), ptr, &payload(62, 30));
+            let buf = Buf::from(payload(62, 30));
+            let ptr = buf.as_ptr();
+            assert_refused_post(p, "fi_tsend", pair.a.ep.tsend(buf, dest, 0x10, 3), ptr, &payload(62, 30));
+        }
+        pair.quiet(Who::B, Duration::from_millis(100));
+        // The posted receive (UNSPEC: any source) takes the next message.
+        pair.send_ab(payload(63, 10), 4);
+        assert_eq!(pair.op(Who::B).token, 1, "{p}");
+        assert_eq!(pair.op(Who::A).token, 4, "{p}");
+        pair.assert_idle();
     });
 }
 
@@ -795,25 +940,24 @@ fn blocking_reads_time_out_and_wait_descriptors_work() {
         }
         let pair: Pair = Pair::open_with(info, &fd_cq);
         let cq = &pair.b.cq;
-        let mut entries = [TaggedEntry::default(); 4];
 
-        // An empty queue: sread waits for the timeout, then says 0.
+        // An empty queue: sread waits for the timeout, then says Empty.
         let timeout = Duration::from_millis(300);
         let start = Instant::now();
-        let n = cq.sread_raw(&mut entries, timeout).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let read = cq.sread(timeout).unwrap_or_else(|e| panic!("{p}: {e}"));
         let waited = start.elapsed();
-        eprintln!("{p}: sread on an empty queue returned {n} after {waited:?}");
-        assert_eq!(n, 0, "{p}");
+        eprintln!("{p}: sread on an empty queue returned {read:?} after {waited:?}");
+        assert!(matches!(read, Read::Empty), "{p}: {read:?}");
         assert!(waited >= timeout - Duration::from_millis(30), "{p}: returned after only {waited:?}");
         assert!(waited < timeout + Duration::from_secs(2), "{p}: returned after {waited:?}");
 
         // fi_cq_signal without a waiter: the next sread returns at once.
         cq.signal().unwrap_or_else(|e| panic!("{p}: {e}"));
         let start = Instant::now();
-        let n = cq.sread_raw(&mut entries, Duration::from_secs(5));
-        eprintln!("{p}: sread after signal returned {n:?} after {:?}", start.elapsed());
+        let read = cq.sread(Duration::from_secs(5));
+        eprintln!("{p}: sread after signal returned {read:?} after {:?}", start.elapsed());
         assert!(start.elapsed() < Duration::from_secs(2), "{p}: the signal did not end the wait");
-        signalled_sread(p, n);
+        signalled_sread(p, read);
 
         // A CQ without a wait object has no fd.
         let plain: CompletionQueue<TaggedEntry, Unsync> =
@@ -869,35 +1013,80 @@ fn blocking_reads_time_out_and_wait_descriptors_work() {
 }
 
 /// What `sread` returns when `fi_cq_signal` ended it: man 3 fi_cq says
-/// `-FI_EAGAIN` (`Ok(0)` here); sockets returns `-FI_ECANCELED`.
-fn signalled_sread(p: &str, n: Result<usize, Error>) {
+/// `-FI_EAGAIN` (`Read::Empty` here); sockets returns `-FI_ECANCELED`.
+fn signalled_sread(p: &str, read: Result<Read<TaggedEntry>, Error>) {
     if p == "sockets" {
-        let e = n.expect_err("sockets: FI_ECANCELED");
+        let e = read.expect_err("sockets: FI_ECANCELED");
         assert!(matches!(e, Error::Call { call: "fi_cq_sread", errno: Errno::ECANCELED }), "{p}: {e:?}");
     } else {
-        assert_eq!(n.unwrap_or_else(|e| panic!("{p}: {e}")), 0, "{p}");
+        let read = read.unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(matches!(read, Read::Empty), "{p}: {read:?}");
     }
 }
 
-/// The raw readers (`read_raw`, `sread_raw`, `read_from`) hand out entries of
-/// operations posted through the safe API without taking the operation out of
-/// its slot: the buffer never comes back and the slot stays occupied until
-/// the CQ closes (enough of them and every post fails with `FI_EAGAIN`).
-/// There is no blocking read that returns `Read` (buffers) either, so a
-/// `WaitObj::FD` queue can only be waited on through `wait_fd`/`trywait`.
+/// Every read is claim-aware now. The raw readers this replaces
+/// (`read_raw`, `sread_raw`, `read_from`) handed out entries of operations
+/// posted through the safe API without taking the operation out of its slot,
+/// so the buffer never came back and `in_flight()` stayed 1; and no blocking
+/// read returned `Read`. `sread` returns the operation with its buffer, a
+/// failed one as `Read::Failed` with its buffer, and frees the slot.
 #[test]
-#[ignore = "bug: cq.rs read_raw/sread_raw/read_from return entries of crate-posted operations raw and never release their slots (ops.rs), so the buffer is lost and Endpoint::in_flight() stays 1; no blocking read returns Read"]
-fn raw_reads_release_operations_posted_through_the_safe_api() {
-    let fd_cq = CqConfig { wait_obj: WaitObj::FD, ..CqConfig::default() };
-    each_provider("raw_reads", &["tcp;ofi_rxm"], |p| {
-        let pair: Pair = Pair::open_with(info_for(p, Caps::MSG | Caps::TAGGED), &fd_cq);
-        pair.b.ep.recv(Buf::zeroed(64), Address::UNSPEC, 1).expect("fi_recv");
-        pair.send_ab(payload(1, 10), 2);
-        assert_eq!(pair.op(Who::A).token, 2);
-        let mut entries = [TaggedEntry::default(); 1];
-        let n = pair.b.cq.sread_raw(&mut entries, DEADLINE).unwrap_or_else(|e| panic!("{p}: {e}"));
-        assert_eq!((n, entries[0].len()), (1, 10), "{p}");
+fn blocking_sread_returns_buffers_and_releases_operations() {
+    each_provider("sread", RDM, |p| {
+        // shm has no FD wait object; its default one blocks too.
+        let wait_obj = if p == "shm" { WaitObj::UNSPEC } else { WaitObj::FD };
+        let pair: Pair =
+            Pair::open_with(info_for(p, Caps::MSG | Caps::TAGGED), &CqConfig { wait_obj, ..CqConfig::default() });
+        let sread = |who: Who| {
+            let start = Instant::now();
+            loop {
+                // Drives the other side (sockets and rxm progress on reads).
+                pair.pull(if who == Who::A { Who::B } else { Who::A });
+                match pair.side(who).cq.sread(Duration::from_millis(50)) {
+                    Ok(Read::Empty) => {}
+                    Ok(read) => return read,
+                    Err(e) => panic!("{p}: fi_cq_sread: {e}"),
+                }
+                assert!(start.elapsed() < DEADLINE, "{p}: sread on {who:?} found nothing within {DEADLINE:?}");
+            }
+        };
+
+        let rx = Buf::zeroed(64);
+        let rx_ptr = rx.as_ptr();
+        pair.b.ep.recv(rx, Address::UNSPEC, 1).expect("fi_recv");
+        let tx = Buf::from(payload(1, 10));
+        let tx_ptr = tx.as_ptr();
+        pair.post("fi_send", tx, |b| pair.a.ep.send(b, pair.a.peer, 2));
+        match sread(Who::B) {
+            Read::Op(c) => {
+                assert_eq!((c.kind, c.token, c.entry.len()), (OpKind::Recv, 1, 10), "{p}");
+                assert_eq!((c.buf.as_ptr(), &c.buf[..]), (rx_ptr, &payload(1, 10)[..]), "{p}: the buffer posted");
+            }
+            other => panic!("{p}: sread: {other:?}"),
+        }
         assert_eq!(pair.b.ep.in_flight(), 0, "{p}: the receive finished, but its slot and buffer are held");
+        // The sender's completion may have been pulled while B waited.
+        let s = match pair.a.pending.borrow_mut().pop_front() {
+            Some(read) => read,
+            None => sread(Who::A),
+        };
+        match s {
+            Read::Op(c) => assert_eq!((c.kind, c.token, c.buf.as_ptr()), (OpKind::Send, 2, tx_ptr), "{p}"),
+            other => panic!("{p}: sread: {other:?}"),
+        }
+        assert_eq!(pair.a.ep.in_flight(), 0, "{p}: the send finished, but its slot and buffer are held");
+
+        // A failed operation: its buffer comes back through sread too.
+        let id = pair.b.ep.recv(Buf::zeroed(32), Address::UNSPEC, 3).expect("fi_recv");
+        pair.b.ep.cancel(id).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let (error, op) = failed(p, sread(Who::B));
+        assert!(
+            matches!(error, Error::Completion { call: "fi_cq_sread", errno: Errno::ECANCELED, .. }),
+            "{p}: {error:?}"
+        );
+        let (kind, token, buf) = op.unwrap_or_else(|| panic!("{p}: the cancelled receive's buffer did not come back"));
+        assert_eq!((kind, token, buf.capacity()), (OpKind::Recv, 3, 32), "{p}");
+        pair.assert_idle();
     });
 }
 
@@ -911,25 +1100,18 @@ fn signal_wakes_a_blocked_sread() {
         // shm has no FD wait object; its default one blocks too.
         let wait_obj = if p == "shm" { WaitObj::UNSPEC } else { WaitObj::FD };
         let pair: Pair<ThreadSafe> = Pair::open_with(info, &CqConfig { wait_obj, ..CqConfig::default() });
+        // The thread borrows the queue: a thread-safe CQ is Sync.
         let cq = &pair.b.cq;
-        // A clone moves to the thread: a thread-safe CQ is Send (but not Sync,
-        // see `thread_safe_objects_are_sync`).
-        let theirs = cq.clone();
         std::thread::scope(|s| {
-            let waiter = s.spawn(move || {
-                let cq = theirs;
-                let mut entries = [TaggedEntry::default(); 1];
-                let n = cq.sread_raw(&mut entries, Duration::from_secs(10));
-                (n, Instant::now())
-            });
+            let waiter = s.spawn(move || (cq.sread(Duration::from_secs(10)), Instant::now()));
             std::thread::sleep(Duration::from_millis(300));
             let signalled = Instant::now();
             cq.signal().unwrap_or_else(|e| panic!("{p}: {e}"));
-            let (n, returned) = waiter.join().expect("the waiting thread");
-            eprintln!("{p}: the blocked sread returned {n:?}, {:?} after the signal", returned - signalled);
+            let (read, returned) = waiter.join().expect("the waiting thread");
+            eprintln!("{p}: the blocked sread returned {read:?}, {:?} after the signal", returned - signalled);
             assert!(returned >= signalled, "{p}: sread returned before the signal");
             assert!(returned - signalled < Duration::from_secs(5), "{p}: sread was not woken");
-            signalled_sread(p, n);
+            signalled_sread(p, read);
         });
     });
 }
@@ -938,14 +1120,9 @@ fn signal_wakes_a_blocked_sread() {
 // 8. Event queues.
 // ---------------------------------------------------------------------------
 
-/// The providers whose event queues take `fi_eq_write` without `FI_WRITE`
-/// in the attributes (sockets enforces man 3 fi_eq: see
-/// `event_queues_are_opened_writable`).
-const EQ_WRITERS: &[&str] = &["tcp;ofi_rxm", "udp;ofi_rxd", "shm"];
-
 #[test]
 fn event_queue_returns_user_events_and_times_out_empty() {
-    each_provider("eq", EQ_WRITERS, |p| {
+    each_provider("eq", RDM, |p| {
         let info = info_for(p, Caps::MSG);
         let fabric = Fabric::open(&info).unwrap_or_else(|e| panic!("{p}: {e}"));
         let eq = EventQueue::open(&fabric).unwrap_or_else(|e| panic!("{p}: {e}"));
@@ -963,7 +1140,11 @@ fn event_queue_returns_user_events_and_times_out_empty() {
         let (ready, revents) = poll_fd(fd, 1000);
         eprintln!("{p}: EQ fd after a write: {ready} {revents:#x}");
         assert_eq!((ready, revents & libc::POLLIN), (1, libc::POLLIN), "{p}: the EQ fd is readable");
-        assert!(!eq.trywait().unwrap_or_else(|e| panic!("{p}: {e}")), "{p}: an event is queued");
+        let trywait = eq.trywait().unwrap_or_else(|e| panic!("{p}: {e}"));
+        // sockets 1.17's fi_trywait does not look at event queues: it says
+        // "wait" with an event queued (observed; harmless here, as the fd is
+        // readable, so a wait on it returns at once).
+        assert_eq!(trywait, p == "sockets", "{p}: fi_trywait with an event queued");
         match eq.read() {
             Ok(Some(Event::Other { event, fid, context, data })) => {
                 assert_eq!((event, fid, context, data), (EqEvent::NOTIFY, 0, 0x1234_5678, 0xfeed_f00d), "{p}");
@@ -984,10 +1165,9 @@ fn event_queue_returns_user_events_and_times_out_empty() {
 }
 
 /// man 3 fi_eq: "If the FI_WRITE flag is not set, then the application may
-/// not invoke fi_eq_write", and sockets refuses it then. `EventQueue::open`
-/// never sets it, yet `write` is offered.
+/// not invoke fi_eq_write", and sockets refuses it then (`FI_EINVAL`).
+/// `EventQueue::open` sets it now, so `write` works everywhere.
 #[test]
-#[ignore = "bug: eq.rs EventQueue::open leaves fi_eq_attr.flags empty (no FI_WRITE) but offers write(); sockets returns FI_EINVAL from fi_eq_write"]
 fn event_queues_are_opened_writable() {
     each_provider("eq_write", RDM, |p| {
         let fabric = Fabric::open(&info_for(p, Caps::MSG)).unwrap_or_else(|e| panic!("{p}: {e}"));
@@ -1051,10 +1231,20 @@ fn address_vectors_insert_many_look_up_and_remove() {
         let addrlen = names[0].len();
         assert!(names.iter().all(|n| n.len() == addrlen), "{p}: {names:?}");
         let all = names.concat();
+        // Several at once, in order; shm's names are strings (FI_ADDR_STR),
+        // which libfabric cannot step through, so they go one at a time.
+        let insert_all = |av: &AddressVector<Unsync>| -> Vec<Address> {
+            if p == "shm" {
+                let e = av.insert(&all, addrlen, AvInsertFlags::empty()).expect_err("several string addresses");
+                assert!(matches!(e, Error::InvalidArgument { call: "fi_av_insert", .. }), "{p}: {e:?}");
+                names.iter().map(|n| av.insert_one(n).unwrap_or_else(|e| panic!("{p}: {e}"))).collect()
+            } else {
+                av.insert(&all, addrlen, AvInsertFlags::empty()).unwrap_or_else(|e| panic!("{p}: {e}"))
+            }
+        };
 
-        // Several at once, in order.
         let av = AddressVector::open(&pair.domain, AvType::UNSPEC).expect("fi_av_open");
-        let handles = av.insert(&all, addrlen, AvInsertFlags::empty()).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let handles = insert_all(&av);
         eprintln!("{p}: addrlen {addrlen}, handles {handles:?}");
         assert_eq!(handles.len(), 3, "{p}");
         assert_eq!(handles.iter().collect::<BTreeSet<_>>().len(), 3, "{p}: distinct handles");
@@ -1103,7 +1293,7 @@ fn address_vectors_insert_many_look_up_and_remove() {
                 other => panic!("{p}: {other:?}"),
             }
         };
-        let reach = pair.a.av.insert(&all, addrlen, AvInsertFlags::empty()).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let reach = insert_all(&pair.a.av);
         eps[1].recv(Buf::zeroed(32), Address::UNSPEC, 80).expect("fi_recv");
         let got = send_to(reach[1], 80);
         assert_eq!((got.token, &got.buf[..]), (80, &payload(80, 11)[..]), "{p}: the second endpoint");
@@ -1128,10 +1318,12 @@ fn address_vectors_insert_many_look_up_and_remove() {
             }
         }
 
-        // Removal. (Looking the removed handle up is not done here: rxm,
-        // sockets and shm still resolve it, reading freed entries; see
-        // `send_to_a_removed_address_fails_with_a_typed_error`.)
-        av.remove(&handles[..1]).unwrap_or_else(|e| panic!("{p}: {e}"));
+        // Removal. (The removed handle is not looked up: rxm, sockets and shm
+        // still resolve it, reading freed entries, which is why `remove` is
+        // unsafe; see
+        // `removal_refuses_other_vectors_handles_and_a_reinserted_peer_is_reachable`.)
+        // SAFETY: `handles[0]` is never used again.
+        unsafe { av.remove(&handles[..1]) }.unwrap_or_else(|e| panic!("{p}: {e}"));
         if p != "udp;ofi_rxd" {
             assert_eq!(av.lookup(handles[1]).expect("fi_av_lookup")[..], names[1][..], "{p}: the others stay");
         }
@@ -1153,21 +1345,34 @@ fn address_vectors_reject_garbage_and_malformed_addresses() {
         let name = pair.a.ep.name().expect("fi_getname");
         let av = AddressVector::open(&pair.domain, AvType::UNSPEC).expect("fi_av_open");
 
-        let garbage = av.insert_one(&vec![0xa5; name.len()]);
+        // shm's addresses are C strings (FI_ADDR_STR) that libfabric reads up
+        // to their NUL, so its garbage keeps one; without it, see
+        // `string_addresses_without_a_nul_are_refused`.
+        let string = p == "shm";
+        let mut bytes = vec![0xa5; name.len()];
+        if string {
+            *bytes.last_mut().expect("a name") = 0;
+        }
+        let garbage = av.insert_one(&bytes);
         eprintln!("{p}: inserting garbage: {garbage:?}");
-        if p == "shm" {
-            // shm addresses are names: any bytes name a (nonexistent) peer.
+        if string {
+            // Any string names a (nonexistent) peer.
             assert!(garbage.is_ok(), "{p}: {garbage:?}");
         } else {
             let e = garbage.expect_err("a garbage address");
             assert!(matches!(e, Error::InvalidArgument { call: "fi_av_insert", .. }), "{p}: {e:?}");
         }
 
-        let short = av.insert(&name[..name.len() - 1], name.len() - 1, AvInsertFlags::empty());
+        let short = if string {
+            // The name one character shorter, still NUL-terminated.
+            [&name[..name.len() - 2], &[0]].concat()
+        } else {
+            name[..name.len() - 1].to_vec()
+        };
+        let short = av.insert(&short, short.len(), AvInsertFlags::empty());
         eprintln!("{p}: a short address: {short:?}");
-        if p == "shm" {
-            // shm's info carries no source address, so the AV does not know
-            // its address length; a shorter name is just another name.
+        if string {
+            // Names vary in length: a shorter name is just another name.
             assert!(short.is_ok(), "{p}: {short:?}");
         } else {
             let e = short.expect_err("an address shorter than the domain's");
@@ -1176,41 +1381,120 @@ fn address_vectors_reject_garbage_and_malformed_addresses() {
     });
 }
 
-/// `insert(addrs, addrlen)` accepts an `addrlen` larger than the domain's,
-/// but `fi_av_insert` has no stride argument: libfabric reads the addresses
-/// back to back at its own length. With each address padded by a copy of
-/// the first, the second handle silently maps to the wrong peer.
+/// `fi_av_insert` has no stride argument: libfabric reads the addresses back
+/// to back at its own length. `insert` used to accept any `addrlen` dividing
+/// the bytes, so with each address padded by a copy of the first, the second
+/// handle silently mapped to the wrong peer. It now refuses an `addrlen`
+/// other than the domain's address length, longer or shorter.
 #[test]
-#[ignore = "bug: av.rs insert accepts addrlen > the AV's address length but fi_av_insert reads addresses at its own length, so the second of two padded addresses is inserted as the padding (the wrong peer)"]
-fn address_vector_insert_honours_or_refuses_a_longer_stride() {
-    each_provider("av_stride", &["tcp;ofi_rxm", "sockets"], |p| {
+fn address_vector_insert_refuses_a_stride_other_than_the_address_length() {
+    each_provider("av_stride", RDM, |p| {
         let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
         let (a, b) = (pair.a.ep.name().expect("fi_getname"), pair.b.ep.name().expect("fi_getname"));
         let av = AddressVector::open(&pair.domain, AvType::UNSPEC).expect("fi_av_open");
         // [a, a] [b, a]: two addresses of 2 * len bytes each.
         let padded = [&a[..], &a[..], &b[..], &a[..]].concat();
-        match av.insert(&padded, 2 * a.len(), AvInsertFlags::empty()) {
-            Err(e) => assert!(matches!(e, Error::InvalidArgument { call: "fi_av_insert", .. }), "{p}: {e:?}"),
-            Ok(h) => {
-                let back: Vec<_> = h.iter().map(|h| av.lookup(*h).expect("fi_av_lookup")).collect();
-                eprintln!("{p}: {h:?}");
-                assert_eq!(back, [a.clone(), b.clone()], "{p}: the second handle maps to the wrong address");
-            }
+        let e = av.insert(&padded, 2 * a.len(), AvInsertFlags::empty()).expect_err("a longer stride");
+        eprintln!("{p}: {e}");
+        assert!(matches!(e, Error::InvalidArgument { call: "fi_av_insert", .. }), "{p}: {e:?}");
+        // Half the length: as many "addresses" as bytes allow, all wrong.
+        let e = av.insert(&padded, a.len() / 2, AvInsertFlags::empty()).expect_err("a shorter stride");
+        assert!(matches!(e, Error::InvalidArgument { call: "fi_av_insert", .. }), "{p}: {e:?}");
+        if p == "shm" {
+            // Strings (FI_ADDR_STR) vary in length: one at a time only.
+            let e = av.insert(&padded, a.len(), AvInsertFlags::empty()).expect_err("several string addresses");
+            assert!(matches!(e, Error::InvalidArgument { call: "fi_av_insert", .. }), "{p}: {e:?}");
+            return;
+        }
+        // At the right length, the same bytes are four handles, in order.
+        let h = av.insert(&padded, a.len(), AvInsertFlags::empty()).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert_eq!(h.len(), 4, "{p}");
+        if p != "udp;ofi_rxd" {
+            let back: Vec<_> = h.iter().map(|h| av.lookup(*h).expect("fi_av_lookup")).collect();
+            assert_eq!(back, [a.clone(), a.clone(), b.clone(), a.clone()], "{p}");
         }
     });
 }
 
-/// `lookup` takes any `Address`; for one the AV never issued it must fail.
-/// rxd (`FI_ENODATA`) and sockets (`FI_EINVAL`) do; rxm's util AV and shm
-/// index their tables with it unchecked and segfault.
+/// `lookup` takes only handles of its own vector. It used to take any
+/// `Address`: for `Address(999999)`, one the AV never issued, rxd
+/// (`FI_ENODATA`) and sockets (`FI_EINVAL`) failed, but rxm's util AV and shm
+/// indexed their tables with it unchecked and segfaulted. Such a handle is
+/// no longer expressible in safe code; a handle of another vector (here a
+/// raw value past the end of this vector's table) is refused before
+/// libfabric sees it. Child processes, as a regression would crash.
 #[test]
-#[ignore = "bug (unsound): av.rs lookup passes an arbitrary Address to fi_av_lookup; rxm and shm segfault on Address(999999)"]
-fn address_vector_lookup_of_an_unknown_handle_is_an_error() {
-    isolated("address_vector_lookup_of_an_unknown_handle_is_an_error", RDM, |p| {
+fn address_vector_lookup_refuses_handles_of_other_vectors() {
+    isolated("address_vector_lookup_refuses_handles_of_other_vectors", RDM, |p| {
         let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
-        let unknown = pair.a.av.lookup(Address(999_999));
-        eprintln!("{p}: looking up an unknown handle: {unknown:?}");
-        assert!(unknown.is_err(), "{p}: {unknown:?}");
+        let names: Vec<Vec<u8>> = [&pair.a.ep, &pair.b.ep].iter().map(|e| e.name().expect("fi_getname")).collect();
+        let big = AddressVector::open(&pair.domain, AvType::UNSPEC).expect("fi_av_open");
+        let mut handles = Vec::new();
+        for _ in 0..4 {
+            for name in &names {
+                handles.push(big.insert_one(name).unwrap_or_else(|e| panic!("{p}: {e}")));
+            }
+        }
+        let last = *handles.last().expect("handles");
+        eprintln!("{p}: handles of the bigger vector: {handles:?}");
+        for h in [last, pair.b.peer] {
+            let e = pair.a.av.lookup(h).expect_err("a lookup of another vector's handle");
+            eprintln!("{p}: {e}");
+            assert!(matches!(e, Error::InvalidArgument { call: "fi_av_lookup", .. }), "{p}: {e:?}");
+        }
+        // The owner resolves its own.
+        match big.lookup(last) {
+            Ok(name) => assert!(names.contains(&name), "{p}: {name:?}"),
+            // rxd 1.17 answers every lookup with FI_ENODATA (observed).
+            Err(e) if p == "udp;ofi_rxd" => assert_eq!(e.errno(), Errno::ENODATA, "{p}: {e}"),
+            Err(e) => panic!("{p}: {e}"),
+        }
+    });
+}
+
+/// shm's addresses are C strings (`FI_ADDR_STR`), and `fi_av_insert` reads
+/// each up to its NUL, wherever that is: bytes without one must be refused,
+/// or libfabric reads past the end of the slice. Shown with the bytes right
+/// before an inaccessible page, where the read past their end faults (child
+/// processes, for the crash).
+#[test]
+#[ignore = "bug (unsound): av.rs insert passes FI_ADDR_STR addresses (shm) to fi_av_insert without checking that each holds a NUL; shm reads the name past the end of the slice (SIGSEGV at a guard page)"]
+fn string_addresses_without_a_nul_are_refused() {
+    isolated("string_addresses_without_a_nul_are_refused", &["shm"], |p| {
+        let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
+        let name = pair.a.ep.name().expect("fi_getname");
+        assert_eq!(name.last(), Some(&0), "{p}: names come NUL-terminated: {name:?}");
+        let page = 4096;
+        // SAFETY: two fresh anonymous pages, the second made inaccessible;
+        // unmapped below, after the last use of the slices into the first.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        let base = base.cast::<u8>();
+        // SAFETY: the second page lies inside the mapping.
+        assert_eq!(unsafe { libc::mprotect(base.add(page).cast(), page, libc::PROT_NONE) }, 0, "mprotect");
+        for bytes in [vec![0xa5; name.len()], name[..name.len() - 1].to_vec()] {
+            // SAFETY: the last `bytes.len()` bytes of the first page, readable
+            // and writable, not otherwise referenced.
+            let slice = unsafe {
+                let at = base.add(page - bytes.len());
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
+                std::slice::from_raw_parts(at, bytes.len())
+            };
+            let e = pair.a.av.insert_one(slice).expect_err("a string address without its NUL");
+            eprintln!("{p}: {e}");
+            assert!(matches!(e, Error::InvalidArgument { call: "fi_av_insert", .. }), "{p}: {e:?}");
+        }
+        // SAFETY: the mapping made above; no slice into it is used any more.
+        assert_eq!(unsafe { libc::munmap(base.cast(), 2 * page) }, 0, "munmap");
     });
 }
 
@@ -1452,7 +1736,8 @@ fn peek_claim_and_discard_unexpected_tagged_messages() {
             tsend(1, T1, 301);
             let (error, op) = failed(p, pair.next(Who::B));
             let Error::Completion { detail, .. } = &error else { panic!("{p}: {error:?}") };
-            assert_eq!(error.errno(), Errno::from_raw(-Errno::ETRUNC.raw()), "{p}: {error}");
+            // (shm writes the errno negated; the safe layer makes it positive.)
+            assert_eq!(error.errno(), Errno::ETRUNC, "{p}: {error}");
             assert_eq!((detail.context, op.is_none()), (peek_p as usize, true), "{p}");
             pair.assert_idle();
             return;
@@ -1604,13 +1889,13 @@ fn errors_print_the_call_libfabric_text_and_errno_name() {
 // 15. Thread markers.
 // ---------------------------------------------------------------------------
 
-fn assert_send<T: Send>() {}
 fn assert_send_sync<T: Send + Sync>() {}
 
-// Compile-time: the thread-safe flavour of every object crosses threads.
+// Compile-time: the thread-safe flavour of every object crosses threads and
+// is shared between them.
 const _: fn() = || {
-    assert_send::<Endpoint<TaggedEntry, ThreadSafe>>();
-    assert_send::<CompletionQueue<TaggedEntry, ThreadSafe>>();
+    assert_send_sync::<Endpoint<TaggedEntry, ThreadSafe>>();
+    assert_send_sync::<CompletionQueue<TaggedEntry, ThreadSafe>>();
     assert_send_sync::<Domain<ThreadSafe>>();
     assert_send_sync::<AddressVector<ThreadSafe>>();
     assert_send_sync::<EventQueue>();
@@ -1620,33 +1905,66 @@ const _: fn() = || {
     assert_send_sync::<Error>();
 };
 
-/// Whether a type is `Sync`, decided at compile time but reported at run
-/// time (an inherent method applies only when the bound holds, otherwise
-/// the trait's fallback does), so a failing case is a failing test rather
-/// than a file that does not compile.
-struct Probe<T>(std::marker::PhantomData<T>);
-trait NotSync {
-    fn is_sync(&self) -> bool {
-        false
-    }
-}
-impl<T> NotSync for Probe<T> {}
-impl<T: Sync> Probe<T> {
-    fn is_sync(&self) -> bool {
-        true
-    }
-}
-
 /// lib.rs: "with ThreadSafe … every object is Send + Sync". The endpoint and
-/// the completion queue are not `Sync`: their `PhantomData<(E, M::Marker)>`
-/// carries the entry type, a C struct with pointers that is `Send` only.
+/// the completion queue were `Send` only: their `PhantomData<(E, M::Marker)>`
+/// carried the entry type, a C struct with pointers that is not `Sync`. With
+/// `PhantomData<(fn() -> E, M::Marker)>` they are `Sync` for every entry
+/// format (checked at compile time), and a thread works through shared
+/// references to them while another sends.
 #[test]
-#[ignore = "bug: Endpoint<TaggedEntry, ThreadSafe> and CompletionQueue<TaggedEntry, ThreadSafe> are not Sync: ep.rs/cq.rs `_types: PhantomData<(E, M::Marker)>` inherit !Sync from the entry (fi_cq_tagged_entry holds *mut c_void)"]
-fn thread_safe_objects_are_sync() {
-    assert!(Probe::<Domain<ThreadSafe>>(std::marker::PhantomData).is_sync());
-    assert!(Probe::<AddressVector<ThreadSafe>>(std::marker::PhantomData).is_sync());
-    assert!(Probe::<Endpoint<TaggedEntry, ThreadSafe>>(std::marker::PhantomData).is_sync(), "Endpoint");
-    assert!(Probe::<CompletionQueue<TaggedEntry, ThreadSafe>>(std::marker::PhantomData).is_sync(), "CQ");
+fn thread_safe_objects_are_send_and_sync() {
+    assert_send_sync::<Endpoint<ContextEntry, ThreadSafe>>();
+    assert_send_sync::<Endpoint<MsgEntry, ThreadSafe>>();
+    assert_send_sync::<Endpoint<DataEntry, ThreadSafe>>();
+    assert_send_sync::<CompletionQueue<ContextEntry, ThreadSafe>>();
+    assert_send_sync::<CompletionQueue<MsgEntry, ThreadSafe>>();
+    assert_send_sync::<CompletionQueue<DataEntry, ThreadSafe>>();
+    each_provider("thread_safe_sync", RDM, |p| {
+        let pair: Pair<ThreadSafe> = Pair::open(p, Caps::MSG | Caps::TAGGED);
+        let (ep, cq) = (&pair.b.ep, &pair.b.cq);
+        std::thread::scope(|s| {
+            // B receives on a thread of its own, through `&Endpoint` and `&CompletionQueue`.
+            let receiver = s.spawn(move || {
+                ep.recv(Buf::zeroed(64), Address::UNSPEC, 1).expect("fi_recv");
+                let start = Instant::now();
+                loop {
+                    match cq.poll() {
+                        Ok(Read::Empty) => std::thread::yield_now(),
+                        Ok(Read::Op(c)) => return c,
+                        other => panic!("{p}: {other:?}"),
+                    }
+                    assert!(start.elapsed() < DEADLINE, "{p}: nothing received within {DEADLINE:?}");
+                }
+            });
+            // Once the receive is posted, A sends (and polls only its own queue).
+            let start = Instant::now();
+            while ep.in_flight() == 0 && !receiver.is_finished() {
+                assert!(start.elapsed() < DEADLINE, "{p}: the receive was never posted");
+                std::thread::yield_now();
+            }
+            let mut buf = Buf::from(payload(6, 24));
+            let start = Instant::now();
+            loop {
+                match pair.a.ep.send(buf, pair.a.peer, 2) {
+                    Ok(_) => break,
+                    Err(e) if e.is_again() && start.elapsed() < DEADLINE => {
+                        buf = e.buf;
+                        pair.pull(Who::A);
+                    }
+                    Err(e) => panic!("{p}: {}", e.error),
+                }
+            }
+            // Drive A (rxd transmits from its progress) until B has the message.
+            while !receiver.is_finished() {
+                pair.pull(Who::A);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let c = receiver.join().expect("the receiving thread");
+            assert_eq!((c.token, &c.buf[..]), (1, &payload(6, 24)[..]), "{p}");
+        });
+        assert_eq!(pair.op(Who::A).token, 2, "{p}");
+        pair.assert_idle();
+    });
 }
 
 /// Compile-time: `T` is not `Send` (an ambiguous impl when it is).
