@@ -301,7 +301,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     ) -> Result<()> {
         let buf = AtomicBuf::operands(operands);
         let (count, at) = self.atomic_target::<T>("fi_inject_atomic", &buf, 1, remote, offset)?;
-        let dest = self.resolve("fi_inject_atomic", dest)?;
+        let dest = self.destination("fi_inject_atomic", dest)?;
         // SAFETY: inject copies the operands before returning.
         check("fi_inject_atomic", unsafe {
             fi_inject_atomic(

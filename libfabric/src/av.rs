@@ -144,11 +144,27 @@ impl<M: ThreadModel> AddressVector<M> {
         }
         // String addresses (FI_ADDR_STR: shm's names) vary in length, so
         // libfabric cannot step through several: one at a time.
+        // Flags other than FI_MORE change what the call reads or writes
+        // (FI_SYNC_ERR wants an error array as context, FI_AV_USER_ID reads
+        // the handle array as input): not through this method.
+        if !AvInsertFlags::MORE.contains(flags) {
+            return Err(Error::InvalidArgument {
+                call: "fi_av_insert",
+                reason: format!("{flags:?}: only FI_MORE is accepted here"),
+            });
+        }
         if self.inner.string_addresses {
             if addrs.len() != addrlen {
                 return Err(Error::InvalidArgument {
                     call: "fi_av_insert",
                     reason: "string addresses (FI_ADDR_STR) are inserted one at a time".into(),
+                });
+            }
+            // libfabric reads a string address up to its NUL.
+            if !addrs.contains(&0) {
+                return Err(Error::InvalidArgument {
+                    call: "fi_av_insert",
+                    reason: "a string address (FI_ADDR_STR) must end in a NUL byte".into(),
                 });
             }
         // fi_av_insert reads addresses back to back at the domain's own

@@ -76,6 +76,9 @@ impl<E: Entry, M: ThreadModel> fmt::Debug for Endpoint<E, M> {
 /// slot's generation, so the id of a finished operation names nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpId {
+    /// The endpoint's operation table (its address): an id of another
+    /// endpoint names nothing here.
+    table: usize,
     index: u32,
     generation: u32,
 }
@@ -269,9 +272,13 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         .map(drop)
     }
 
-    /// The raw handle of `addr` if this endpoint may use it: `UNSPEC`, or a
-    /// handle of the address vector bound to it (libfabric would read out of
-    /// bounds for any other).
+    /// Identifies this endpoint's operations.
+    fn table_id(&self) -> usize {
+        Arc::as_ptr(&self.inner.ops) as usize
+    }
+
+    /// The raw handle of a receive's source filter: `UNSPEC` (anyone), or a
+    /// handle of the bound address vector.
     pub(crate) fn resolve(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
         if addr == Address::UNSPEC || (addr.av != 0 && addr.av == self.inner.av_id) {
             return Ok(addr.raw);
@@ -280,6 +287,20 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             call,
             reason: format!("{addr:?} is not a handle of the address vector bound to this endpoint"),
         })
+    }
+
+    /// The raw handle of a destination: a handle of the bound address vector
+    /// or, on a connected endpoint (no address vector), `UNSPEC`. libfabric
+    /// would read out of bounds for anything else.
+    pub(crate) fn destination(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
+        if addr == Address::UNSPEC && self.inner.av_id != 0 {
+            return Err(Error::InvalidArgument {
+                call,
+                reason: "a destination on an endpoint with an address vector must be one of its handles, not UNSPEC"
+                    .into(),
+            });
+        }
+        self.resolve(call, addr)
     }
 
     /// Registers `buf` for local access when the provider needs it
@@ -337,7 +358,8 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         access: MrAccess,
         post: impl FnOnce(*mut u8, usize, *mut libc::c_void, *mut libc::c_void, fi_addr_t) -> isize,
     ) -> Result<OpId, PostError> {
-        let peer = match self.resolve(call, peer) {
+        let receives = matches!(kind, OpKind::Recv | OpKind::TaggedRecv | OpKind::MultiRecv);
+        let peer = match if receives { self.resolve(call, peer) } else { self.destination(call, peer) } {
             Ok(p) => p,
             Err(error) => return Err(PostError { error, buf }),
         };
@@ -352,7 +374,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         let len = if receives { buf.capacity() } else { buf.len() };
         let data = if receives { buf.full_ptr() } else { buf.as_ptr().cast_mut() };
         let desc = buf.desc();
-        let id = OpId { index, generation: self.inner.ops.generation(index) };
+        let id = OpId { table: self.table_id(), index, generation: self.inner.ops.generation(index) };
         let context = self.inner.ops.occupy(index, kind, token, buf);
         let ret = post(data, len, desc, context, peer);
         if ret < 0 {
@@ -511,7 +533,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// copied before the call returns. At most `info().inject_size()` bytes.
     pub fn inject(&self, data: &[u8], dest: Address) -> Result<()> {
         self.check_inject("fi_inject", data)?;
-        let dest = self.resolve("fi_inject", dest)?;
+        let dest = self.destination("fi_inject", dest)?;
         // SAFETY: inject copies `data` before returning.
         check("fi_inject", unsafe { fi_inject(self.as_raw(), data.as_ptr().cast(), data.len(), dest) }).map(drop)
     }
@@ -519,7 +541,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// `fi_injectdata`: inject with remote CQ data.
     pub fn inject_data(&self, data: &[u8], cq_data: u64, dest: Address) -> Result<()> {
         self.check_inject("fi_injectdata", data)?;
-        let dest = self.resolve("fi_injectdata", dest)?;
+        let dest = self.destination("fi_injectdata", dest)?;
         // SAFETY: inject copies `data` before returning.
         check("fi_injectdata", unsafe { fi_injectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest) })
             .map(drop)
@@ -528,7 +550,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// `fi_tinject`: a tagged inject.
     pub fn tinject(&self, data: &[u8], dest: Address, tag: u64) -> Result<()> {
         self.check_inject("fi_tinject", data)?;
-        let dest = self.resolve("fi_tinject", dest)?;
+        let dest = self.destination("fi_tinject", dest)?;
         // SAFETY: inject copies `data` before returning.
         check("fi_tinject", unsafe { fi_tinject(self.as_raw(), data.as_ptr().cast(), data.len(), dest, tag) }).map(drop)
     }
@@ -536,7 +558,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// `fi_tinjectdata`: a tagged inject with remote CQ data.
     pub fn tinject_data(&self, data: &[u8], cq_data: u64, dest: Address, tag: u64) -> Result<()> {
         self.check_inject("fi_tinjectdata", data)?;
-        let dest = self.resolve("fi_tinjectdata", dest)?;
+        let dest = self.destination("fi_tinjectdata", dest)?;
         // SAFETY: inject copies `data` before returning.
         check("fi_tinjectdata", unsafe {
             fi_tinjectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest, tag)
@@ -561,6 +583,12 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     ///
     /// The id of an operation that already completed cancels nothing (`Ok`).
     pub fn cancel(&self, op: OpId) -> Result<()> {
+        if op.table != self.table_id() {
+            return Err(Error::InvalidArgument {
+                call: "fi_cancel",
+                reason: "the operation is another endpoint's".into(),
+            });
+        }
         let fid = self.fid();
         // SAFETY: the context is the live operation's slot, which cannot be
         // freed and reused while `with_live` holds it.
@@ -603,7 +631,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         dest: Address,
         context: *mut libc::c_void,
     ) -> Result<()> {
-        let dest = self.resolve("fi_sendv", dest)?;
+        let dest = self.destination("fi_sendv", dest)?;
         let desc = if desc.is_empty() { ptr::null_mut() } else { desc.as_mut_ptr() };
         check("fi_sendv", fi_sendv(self.as_raw(), iov.as_ptr(), desc, iov.len(), dest, context)).map(drop)
     }

@@ -278,7 +278,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// copied before the call returns.
     pub fn inject_write(&self, data: &[u8], dest: Address, remote: &RemoteMemory, offset: u64) -> Result<()> {
         self.check_inject("fi_inject_write", data)?;
-        let dest = self.resolve("fi_inject_write", dest)?;
+        let dest = self.destination("fi_inject_write", dest)?;
         let at = remote.at("fi_inject_write", offset, data.len())?;
         // SAFETY: inject copies `data` before returning.
         check("fi_inject_write", unsafe {
@@ -297,7 +297,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         offset: u64,
     ) -> Result<()> {
         self.check_inject("fi_inject_writedata", data)?;
-        let dest = self.resolve("fi_inject_writedata", dest)?;
+        let dest = self.destination("fi_inject_writedata", dest)?;
         let at = remote.at("fi_inject_writedata", offset, data.len())?;
         // SAFETY: inject copies `data` before returning.
         check("fi_inject_writedata", unsafe {

@@ -63,7 +63,8 @@ fn post(s: &Session, buf: Buf, f: impl Fn(Buf) -> Result<libfabric::OpId, libfab
 /// The initiator: the peer process.
 fn initiator(s: &Session, oob: &mut Oob) {
     let rw = RemoteMemory::from_bytes(&oob.recv()).expect("descriptor");
-    let ro = RemoteMemory::from_bytes(&oob.recv()).expect("descriptor");
+    // The read-only region is for the refused-access sessions.
+    let _read_only = RemoteMemory::from_bytes(&oob.recv()).expect("descriptor");
     let name = s.case.name();
 
     // Read everything and check it is the initial pattern.
