@@ -72,6 +72,8 @@ pub(crate) struct AvInner {
     addrlen: usize,
     /// The domain's addresses are strings of varying length (`FI_ADDR_STR`).
     string_addresses: bool,
+    /// Bits of a handle that select a receive context (`fi_av_attr.rx_ctx_bits`).
+    rx_ctx_bits: u32,
     /// Stamped on every handle this vector issues.
     pub(crate) id: u64,
 }
@@ -95,6 +97,13 @@ impl<M: ThreadModel> fmt::Debug for AddressVector<M> {
 }
 
 impl<M: ThreadModel> AddressVector<M> {
+    /// Opens an address vector whose handles address receive contexts of
+    /// scalable endpoints: `rx_ctx_bits` bits of each handle select the
+    /// context ([`Address::rx_context`]).
+    pub fn open_scalable(domain: &Domain<M>, ty: AvType, rx_ctx_bits: u32) -> Result<Self> {
+        Self::open_with(domain, ty, rx_ctx_bits)
+    }
+
     /// Opens an address vector of `ty` (`AvType::UNSPEC`: the provider's choice).
     ///
     /// ```no_run
@@ -106,8 +115,17 @@ impl<M: ThreadModel> AddressVector<M> {
     /// # Ok(()) }
     /// ```
     pub fn open(domain: &Domain<M>, ty: AvType) -> Result<Self> {
+        Self::open_with(domain, ty, 0)
+    }
+
+    fn open_with(domain: &Domain<M>, ty: AvType, rx_ctx_bits: u32) -> Result<Self> {
+        let bits = i32::try_from(rx_ctx_bits).ok().filter(|b| *b < 64).ok_or(Error::InvalidArgument {
+            call: "fi_av_open",
+            reason: format!("{rx_ctx_bits} receive context bits do not fit a 64-bit handle"),
+        })?;
         let mut attr = fi_av_attr::default();
         attr.set_type(ty);
+        attr.set_rx_ctx_bits(bits);
         let mut raw = ptr::null_mut();
         // SAFETY: the domain is open; attr is valid for the call.
         check("fi_av_open", unsafe { fi_av_open(domain.as_raw(), &mut attr, &mut raw, ptr::null_mut()) })?;
@@ -121,6 +139,7 @@ impl<M: ThreadModel> AddressVector<M> {
                 _domain: domain.inner.clone(),
                 addrlen,
                 string_addresses: domain.info().addr_format() == AddrFormat::ADDR_STR,
+                rx_ctx_bits,
                 id: NEXT_AV_ID.fetch_add(1, Ordering::Relaxed),
             }),
             _model: PhantomData,
@@ -246,6 +265,22 @@ impl<M: ThreadModel> AddressVector<M> {
         }
         // SAFETY: fi_av_straddr NUL-terminates within `buf`.
         unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+
+    /// The handle of receive context `index` of the scalable endpoint `addr`
+    /// (`fi_rx_addr`), for a vector opened with [`open_scalable`](Self::open_scalable).
+    pub fn rx_context(&self, addr: Address, index: u32) -> Result<Address> {
+        self.check(addr, "fi_rx_addr")?;
+        let bits = self.inner.rx_ctx_bits;
+        if bits == 0 || u64::from(index) >> bits != 0 {
+            return Err(Error::InvalidArgument {
+                call: "fi_rx_addr",
+                reason: format!("receive context {index} does not fit the vector's {bits} context bits"),
+            });
+        }
+        // SAFETY: fi_rx_addr only computes (and is defined for every width).
+        let raw = unsafe { libfabric_sys::fi_rx_addr(addr.raw, index as i32, bits as i32) };
+        Ok(Address { raw, av: self.inner.id })
     }
 
     /// Fails unless `addr` was issued by this address vector.

@@ -43,6 +43,8 @@ pub(crate) struct EpInner {
     _counters: Vec<Arc<CntrInner>>,
     pub(crate) domain: Arc<DomainInner>,
     pub(crate) info: Info,
+    /// A scalable endpoint this is a context of (closed after it).
+    _parent: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// The objects an endpoint is bound to when it is opened.
@@ -119,13 +121,29 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         // SAFETY: fi_endpoint succeeded.
         let object = unsafe { Object::new(raw, "fi_close(endpoint)") }
             .ok_or(Error::InvalidArgument { call: "fi_endpoint", reason: "returned no endpoint".into() })?;
+        Self::setup(object, domain, info, bind, counters, BindFlags::TRANSMIT | BindFlags::RECV, None)
+    }
+
+    /// Binds an opened endpoint (or a context of a scalable endpoint: its
+    /// completions bind with `cq_flags`) and enables it; `parent` keeps the
+    /// object it belongs to open for as long as it is. A context uses its
+    /// parent's address vector: `bind.av` is then recorded, not bound.
+    pub(crate) fn setup(
+        object: Object<fid_ep>,
+        domain: &Domain<M>,
+        info: &Info,
+        bind: Bindings<'_, E, M>,
+        counters: &[(&Counter<M>, BindFlags)],
+        cq_flags: BindFlags,
+        parent: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    ) -> Result<Self> {
         let ep = object.as_ptr();
         let bind_to = |call: &'static str, what: *mut fid, flags: BindFlags| {
             // SAFETY: both objects are open.
             check(call, unsafe { fi_ep_bind(ep, what, flags.bits()) }).map(drop)
         };
-        bind_to("fi_ep_bind(cq)", bind.cq.fid(), BindFlags::TRANSMIT | BindFlags::RECV)?;
-        if let Some(av) = bind.av {
+        bind_to("fi_ep_bind(cq)", bind.cq.fid(), cq_flags)?;
+        if let (Some(av), None) = (bind.av, &parent) {
             bind_to("fi_ep_bind(av)", av.inner.object.fid(), BindFlags::empty())?;
         }
         if let Some(eq) = bind.eq {
@@ -158,6 +176,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                 _counters: counters.iter().map(|(c, _)| c.inner.clone()).collect(),
                 domain: domain.inner.clone(),
                 info: info.clone(),
+                _parent: parent,
             }),
             _types: PhantomData,
         })

@@ -54,6 +54,7 @@ mod mr;
 mod ops;
 mod pep;
 mod rma;
+mod sep;
 
 pub use atomic::{AtomicBuf, AtomicType};
 pub use av::{Address, AddressVector};
@@ -70,6 +71,7 @@ pub use mr::MemoryRegion;
 pub use ops::{Buf, Completion, OpKind, PostError};
 pub use pep::PassiveEndpoint;
 pub use rma::{Exposed, RemoteMemory};
+pub use sep::ScalableEndpoint;
 
 pub use libfabric_sys::enums::{
     AddrFormat, AvType, CqFormat, EpType, EqEvent, Errno, Progress, Protocol, Threading, WaitObj,
