@@ -16,8 +16,8 @@ use libfabric_sys::flags::{BindFlags, MrAccess, MrMode, OpFlags};
 use libfabric_sys::{
     fi_accept, fi_addr_t, fi_cancel, fi_connect, fi_enable, fi_endpoint, fi_ep_bind, fi_getname, fi_getopt, fi_getpeer,
     fi_inject, fi_injectdata, fi_msg, fi_msg_tagged, fi_recv, fi_recvmsg, fi_recvv, fi_send, fi_senddata, fi_sendmsg,
-    fi_sendv, fi_setopt, fi_shutdown, fi_tinject, fi_tinjectdata, fi_trecv, fi_trecvmsg, fi_tsend, fi_tsenddata,
-    fi_tsendmsg, fid, fid_ep,
+    fi_sendv, fi_setopt, fi_shutdown, fi_srx_context, fi_stx_context, fi_tinject, fi_tinjectdata, fi_trecv,
+    fi_trecvmsg, fi_tsend, fi_tsenddata, fi_tsendmsg, fid, fid_ep, fid_stx,
 };
 
 use crate::av::{Address, AddressVector, AvInner};
@@ -35,7 +35,9 @@ pub(crate) struct EpInner {
     // Fields drop in order: the endpoint is closed before anything it uses.
     pub(crate) object: Object<fid_ep>,
     pub(crate) ops: Arc<OpTable>,
-    _cq: Arc<CqInner>,
+    /// The completion queue (none for a shared receive context, whose
+    /// completions arrive on the queues of the endpoints sharing it).
+    _cq: Option<Arc<CqInner>>,
     _av: Option<Arc<AvInner>>,
     /// The identity of the bound address vector (0: none); see `resolve`.
     pub(crate) av_id: u64,
@@ -43,8 +45,38 @@ pub(crate) struct EpInner {
     _counters: Vec<Arc<CntrInner>>,
     pub(crate) domain: Arc<DomainInner>,
     pub(crate) info: Info,
-    /// A scalable endpoint this is a context of (closed after it).
-    _parent: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// What this endpoint uses and must outlive: the scalable endpoint it is
+    /// a context of, the shared contexts it is bound to (closed after it).
+    _keep: Vec<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+/// A shared transmit context (`fi_stx_context`): endpoints opened with
+/// [`Endpoint::open_shared`] send through it.
+pub struct SharedTxContext<M: ThreadModel = ThreadSafe> {
+    object: Arc<Object<fid_stx>>,
+    _domain: Arc<DomainInner>,
+    _model: PhantomData<M::Marker>,
+}
+
+impl<M: ThreadModel> fmt::Debug for SharedTxContext<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedTxContext").field("raw", &self.object.as_ptr()).finish()
+    }
+}
+
+impl<M: ThreadModel> SharedTxContext<M> {
+    /// Opens a shared transmit context on `domain` with its default attributes.
+    pub fn open(domain: &Domain<M>) -> Result<Self> {
+        let mut raw = ptr::null_mut();
+        // The domain's transmit attributes (a copy: the call takes a mutable pointer).
+        let mut attr = domain.info().tx_attr().copied().unwrap_or_default();
+        // SAFETY: the domain is open; `attr` is valid for the call.
+        check("fi_stx_context", unsafe { fi_stx_context(domain.as_raw(), &mut attr, &mut raw, ptr::null_mut()) })?;
+        // SAFETY: fi_stx_context succeeded.
+        let object = unsafe { Object::new(raw, "fi_close(stx)") }
+            .ok_or(Error::InvalidArgument { call: "fi_stx_context", reason: "returned no context".into() })?;
+        Ok(SharedTxContext { object: Arc::new(object), _domain: domain.inner.clone(), _model: PhantomData })
+    }
 }
 
 /// The objects an endpoint is bound to when it is opened.
@@ -124,6 +156,75 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         Self::setup(object, domain, info, bind, counters, BindFlags::TRANSMIT | BindFlags::RECV, None)
     }
 
+    /// Like [`open`](Self::open), also sharing a transmit context and/or a
+    /// receive context with other endpoints of the domain. The info must say
+    /// so (`ep_attr.tx_ctx_cnt`/`rx_ctx_cnt` = `FI_SHARED_CONTEXT`, set in the
+    /// hints). Receives posted on `srx` complete on this endpoint's queue when
+    /// a message arrives here.
+    pub fn open_shared(
+        domain: &Domain<M>,
+        info: &Info,
+        bind: Bindings<'_, E, M>,
+        stx: Option<&SharedTxContext<M>>,
+        srx: Option<&Endpoint<E, M>>,
+    ) -> Result<Self> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: the domain is open and `info` valid for the call.
+        check("fi_endpoint", unsafe { fi_endpoint(domain.as_raw(), info.as_ptr(), &mut raw, ptr::null_mut()) })?;
+        // SAFETY: fi_endpoint succeeded.
+        let object = unsafe { Object::new(raw, "fi_close(endpoint)") }
+            .ok_or(Error::InvalidArgument { call: "fi_endpoint", reason: "returned no endpoint".into() })?;
+        let mut keep: Vec<Arc<dyn std::any::Any + Send + Sync>> = Vec::new();
+        if let Some(stx) = stx {
+            // SAFETY: both objects are open.
+            check("fi_ep_bind(stx)", unsafe { fi_ep_bind(object.as_ptr(), stx.object.fid(), 0) })?;
+            keep.push(stx.object.clone());
+        }
+        if let Some(srx) = srx {
+            // SAFETY: both objects are open.
+            check("fi_ep_bind(srx)", unsafe { fi_ep_bind(object.as_ptr(), srx.fid(), 0) })?;
+            // The shared receives complete on this endpoint's queue.
+            bind.cq.inner.tables.lock().unwrap_or_else(|p| p.into_inner()).push(srx.inner.ops.clone());
+            keep.push(srx.inner.clone());
+        }
+        let ep = Self::setup(object, domain, info, bind, &[], BindFlags::TRANSMIT | BindFlags::RECV, None)?;
+        let inner = Arc::try_unwrap(ep.inner).map_err(|_| Error::InvalidArgument {
+            call: "fi_endpoint",
+            reason: "endpoint shared during setup".into(),
+        })?;
+        Ok(Endpoint { inner: Arc::new(EpInner { _keep: keep, ..inner }), _types: PhantomData })
+    }
+
+    /// A shared receive context (`fi_srx_context`): post receives on it; they
+    /// complete on the queue of whichever endpoint sharing it
+    /// ([`open_shared`](Self::open_shared)) the message arrives at.
+    pub fn shared_rx(domain: &Domain<M>, info: &Info) -> Result<Self> {
+        let mut raw = ptr::null_mut();
+        // The info's receive attributes (a copy: the call takes a mutable pointer).
+        let mut attr = info.rx_attr().copied().unwrap_or_default();
+        // SAFETY: the domain is open; `attr` is valid for the call.
+        check("fi_srx_context", unsafe { fi_srx_context(domain.as_raw(), &mut attr, &mut raw, ptr::null_mut()) })?;
+        // SAFETY: fi_srx_context succeeded.
+        let object = unsafe { Object::new(raw, "fi_close(srx)") }
+            .ok_or(Error::InvalidArgument { call: "fi_srx_context", reason: "returned no context".into() })?;
+        let depth = info.rx_attr().map_or(0, |r| r.size());
+        Ok(Endpoint {
+            inner: Arc::new(EpInner {
+                object,
+                ops: OpTable::new(depth.clamp(64, 1 << 16)),
+                _cq: None,
+                _av: None,
+                av_id: 0,
+                _eq: None,
+                _counters: Vec::new(),
+                domain: domain.inner.clone(),
+                info: info.clone(),
+                _keep: Vec::new(),
+            }),
+            _types: PhantomData,
+        })
+    }
+
     /// Binds an opened endpoint (or a context of a scalable endpoint: its
     /// completions bind with `cq_flags`) and enables it; `parent` keeps the
     /// object it belongs to open for as long as it is. A context uses its
@@ -169,14 +270,14 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             inner: Arc::new(EpInner {
                 object,
                 ops,
-                _cq: bind.cq.inner.clone(),
+                _cq: Some(bind.cq.inner.clone()),
                 _av: bind.av.map(|a| a.inner.clone()),
                 av_id: bind.av.map_or(0, |a| a.inner.id),
                 _eq: bind.eq.cloned(),
                 _counters: counters.iter().map(|(c, _)| c.inner.clone()).collect(),
                 domain: domain.inner.clone(),
                 info: info.clone(),
-                _parent: parent,
+                _keep: parent.into_iter().collect(),
             }),
             _types: PhantomData,
         })

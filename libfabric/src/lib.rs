@@ -61,7 +61,7 @@ pub use av::{Address, AddressVector};
 pub use cntr::Counter;
 pub use cq::{CompletionQueue, ContextEntry, CqConfig, DataEntry, Entry, MsgEntry, Read, TaggedEntry};
 pub use domain::Domain;
-pub use ep::{Bindings, Endpoint, OpId};
+pub use ep::{Bindings, Endpoint, OpId, SharedTxContext};
 pub use eq::{Event, EventQueue};
 pub use error::{strerror, CompletionError, Error, Result, Version};
 pub use fabric::Fabric;
