@@ -11,13 +11,14 @@ use std::marker::PhantomData;
 use std::ptr;
 use std::sync::Arc;
 
-use libfabric_sys::enums::{EpOption, OptLevel};
+use libfabric_sys::enums::{EpOption, OptLevel, TriggerEvent};
 use libfabric_sys::flags::{BindFlags, MrAccess, MrMode, OpFlags};
 use libfabric_sys::{
     fi_accept, fi_addr_t, fi_cancel, fi_connect, fi_enable, fi_endpoint, fi_ep_bind, fi_getname, fi_getopt, fi_getpeer,
     fi_inject, fi_injectdata, fi_msg, fi_msg_tagged, fi_recv, fi_recvmsg, fi_recvv, fi_send, fi_senddata, fi_sendmsg,
     fi_sendv, fi_setopt, fi_shutdown, fi_srx_context, fi_stx_context, fi_tinject, fi_tinjectdata, fi_trecv,
-    fi_trecvmsg, fi_tsend, fi_tsenddata, fi_tsendmsg, fid, fid_ep, fid_stx,
+    fi_trecvmsg, fi_trigger_threshold, fi_triggered_context, fi_triggered_context__trigger, fi_tsend, fi_tsenddata,
+    fi_tsendmsg, fid, fid_ep, fid_stx,
 };
 
 use crate::av::{Address, AddressVector, AvInner};
@@ -43,12 +44,21 @@ pub(crate) struct EpInner {
     pub(crate) av_id: u64,
     _eq: Option<EventQueue>,
     _counters: Vec<Arc<CntrInner>>,
+    /// Counters that triggered operations wait on: kept open while this
+    /// endpoint may still fire them.
+    triggers: std::sync::Mutex<Vec<Arc<CntrInner>>>,
     pub(crate) domain: Arc<DomainInner>,
     pub(crate) info: Info,
     /// What this endpoint uses and must outlive: the scalable endpoint it is
     /// a context of, the shared contexts it is bound to (closed after it).
     _keep: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
+
+// A triggered operation's context lives in its slot's `fi_context2`.
+const _: () = assert!(
+    std::mem::size_of::<fi_triggered_context>() <= std::mem::size_of::<libfabric_sys::fi_context2>()
+        && std::mem::align_of::<fi_triggered_context>() <= std::mem::align_of::<libfabric_sys::fi_context2>()
+);
 
 /// A shared transmit context (`fi_stx_context`): endpoints opened with
 /// [`Endpoint::open_shared`] send through it.
@@ -217,6 +227,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                 av_id: 0,
                 _eq: None,
                 _counters: Vec::new(),
+                triggers: Default::default(),
                 domain: domain.inner.clone(),
                 info: info.clone(),
                 _keep: Vec::new(),
@@ -275,6 +286,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                 av_id: bind.av.map_or(0, |a| a.inner.id),
                 _eq: bind.eq.cloned(),
                 _counters: counters.iter().map(|(c, _)| c.inner.clone()).collect(),
+                triggers: Default::default(),
                 domain: domain.inner.clone(),
                 info: info.clone(),
                 _keep: parent.into_iter().collect(),
@@ -635,6 +647,46 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             };
             // SAFETY: as in `send`; `msg` and `iov` live for the call.
             unsafe { fi_tsendmsg(ep, &msg, (flags | OpFlags::COMPLETION).bits()) }
+        })
+    }
+
+    /// A send that libfabric holds until `counter` reaches `threshold`
+    /// (`fi_sendmsg` with `FI_TRIGGER`, on providers offering `FI_TRIGGER`).
+    /// The buffer is the operation's until its completion, as for
+    /// [`send`](Self::send); the counter stays open while the endpoint does.
+    pub fn send_triggered(
+        &self,
+        buf: Buf,
+        dest: Address,
+        counter: &Counter<M>,
+        threshold: u64,
+        token: u64,
+    ) -> Result<OpId, PostError> {
+        let threshold = match usize::try_from(threshold) {
+            Ok(t) => t,
+            Err(_) => {
+                let error = Error::InvalidArgument { call: "fi_sendmsg", reason: "threshold too large".into() };
+                return Err(PostError { error, buf });
+            }
+        };
+        self.inner.triggers.lock().unwrap_or_else(|p| p.into_inner()).push(counter.inner.clone());
+        let (ep, cntr) = (self.as_raw(), counter.as_raw());
+        self.post("fi_sendmsg", OpKind::Send, token, buf, dest, MrAccess::SEND, |p, len, mut desc, ctx, peer| {
+            // The operation's context is its triggered context: the slot's
+            // storage (64 bytes) holds the 32-byte `fi_triggered_context`.
+            let trigger: *mut fi_triggered_context = ctx.cast();
+            // SAFETY: the slot is reserved for this operation and large enough.
+            unsafe {
+                trigger.write(fi_triggered_context {
+                    event_type: TriggerEvent::THRESHOLD.raw(),
+                    trigger: fi_triggered_context__trigger { threshold: fi_trigger_threshold { cntr, threshold } },
+                });
+            }
+            let iov = libc::iovec { iov_base: p.cast(), iov_len: len };
+            let msg = fi_msg { msg_iov: &iov, desc: &mut desc, iov_count: 1, addr: peer, context: ctx, data: 0 };
+            // SAFETY: as in `send`; `msg` and `iov` live for the call, the
+            // triggered context for the operation.
+            unsafe { fi_sendmsg(ep, &msg, (OpFlags::TRIGGER | OpFlags::COMPLETION).bits()) }
         })
     }
 
