@@ -154,7 +154,12 @@ pub(crate) struct CqInner {
     /// address read from the queue is a handle of one of them.
     pub(crate) avs: Mutex<Vec<u64>>,
     wait_obj: WaitObj,
+    /// The context libfabric holds for the queue (what a poll set reports).
+    pub(crate) id: usize,
 }
+
+/// Identities of completion queues, never reused within a process.
+static NEXT_CQ_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 /// An open completion queue of entry format `E`.
 pub struct CompletionQueue<E: Entry = TaggedEntry, M: ThreadModel = ThreadSafe> {
@@ -224,8 +229,10 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         attr.set_wait_obj(config.wait_obj);
         attr.set_wait_cond(CqWaitCond::NONE);
         let mut raw = ptr::null_mut();
-        // SAFETY: the domain is open; `attr` is valid for the call.
-        check("fi_cq_open", unsafe { fi_cq_open(domain.as_raw(), &mut attr, &mut raw, ptr::null_mut()) })?;
+        let id = NEXT_CQ_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the domain is open; attr is valid for the call; the context
+        // is a plain number libfabric only hands back.
+        check("fi_cq_open", unsafe { fi_cq_open(domain.as_raw(), &mut attr, &mut raw, id as *mut libc::c_void) })?;
         // SAFETY: fi_cq_open succeeded, so `raw` is an open CQ.
         let object = unsafe { Object::new(raw, "fi_close(cq)") }
             .ok_or(Error::InvalidArgument { call: "fi_cq_open", reason: "returned no CQ".into() })?;
@@ -236,6 +243,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
                 tables: Mutex::new(Vec::new()),
                 avs: Mutex::new(Vec::new()),
                 wait_obj: config.wait_obj,
+                id,
             }),
             _types: PhantomData,
         })
@@ -248,6 +256,11 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
 
     pub(crate) fn fid(&self) -> *mut fid {
         self.inner.object.fid()
+    }
+
+    /// The queue's identity, as a [`PollSet`](crate::PollSet) reports it.
+    pub fn id(&self) -> usize {
+        self.inner.id
     }
 
     /// Reads up to `max` completions at once (at most 32 per call), appending

@@ -53,6 +53,7 @@ mod info;
 mod mr;
 mod ops;
 mod pep;
+mod poll;
 mod rma;
 mod sep;
 
@@ -70,6 +71,8 @@ pub use info::{api_version, check_version, getinfo, runtime_version, HintAttrs, 
 pub use mr::MemoryRegion;
 pub use ops::{Buf, Completion, OpKind, PostError};
 pub use pep::PassiveEndpoint;
+#[allow(deprecated)]
+pub use poll::PollSet;
 pub use rma::{Exposed, RemoteMemory};
 pub use sep::ScalableEndpoint;
 
