@@ -12,7 +12,8 @@ use std::fmt;
 
 use libfabric_sys::flags::{MrAccess, MrMode, OpFlags};
 use libfabric_sys::{
-    fi_inject_write, fi_inject_writedata, fi_msg_rma, fi_read, fi_rma_iov, fi_write, fi_writedata, fi_writemsg,
+    fi_inject_write, fi_inject_writedata, fi_msg_rma, fi_read, fi_readmsg, fi_readv, fi_rma_iov, fi_write,
+    fi_writedata, fi_writemsg, fi_writev,
 };
 
 use crate::av::Address;
@@ -272,6 +273,70 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             // SAFETY: as in `write`; the provider may write `len` bytes.
             unsafe { fi_read(ep, p.cast(), len, desc, peer, at, key, ctx) }
         })
+    }
+
+    /// `fi_writev`: gathers several local buffers into the peer's memory.
+    ///
+    /// # Safety
+    /// Every buffer of `iov` (with its descriptor in `desc`, one per buffer or
+    /// none) stays valid and unchanged until the operation completes;
+    /// `context` is not one this crate manages.
+    pub unsafe fn writev_raw(
+        &self,
+        iov: &[libc::iovec],
+        desc: &mut [*mut libc::c_void],
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+        context: *mut libc::c_void,
+    ) -> Result<()> {
+        let len = iov.iter().map(|v| v.iov_len).sum();
+        let at = remote.at("fi_writev", offset, len)?;
+        let dest = self.destination("fi_writev", dest)?;
+        let desc = if desc.is_empty() { std::ptr::null_mut() } else { desc.as_mut_ptr() };
+        check("fi_writev", fi_writev(self.as_raw(), iov.as_ptr(), desc, iov.len(), dest, at, remote.key, context))
+            .map(drop)
+    }
+
+    /// `fi_readv`: scatters the peer's memory into several local buffers.
+    ///
+    /// # Safety
+    /// Every buffer of `iov` stays valid, unmoved and untouched by the caller
+    /// until the operation completes; `context` is not one this crate manages.
+    pub unsafe fn readv_raw(
+        &self,
+        iov: &[libc::iovec],
+        desc: &mut [*mut libc::c_void],
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+        context: *mut libc::c_void,
+    ) -> Result<()> {
+        let len = iov.iter().map(|v| v.iov_len).sum();
+        let at = remote.at("fi_readv", offset, len)?;
+        let dest = self.destination("fi_readv", dest)?;
+        let desc = if desc.is_empty() { std::ptr::null_mut() } else { desc.as_mut_ptr() };
+        check("fi_readv", fi_readv(self.as_raw(), iov.as_ptr(), desc, iov.len(), dest, at, remote.key, context))
+            .map(drop)
+    }
+
+    /// `fi_readmsg` with caller-managed memory, remote iovs and context.
+    ///
+    /// # Safety
+    /// As for [`readv_raw`](Self::readv_raw); `msg.addr` is a handle of the
+    /// address vector bound to this endpoint and `msg.rma_iov` lies inside
+    /// memory the peer exposed.
+    pub unsafe fn readmsg_raw(&self, msg: &fi_msg_rma, flags: OpFlags) -> Result<()> {
+        check("fi_readmsg", fi_readmsg(self.as_raw(), msg, flags.bits())).map(drop)
+    }
+
+    /// `fi_writemsg` with caller-managed memory, remote iovs and context.
+    ///
+    /// # Safety
+    /// As for [`writev_raw`](Self::writev_raw), and as for
+    /// [`readmsg_raw`](Self::readmsg_raw) about `msg`.
+    pub unsafe fn writemsg_raw(&self, msg: &fi_msg_rma, flags: OpFlags) -> Result<()> {
+        check("fi_writemsg", fi_writemsg(self.as_raw(), msg, flags.bits())).map(drop)
     }
 
     /// Writes a small buffer with no completion (`fi_inject_write`); the data is
