@@ -156,6 +156,8 @@ pub(crate) struct CqInner {
     wait_obj: WaitObj,
     /// The context libfabric holds for the queue (what a poll set reports).
     pub(crate) id: usize,
+    /// The wait set it signals, closed after it.
+    _wait_set: Option<Arc<Object<libfabric_sys::fid_wait>>>,
 }
 
 /// Identities of completion queues, never reused within a process.
@@ -223,11 +225,27 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// # let _ = fd; Ok(()) }
     /// ```
     pub fn open(domain: &Domain<M>, config: &CqConfig) -> Result<Self> {
+        Self::open_with(domain, config, None)
+    }
+
+    /// Opens a completion queue that signals `set` (`FI_WAIT_SET`): one
+    /// [`WaitSet::wait`](crate::WaitSet::wait) covers all its queues.
+    #[deprecated(note = "wait sets are deprecated in libfabric 2.x; use wait_fd with your event loop")]
+    #[allow(deprecated)]
+    pub fn open_in_wait_set(domain: &Domain<M>, size: usize, set: &crate::WaitSet) -> Result<Self> {
+        Self::open_with(domain, &CqConfig { size, wait_obj: WaitObj::SET }, Some(set))
+    }
+
+    #[allow(deprecated)]
+    fn open_with(domain: &Domain<M>, config: &CqConfig, set: Option<&crate::WaitSet>) -> Result<Self> {
         let mut attr = fi_cq_attr::default();
         attr.set_size(config.size);
         attr.set_format(E::FORMAT);
         attr.set_wait_obj(config.wait_obj);
         attr.set_wait_cond(CqWaitCond::NONE);
+        if let Some(set) = set {
+            attr.set_wait_set(set.as_raw());
+        }
         let mut raw = ptr::null_mut();
         let id = NEXT_CQ_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: the domain is open; attr is valid for the call; the context
@@ -244,6 +262,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
                 avs: Mutex::new(Vec::new()),
                 wait_obj: config.wait_obj,
                 id,
+                _wait_set: set.map(|s| s.object.clone()),
             }),
             _types: PhantomData,
         })

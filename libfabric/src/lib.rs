@@ -72,7 +72,7 @@ pub use mr::MemoryRegion;
 pub use ops::{Buf, Completion, OpKind, PostError};
 pub use pep::PassiveEndpoint;
 #[allow(deprecated)]
-pub use poll::PollSet;
+pub use poll::{PollSet, WaitSet};
 pub use rma::{Exposed, RemoteMemory};
 pub use sep::ScalableEndpoint;
 
