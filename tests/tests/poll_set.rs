@@ -106,7 +106,7 @@ fn a_wait_set_wakes_for_its_queues_and_times_out_when_idle() {
 
         e2.recv(Buf::zeroed(64), Address::UNSPEC, 2).expect("receive");
         let (mut sent, mut received) = (false, None);
-        let mut read = |sent: &mut bool, received: &mut Option<Buf>| {
+        let read = |sent: &mut bool, received: &mut Option<Buf>| {
             for cq in [&cq1, &cq2] {
                 match cq.poll().expect("fi_cq_read") {
                     Read::Op(c) if c.token == 1 => *sent = true,
