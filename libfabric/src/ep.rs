@@ -490,8 +490,10 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         access: MrAccess,
         post: impl FnOnce(*mut u8, usize, *mut libc::c_void, *mut libc::c_void, fi_addr_t) -> isize,
     ) -> Result<OpId, PostError> {
-        let receives = matches!(kind, OpKind::Recv | OpKind::TaggedRecv | OpKind::MultiRecv);
-        let peer = match if receives { self.resolve(call, peer) } else { self.destination(call, peer) } {
+        // Receives name a source filter (UNSPEC: anyone); collectives address
+        // their group, not a peer; everything else a destination.
+        let from_anyone = matches!(kind, OpKind::Recv | OpKind::TaggedRecv | OpKind::MultiRecv | OpKind::Collective);
+        let peer = match if from_anyone { self.resolve(call, peer) } else { self.destination(call, peer) } {
             Ok(p) => p,
             Err(error) => return Err(PostError { error, buf }),
         };
@@ -502,7 +504,8 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             let errno = libfabric_sys::enums::Errno::from_raw(libc::EAGAIN);
             return Err(PostError { error: Error::Call { call, errno }, buf });
         };
-        let receives = matches!(kind, OpKind::Recv | OpKind::TaggedRecv | OpKind::MultiRecv | OpKind::Read);
+        let receives =
+            matches!(kind, OpKind::Recv | OpKind::TaggedRecv | OpKind::MultiRecv | OpKind::Read | OpKind::Collective);
         let len = if receives { buf.capacity() } else { buf.len() };
         let data = if receives { buf.full_ptr() } else { buf.as_ptr().cast_mut() };
         let desc = buf.desc();

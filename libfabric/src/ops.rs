@@ -149,6 +149,8 @@ pub enum OpKind {
     Read,
     /// `fi_atomic`, `fi_fetch_atomic`, `fi_compare_atomic`.
     Atomic,
+    /// `fi_barrier`, `fi_allreduce`, `fi_broadcast`.
+    Collective,
 }
 
 impl OpKind {
