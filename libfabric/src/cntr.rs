@@ -5,9 +5,9 @@ use std::marker::PhantomData;
 use std::os::fd::BorrowedFd;
 use std::ptr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use libfabric_sys::enums::{CntrEvents, WaitObj};
+use libfabric_sys::enums::{CntrEvents, Errno, WaitObj};
 use libfabric_sys::{
     fi_cntr_add, fi_cntr_adderr, fi_cntr_attr, fi_cntr_open, fi_cntr_read, fi_cntr_readerr, fi_cntr_set,
     fi_cntr_seterr, fi_cntr_wait, fi_control, fid, fid_cntr, FI_GETWAIT,
@@ -20,6 +20,8 @@ use crate::fid::{Object, ThreadModel, ThreadSafe};
 pub(crate) struct CntrInner {
     pub(crate) object: Object<fid_cntr>,
     _domain: Arc<DomainInner>,
+    /// The wait object as the provider reports it after opening (shm turns
+    /// `FI_WAIT_UNSPEC` into `FI_WAIT_YIELD`).
     wait_obj: WaitObj,
 }
 
@@ -54,7 +56,15 @@ impl<M: ThreadModel> fmt::Debug for Counter<M> {
 impl<M: ThreadModel> Counter<M> {
     /// Opens a counter of completed operations with the given wait object
     /// (`WaitObj::NONE` to poll only, `UNSPEC` to allow [`wait`](Self::wait)).
+    /// `WaitObj::SET` is refused: it needs a wait set this call cannot pass
+    /// (sockets dereferences the missing set).
     pub fn open(domain: &Domain<M>, wait_obj: WaitObj) -> Result<Self> {
+        if wait_obj == WaitObj::SET {
+            return Err(Error::InvalidArgument {
+                call: "fi_cntr_open",
+                reason: "FI_WAIT_SET needs a wait set, which Counter::open does not take".into(),
+            });
+        }
         let mut attr = fi_cntr_attr::default();
         attr.set_events(CntrEvents::COMP);
         attr.set_wait_obj(wait_obj);
@@ -64,6 +74,11 @@ impl<M: ThreadModel> Counter<M> {
         // SAFETY: fi_cntr_open succeeded.
         let object = unsafe { Object::new(raw, "fi_close(cntr)") }
             .ok_or(Error::InvalidArgument { call: "fi_cntr_open", reason: "returned no counter".into() })?;
+        // The provider may have written back the wait object it chose.
+        let wait_obj = match attr.wait_obj() {
+            WaitObj::UNSPEC => wait_obj,
+            chosen => chosen,
+        };
         Ok(Counter {
             inner: Arc::new(CntrInner { object, _domain: domain.inner.clone(), wait_obj }),
             _model: PhantomData,
@@ -116,16 +131,68 @@ impl<M: ThreadModel> Counter<M> {
         check("fi_cntr_seterr", unsafe { fi_cntr_seterr(self.as_raw(), value) }).map(drop)
     }
 
-    /// Waits until the count reaches `threshold` (`fi_cntr_wait`); `Ok(false)`
-    /// on timeout. The counter needs a wait object.
+    /// Waits until the count reaches `threshold` (`fi_cntr_wait`): `Ok(true)`
+    /// once it has, `Ok(false)` when `timeout` passed first, and an error
+    /// with `FI_EAVAIL` when the error count changed meanwhile (an operation
+    /// failed; see [`read_errors`](Self::read_errors)).
+    ///
+    /// The counter needs a wait object: one opened with `WaitObj::NONE` is
+    /// refused (`fi_cntr_wait` is invalid there, and udp;ofi_rxd crashes).
+    /// Where libfabric 1.17 returns early without the threshold reached
+    /// (sockets returns `+FI_ETIMEDOUT` at once, or success when only the
+    /// error count changed) this waits on until the timeout; on a
+    /// `FI_WAIT_YIELD` counter (shm's choice for `UNSPEC`), whose 1.17 wait
+    /// never times out, it polls instead of blocking.
+    ///
+    /// ```no_run
+    /// # fn demo(domain: &libfabric::Domain) -> libfabric::Result<()> {
+    /// use std::time::Duration;
+    /// use libfabric::{Counter, WaitObj};
+    /// let counter: Counter = Counter::open(domain, WaitObj::UNSPEC)?;
+    /// // ... bind it to an endpoint and post 8 operations, then:
+    /// if !counter.wait(8, Duration::from_secs(5))? {
+    ///     println!("only {} done after 5 s", counter.read());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn wait(&self, threshold: u64, timeout: Duration) -> Result<bool> {
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: the counter is open.
-        let ret = unsafe { fi_cntr_wait(self.as_raw(), threshold, ms) };
-        if ret == -libc::ETIMEDOUT {
-            return Ok(false);
+        const CALL: &str = "fi_cntr_wait";
+        if self.inner.wait_obj == WaitObj::NONE {
+            return Err(Error::InvalidArgument {
+                call: CALL,
+                reason: "the counter was opened with FI_WAIT_NONE: poll it with read()".into(),
+            });
         }
-        check("fi_cntr_wait", ret).map(|_| true)
+        let start = Instant::now();
+        let errors = self.read_errors();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            let ms = if self.inner.wait_obj == WaitObj::YIELD {
+                0
+            } else {
+                i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
+            };
+            // SAFETY: the counter is open and has a wait object (checked above).
+            let ret = unsafe { fi_cntr_wait(self.as_raw(), threshold, ms) };
+            if ret < 0 && ret != -libc::ETIMEDOUT {
+                return Err(Error::Call { call: CALL, errno: Errno::from_raw(-ret) });
+            }
+            // Success, or an early return: judge by the counts themselves.
+            if self.read() >= threshold {
+                return Ok(true);
+            }
+            if self.read_errors() != errors {
+                return Err(Error::Call { call: CALL, errno: Errno::EAVAIL });
+            }
+            if start.elapsed() >= timeout {
+                return Ok(false);
+            }
+            if self.inner.wait_obj == WaitObj::YIELD {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     /// The counter's wait file descriptor (`fi_control(FI_GETWAIT)`), when it

@@ -9,14 +9,16 @@
 //! messages.
 
 use std::fmt;
+use std::sync::Arc;
 
-use libfabric_sys::flags::{MrAccess, MrMode, OpFlags};
+use libfabric_sys::flags::{BindFlags, MrAccess, MrMode, OpFlags};
 use libfabric_sys::{
-    fi_inject_write, fi_inject_writedata, fi_msg_rma, fi_read, fi_readmsg, fi_readv, fi_rma_iov, fi_write,
-    fi_writedata, fi_writemsg, fi_writev,
+    fi_inject_write, fi_inject_writedata, fi_mr_bind, fi_mr_enable, fi_msg_rma, fi_read, fi_readmsg, fi_readv,
+    fi_rma_iov, fi_write, fi_writedata, fi_writemsg, fi_writev,
 };
 
 use crate::av::Address;
+use crate::cntr::{CntrInner, Counter};
 use crate::cq::Entry;
 use crate::ep::{Endpoint, OpId};
 use crate::error::{check, Error, Result};
@@ -75,6 +77,9 @@ impl RemoteMemory {
 pub struct Exposed {
     // Declared before `bytes`: the registration closes before the memory goes.
     mr: MemoryRegion,
+    /// Counters bound to the registration: closed after it, since a provider
+    /// may count into them until it is gone (sockets keeps a bare pointer).
+    _counters: Vec<Arc<CntrInner>>,
     bytes: Buf,
     remote: RemoteMemory,
 }
@@ -152,12 +157,62 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// window.read_at(0, &mut head)?;
     /// # let _ = for_the_peer; Ok(()) }
     /// ```
-    pub fn expose(&self, mut buf: Buf, access: MrAccess) -> Result<Exposed> {
+    pub fn expose(&self, buf: Buf, access: MrAccess) -> Result<Exposed> {
+        self.expose_with_counters(buf, access, &[])
+    }
+
+    /// Like [`expose`](Self::expose), also binding the registration to
+    /// counters (`fi_mr_bind`) before it is enabled: each counts the remote
+    /// accesses its flags name (`BindFlags::REMOTE_WRITE`, the one flag the
+    /// man page defines; `REMOTE_READ` is passed on as given). The counters
+    /// stay open for as long as the exposure.
+    ///
+    /// This counts per region. The usual way to count accesses to all of an
+    /// endpoint's memory is a counter bound to the endpoint with
+    /// `BindFlags::REMOTE_WRITE`/`REMOTE_READ` and `Caps::RMA_EVENT`
+    /// ([`open_with_counters`](Self::open_with_counters)). Of libfabric 1.17's
+    /// providers only sockets binds regions to counters; the others answer
+    /// `FI_ENOSYS`. A domain whose `mr_mode` has `FI_MR_RMA_EVENT` is refused
+    /// when counters are given: its regions must be registered with
+    /// `FI_RMA_EVENT`, which this crate's registration does not pass yet.
+    ///
+    /// ```no_run
+    /// # fn demo(ep: &libfabric::Endpoint, domain: &libfabric::Domain) -> libfabric::Result<()> {
+    /// use libfabric::sys::flags::BindFlags;
+    /// use libfabric::{Buf, Counter, MrAccess, WaitObj};
+    /// let writes: Counter = Counter::open(domain, WaitObj::UNSPEC)?;
+    /// let window =
+    ///     ep.expose_with_counters(Buf::zeroed(4096), MrAccess::REMOTE_WRITE, &[(&writes, BindFlags::REMOTE_WRITE)])?;
+    /// // ... hand window.remote() to the peer; after its 3 writes:
+    /// writes.wait(3, std::time::Duration::from_secs(5))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn expose_with_counters(
+        &self,
+        mut buf: Buf,
+        access: MrAccess,
+        counters: &[(&Counter<M>, BindFlags)],
+    ) -> Result<Exposed> {
         let remote_only = MrAccess::REMOTE_READ | MrAccess::REMOTE_WRITE;
         if access.is_empty() || !remote_only.contains(access) {
             return Err(Error::InvalidArgument {
                 call: "fi_mr_reg",
                 reason: format!("expose grants remote read and/or write, not {access:?}"),
+            });
+        }
+        let remote_events = BindFlags::REMOTE_READ | BindFlags::REMOTE_WRITE;
+        if let Some((_, flags)) = counters.iter().find(|(_, f)| f.is_empty() || !remote_events.contains(*f)) {
+            return Err(Error::InvalidArgument {
+                call: "fi_mr_bind",
+                reason: format!("a region counts remote reads and/or writes, not {flags:?}"),
+            });
+        }
+        let mode = self.inner.info.mr_mode();
+        if mode.contains(MrMode::RMA_EVENT) && !counters.is_empty() {
+            return Err(Error::InvalidArgument {
+                call: "fi_mr_reg",
+                reason: "FI_MR_RMA_EVENT: the region would need FI_RMA_EVENT at registration, which is not supported"
+                    .into(),
             });
         }
         buf.mr = None;
@@ -167,12 +222,25 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         // closed before them; a Buf never reallocates; the owner touches the
         // bytes only through volatile copies while they are exposed.
         let mr = unsafe { MemoryRegion::register(&self.inner.domain, ptr, len.max(1), access)? };
-        if self.inner.info.mr_mode().contains(MrMode::ENDPOINT) {
-            mr.bind_and_enable(self.fid())?;
+        // Every binding comes before fi_mr_enable, after which none may be made.
+        if mode.contains(MrMode::ENDPOINT) {
+            // SAFETY: the region and the endpoint are open.
+            check("fi_mr_bind", unsafe { fi_mr_bind(mr.as_raw(), self.fid(), 0) })?;
         }
-        let addr = if self.inner.info.mr_mode().contains(MrMode::VIRT_ADDR) { ptr as u64 } else { 0 };
+        for (counter, flags) in counters {
+            // SAFETY: the region and the counter are open; the counter is kept
+            // open in `Exposed` until after the region is closed (and, should
+            // this fail, the region closes here while the caller's counter lives).
+            check("fi_mr_bind(cntr)", unsafe { fi_mr_bind(mr.as_raw(), counter.fid(), flags.bits()) })?;
+        }
+        if mode.contains(MrMode::ENDPOINT) {
+            // SAFETY: the region is open and fully bound.
+            check("fi_mr_enable", unsafe { fi_mr_enable(mr.as_raw()) })?;
+        }
+        let addr = if mode.contains(MrMode::VIRT_ADDR) { ptr as u64 } else { 0 };
         let remote = RemoteMemory { addr, len: len as u64, key: mr.key() };
-        Ok(Exposed { mr, bytes: buf, remote })
+        let counters = counters.iter().map(|(c, _)| c.inner.clone()).collect();
+        Ok(Exposed { mr, _counters: counters, bytes: buf, remote })
     }
 
     /// Writes `buf` into the peer's memory at `offset` (`fi_write`).

@@ -3,10 +3,13 @@
 //! - `regen`: regenerate `generated/` from the installed libfabric headers
 //!   (`--check` compares instead of writing, for CI).
 //! - `coverage`: per header, the items found, emitted and skipped.
+//! - `matrix`: probe every provider and endpoint type for every feature
+//!   (`examples/capabilities.rs`) and write `docs/capabilities.md`
+//!   (`--check` compares instead of writing, for CI).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +42,13 @@ enum Task {
         /// Exit non-zero if any item is neither emitted nor skipped with a reason.
         #[arg(long)]
         strict: bool,
+    },
+    /// Probe every provider and endpoint type for every feature and write docs/capabilities.md;
+    /// exits non-zero when any probe failed.
+    Matrix {
+        /// Do not write: exit non-zero and print the diff if docs/capabilities.md differs from a fresh probe.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -115,6 +125,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let unhandled = generated.inventory.iter().filter(|e| matches!(e.outcome, Outcome::Unhandled(_))).count();
             Ok(if strict && unhandled > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
+        Task::Matrix { check } => matrix(check),
     }
 }
 
@@ -170,5 +181,136 @@ fn check_files(generated: &Generated, target: &Path) -> Result<ExitCode, String>
         print!("{}", String::from_utf8_lossy(&diff.stdout));
         eprintln!("generated/ differs from a fresh `cargo xtask regen`: regenerate and commit (see CI.md)");
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Where `cargo xtask matrix` writes the capability matrix, from the workspace root.
+const MATRIX_DOC: &str = "docs/capabilities.md";
+
+/// What the capability matrix is, above the probe's output (which starts
+/// with the libfabric version it probed).
+const MATRIX_HEADER: &str = "\
+# Capabilities
+
+What each provider and endpoint type of this machine's libfabric offers, whether the simple
+operations of each feature work through the safe layer, and which test of the suite checks it.
+
+Written by `cargo xtask matrix`, which runs the probe `examples/capabilities.rs`; do not edit
+it by hand. CI runs `cargo xtask matrix --check`, which fails when this file differs from a fresh
+probe or when any cell says `failed`.
+
+";
+
+/// Runs the probe and writes `docs/capabilities.md` (with `check`, compares
+/// it instead); fails when the file is stale or any probe failed.
+fn matrix(check: bool) -> Result<ExitCode, String> {
+    let root = workspace_root();
+    let table = run_probe(&root)?;
+    let doc = format!("{MATRIX_HEADER}{table}");
+    let target = root.join(MATRIX_DOC);
+    let current = if check { check_doc(&doc, &target)? } else { write_doc(&doc, &target)? };
+    let failed = failed_cells(&table);
+    for cell in &failed {
+        eprintln!("  {cell}");
+    }
+    if !failed.is_empty() {
+        eprintln!("{} cell(s) of the capability matrix say `failed` (above, and in {MATRIX_DOC})", failed.len());
+    }
+    Ok(if current && failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The probe's markdown: `cargo run -p libfabric-examples --example capabilities`.
+fn run_probe(root: &Path) -> Result<String, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(&cargo)
+        .args(["run", "--quiet", "-p", "libfabric-examples", "--example", "capabilities"])
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not run {}: {e}", cargo.to_string_lossy()))?;
+    if !output.status.success() {
+        return Err(format!("the probe (examples/capabilities.rs) did not finish: {}", output.status));
+    }
+    String::from_utf8(output.stdout).map_err(|_| "the probe printed bytes that are not UTF-8".to_string())
+}
+
+/// Writes `doc` to `target` unless it already holds it; true (it is current).
+fn write_doc(doc: &str, target: &Path) -> Result<bool, String> {
+    if std::fs::read_to_string(target).ok().as_deref() == Some(doc) {
+        eprintln!("{} is up to date", target.display());
+        return Ok(true);
+    }
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::write(target, doc).map_err(|e| format!("{}: {e}", target.display()))?;
+    eprintln!("wrote {}", target.display());
+    Ok(true)
+}
+
+/// Diffs `target` against `doc` (written to a scratch file), printing the
+/// diff; true when they are the same.
+fn check_doc(doc: &str, target: &Path) -> Result<bool, String> {
+    let scratch = std::env::temp_dir().join(format!("libfabric-matrix-check-{}.md", std::process::id()));
+    std::fs::write(&scratch, doc).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let diff = Command::new("diff")
+        .args(["-uN", "--label", MATRIX_DOC, "--label", "fresh probe"])
+        .arg(target)
+        .arg(&scratch)
+        .output();
+    let _ = std::fs::remove_file(&scratch);
+    let diff = diff.map_err(|e| format!("could not run `diff` (install diffutils): {e}"))?;
+    match diff.status.code() {
+        Some(0) => {
+            eprintln!("{MATRIX_DOC} is up to date with a fresh probe");
+            Ok(true)
+        }
+        Some(1) => {
+            print!("{}", String::from_utf8_lossy(&diff.stdout));
+            eprintln!("{MATRIX_DOC} differs from a fresh `cargo xtask matrix`: regenerate and commit (see CI.md)");
+            Ok(false)
+        }
+        _ => Err(format!("diff failed: {}", String::from_utf8_lossy(&diff.stderr).trim())),
+    }
+}
+
+/// `case, feature: cell` for every cell of the table that says `failed`.
+fn failed_cells(table: &str) -> Vec<String> {
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .filter(|line| line.starts_with('|'))
+        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    let Some((header, body)) = rows.split_first() else { return Vec::new() };
+    let mut failed = Vec::new();
+    for row in body {
+        for (column, cell) in row.iter().enumerate().skip(1).filter(|(_, cell)| cell.starts_with("failed")) {
+            let feature = header.get(column).copied().unwrap_or("?");
+            failed.push(format!("{}, {feature}: {cell}", row.first().copied().unwrap_or("?")));
+        }
+    }
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failed_cells;
+
+    #[test]
+    fn failed_cells_name_their_case_and_feature() {
+        let table = "Probed with libfabric 1.17.\n\n\
+                     | provider/type | messaging | RMA |\n\
+                     |---|---|---|\n\
+                     | tcp/msg | passed (provider_matrix.rs) | failed: fi_write failed: x (FI_EIO) |\n\
+                     | udp/dgram | failed: no FI_CONNECTED within 10 s | not offered |\n\n\
+                     - `failed: …`: the legend is not a row.\n";
+        assert_eq!(
+            failed_cells(table),
+            [
+                "tcp/msg, RMA: failed: fi_write failed: x (FI_EIO)",
+                "udp/dgram, messaging: failed: no FI_CONNECTED within 10 s"
+            ]
+        );
+        assert!(failed_cells("| provider/type | messaging |\n|---|---|\n| shm/rdm | passed |\n").is_empty());
     }
 }
