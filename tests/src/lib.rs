@@ -80,13 +80,19 @@ impl Case {
 
     /// The info for a local endpoint on 127.0.0.1 with exactly this provider.
     pub fn local_info(&self, caps: libfabric::Caps) -> Info {
+        self.try_local_info(caps).unwrap_or_else(|| {
+            panic!("{}: fi_getinfo offers the provider but not this endpoint type on 127.0.0.1", self.name())
+        })
+    }
+
+    /// Like [`local_info`](Self::local_info); `None` when this provider and
+    /// endpoint type do not offer `caps`.
+    pub fn try_local_info(&self, caps: libfabric::Caps) -> Option<Info> {
         // shm names its endpoints after the node given: two processes asking
         // for 127.0.0.1 would collide, so it gets its default (per-process) name.
         let target = if self.provider == "shm" { Target::default() } else { Target::source("127.0.0.1", None) };
         let infos = getinfo(&target, &self.hints(caps)).unwrap_or_else(|e| panic!("{}: {e}", self.name()));
-        infos.into_iter().find(|i| i.provider() == self.provider && i.ep_type() == self.ep_type).unwrap_or_else(|| {
-            panic!("{}: fi_getinfo offers the provider but not this endpoint type on 127.0.0.1", self.name())
-        })
+        infos.into_iter().find(|i| i.provider() == self.provider && i.ep_type() == self.ep_type)
     }
 }
 
