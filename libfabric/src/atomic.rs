@@ -10,10 +10,10 @@
 use std::mem::size_of;
 
 use libfabric_sys::enums::{AtomicOp, Datatype};
-use libfabric_sys::flags::MrAccess;
+use libfabric_sys::flags::{MrAccess, QueryAtomicFlags};
 use libfabric_sys::{
-    fi_atomic, fi_atomicvalid, fi_compare_atomic, fi_compare_atomicvalid, fi_fetch_atomic, fi_fetch_atomicvalid,
-    fi_inject_atomic,
+    fi_atomic, fi_atomic_attr, fi_atomicvalid, fi_compare_atomic, fi_compare_atomicvalid, fi_fetch_atomic,
+    fi_fetch_atomicvalid, fi_inject_atomic, fi_query_atomic,
 };
 
 use crate::av::Address;
@@ -114,6 +114,21 @@ impl AtomicBuf {
     pub fn results<T: AtomicType>(buf: &Buf, count: usize) -> Vec<T> {
         let start = buf.len().saturating_sub(count * size_of::<T>());
         buf[start..].chunks_exact(size_of::<T>()).map(T::from_bytes).collect()
+    }
+}
+
+impl<M: ThreadModel> crate::Domain<M> {
+    /// What the domain supports for `op` on `T` (`fi_query_atomic`): the most
+    /// elements one operation carries and the size of one element. `flags`:
+    /// empty for plain atomics, `FETCH_ATOMIC` or `COMPARE_ATOMIC`, optionally
+    /// with `TAGGED`. An error (`FI_EOPNOTSUPP`, `FI_ENOSYS`) when unsupported.
+    pub fn query_atomic<T: AtomicType>(&self, op: AtomicOp, flags: QueryAtomicFlags) -> Result<(usize, usize)> {
+        let mut attr = fi_atomic_attr { count: 0, size: 0 };
+        // SAFETY: the domain is open; `attr` is writable.
+        check("fi_query_atomic", unsafe {
+            fi_query_atomic(self.as_raw(), T::DATATYPE.raw(), op.raw(), &mut attr, flags.bits())
+        })?;
+        Ok((attr.count, attr.size))
     }
 }
 

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use libfabric_sys::enums::AtomicOp;
 use libfabric_sys::flags::{AvSetFlags, MrAccess};
 use libfabric_sys::{
-    fi_allreduce, fi_av_set, fi_av_set_addr, fi_av_set_attr, fi_barrier, fi_broadcast, fi_join_collective, fi_mc_addr,
-    fid_av_set, fid_mc,
+    fi_allgather, fi_allreduce, fi_alltoall, fi_av_set, fi_av_set_addr, fi_av_set_attr, fi_barrier, fi_broadcast,
+    fi_gather, fi_join_collective, fi_mc_addr, fi_reduce, fi_reduce_scatter, fi_scatter, fid_av_set, fid_mc,
 };
 
 use crate::atomic::AtomicType;
@@ -31,6 +31,9 @@ use crate::ops::{Buf, OpKind, PostError};
 pub struct AvSet {
     object: Object<fid_av_set>,
     av: Arc<AvInner>,
+    /// Members, when known (a range); operations whose results scale with
+    /// the group need it to size their buffers.
+    members: Option<usize>,
 }
 
 impl fmt::Debug for AvSet {
@@ -77,7 +80,7 @@ impl AvSet {
         // SAFETY: fi_av_set succeeded.
         let object = unsafe { Object::new(raw, "fi_close(av set)") }
             .ok_or(Error::InvalidArgument { call: "fi_av_set", reason: "returned no set".into() })?;
-        Ok(AvSet { object, av: av.inner.clone() })
+        Ok(AvSet { object, av: av.inner.clone(), members: (count > 0).then_some(count) })
     }
 
     /// The set's collective address (`fi_av_set_addr`), to join.
@@ -95,7 +98,27 @@ pub struct CollectiveGroup {
     // Kept open while the group is in use.
     _object: Object<fid_mc>,
     addr: u64,
-    _set: Arc<AvSet>,
+    set: Arc<AvSet>,
+}
+
+/// The collectives whose buffers scale with the group: each takes `count`
+/// elements per member, and its buffer holds `count × members` elements of
+/// input then as many of room for results (the largest either side can need,
+/// so no operation reads or writes past the buffer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupOp {
+    /// `fi_allgather`: every member's `count` elements, to every member.
+    Allgather,
+    /// `fi_alltoall`: `count` distinct elements from each member to each.
+    Alltoall,
+    /// `fi_reduce_scatter` with the given reduction.
+    ReduceScatter(AtomicOp),
+    /// `fi_reduce` with the given reduction, to the root.
+    Reduce(AtomicOp),
+    /// `fi_scatter` from the root.
+    Scatter,
+    /// `fi_gather` to the root.
+    Gather,
 }
 
 impl fmt::Debug for CollectiveGroup {
@@ -126,7 +149,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             .ok_or(Error::InvalidArgument { call: "fi_join_collective", reason: "returned no group".into() })?;
         // SAFETY: the group is open.
         let addr = unsafe { fi_mc_addr(object.as_ptr()) };
-        Ok(CollectiveGroup { _object: object, addr, _set: set })
+        Ok(CollectiveGroup { _object: object, addr, set })
     }
 
     /// A barrier across the group (`fi_barrier`); completes when every member
@@ -185,6 +208,69 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         self.post_collective("fi_broadcast", token, buf, |p, _, desc, ctx| {
             // SAFETY: as in `allreduce`.
             unsafe { fi_broadcast(ep, p.cast(), count, desc, coll, root, T::DATATYPE.raw(), 0, ctx) }
+        })
+    }
+
+    /// One of the group-sized collectives ([`GroupOp`]) on `count` elements of
+    /// `T` per member; `root` for the rooted ones (reduce, scatter, gather).
+    /// `buf` holds `count × members` elements of input, then as many of room
+    /// for the results, which come back in the buffer with the completion.
+    /// The group's size must be known: join a set made by [`AvSet::range`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_op<T: AtomicType>(
+        &self,
+        op: GroupOp,
+        group: &CollectiveGroup,
+        count: usize,
+        root: Option<Address>,
+        buf: Buf,
+        token: u64,
+    ) -> Result<OpId, PostError> {
+        let call = match op {
+            GroupOp::Allgather => "fi_allgather",
+            GroupOp::Alltoall => "fi_alltoall",
+            GroupOp::ReduceScatter(_) => "fi_reduce_scatter",
+            GroupOp::Reduce(_) => "fi_reduce",
+            GroupOp::Scatter => "fi_scatter",
+            GroupOp::Gather => "fi_gather",
+        };
+        let fail = |reason: String, buf: Buf| Err(PostError { error: Error::InvalidArgument { call, reason }, buf });
+        let Some(members) = group.set.members else {
+            return fail("the group's size is unknown: join a set made by AvSet::range".into(), buf);
+        };
+        let section = count.checked_mul(members).and_then(|n| n.checked_mul(size_of::<T>()));
+        match section {
+            Some(bytes) if bytes > 0 && buf.len() >= 2 * bytes => {}
+            _ => return fail(format!("{count} elements per member of {members} need twice that many"), buf),
+        }
+        let rooted = matches!(op, GroupOp::Reduce(_) | GroupOp::Scatter | GroupOp::Gather);
+        let root = match (rooted, root) {
+            (true, Some(r)) => match self.destination(call, r) {
+                Ok(r) => r,
+                Err(error) => return Err(PostError { error, buf }),
+            },
+            (true, None) => return fail("this collective needs a root".into(), buf),
+            (false, _) => 0,
+        };
+        let results = count * members * size_of::<T>();
+        let (ep, coll, dt) = (self.as_raw(), group.addr, T::DATATYPE.raw());
+        self.post_collective(call, token, buf, |p, _, desc, ctx| {
+            // SAFETY: the group is joined; input and results (each
+            // `count × members` elements, the most any of these reads or
+            // writes) lie inside the operation's buffer, owned by its slot.
+            unsafe {
+                let (src, dst) = (p.cast::<libc::c_void>(), p.add(results).cast::<libc::c_void>());
+                match op {
+                    GroupOp::Allgather => fi_allgather(ep, src, count, desc, dst, desc, coll, dt, 0, ctx),
+                    GroupOp::Alltoall => fi_alltoall(ep, src, count, desc, dst, desc, coll, dt, 0, ctx),
+                    GroupOp::ReduceScatter(o) => {
+                        fi_reduce_scatter(ep, src, count, desc, dst, desc, coll, dt, o.raw(), 0, ctx)
+                    }
+                    GroupOp::Reduce(o) => fi_reduce(ep, src, count, desc, dst, desc, coll, root, dt, o.raw(), 0, ctx),
+                    GroupOp::Scatter => fi_scatter(ep, src, count, desc, dst, desc, coll, root, dt, 0, ctx),
+                    GroupOp::Gather => fi_gather(ep, src, count, desc, dst, desc, coll, root, dt, 0, ctx),
+                }
+            }
         })
     }
 

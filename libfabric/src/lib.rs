@@ -61,7 +61,7 @@ mod sep;
 pub use atomic::{AtomicBuf, AtomicType};
 pub use av::{Address, AddressVector};
 pub use cntr::Counter;
-pub use collective::{AvSet, CollectiveGroup};
+pub use collective::{AvSet, CollectiveGroup, GroupOp};
 pub use cq::{CompletionQueue, ContextEntry, CqConfig, DataEntry, Entry, MsgEntry, Read, TaggedEntry};
 pub use domain::Domain;
 pub use ep::{Bindings, Endpoint, OpId, SharedTxContext};

@@ -3,6 +3,7 @@
 //! and compare, checked against the same computation in Rust; and several
 //! processes fetch-adding one counter end with the exact total.
 
+use libfabric::sys::flags::QueryAtomicFlags;
 use libfabric::{AtomicBuf, AtomicOp, AtomicType, Buf, Caps, EpType, MrAccess, Read, RemoteMemory};
 use libfabric_tests::session::Session;
 use libfabric_tests::{peer_role, spawn_peer, wait_peer, Case, Oob, DEADLINE};
@@ -171,6 +172,19 @@ fn check_type<T: Model>(s: &Session, remote: &RemoteMemory, slot: &mut u64) -> u
         };
         if !matches!(valid, Ok(n) if n > 0) {
             continue; // the provider does not offer this pair
+        }
+        // The domain agrees (where the provider answers the query at all).
+        let query = match kind {
+            Kind::Plain => QueryAtomicFlags::empty(),
+            Kind::Fetch => QueryAtomicFlags::FETCH_ATOMIC,
+            Kind::Compare => QueryAtomicFlags::COMPARE_ATOMIC,
+        };
+        match s.domain.query_atomic::<T>(op, query) {
+            Ok((count, size)) => {
+                assert!(count > 0, "{}: fi_query_atomic says {op:?} carries no element", s.case.name());
+                assert_eq!(size, std::mem::size_of::<T>(), "{}: fi_query_atomic size of {op:?}", s.case.name());
+            }
+            Err(e) => assert_eq!(e.errno().raw(), libc::ENOSYS, "{}: fi_query_atomic: {e}", s.case.name()),
         }
         let Some(want) = T::apply(op, T::initial(), T::operand(), T::compare()) else {
             panic!("{}: {op:?} on {} is valid but has no model", s.case.name(), std::any::type_name::<T>())

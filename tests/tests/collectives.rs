@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use libfabric::{
     AddressVector, AtomicBuf, AtomicOp, AvSet, AvType, Bindings, Buf, Caps, CompletionQueue, CqConfig, Domain,
-    Endpoint, EpType, EqEvent, Event, EventQueue, Fabric, Read, TaggedEntry, Unsync,
+    Endpoint, EpType, EqEvent, Event, EventQueue, Fabric, GroupOp, Read, TaggedEntry, Unsync,
 };
 use libfabric_tests::{peer_role, spawn_peer, wait_peer, Case, Oob, DEADLINE};
 
@@ -65,8 +65,54 @@ fn member(case: &Case, rank: u64, oob: &mut Oob) {
     ep.broadcast::<u64>(&group, r0, values, 3).expect("fi_broadcast");
     let got = wait(3);
     assert_eq!(AtomicBuf::results::<u64>(&got, 2), [7, 8], "rank {rank}: broadcast from rank 0");
+
+    // The group-sized collectives: each either works (and is checked) or
+    // says clearly that the provider does not support it.
+    let r = rank;
+    let cases: [(GroupOp, [u64; 2], Option<Vec<u64>>); 6] = [
+        (GroupOp::Allgather, [r + 1, 0], Some(vec![1, 2])),
+        (GroupOp::Alltoall, [10 * r, 10 * r + 1], Some(vec![r, 10 + r])),
+        (GroupOp::ReduceScatter(AtomicOp::SUM), [r + 1, 10 * (r + 1)], Some(vec![[3, 30][r as usize]])),
+        (GroupOp::Reduce(AtomicOp::SUM), [r + 1, 0], (r == 0).then(|| vec![3])),
+        (GroupOp::Scatter, [100, 200], Some(vec![100 + 100 * r])),
+        (GroupOp::Gather, [r + 1, 0], (r == 0).then(|| vec![1, 2])),
+    ];
+    for (i, (op, input, want)) in cases.into_iter().enumerate() {
+        let token = 10 + i as u64;
+        let outcome = match ep.group_op::<u64>(op, &group, 1, Some(r0), AtomicBuf::fetch(&input), token) {
+            Err(e) => Err(e.error),
+            Ok(_) => wait_result(&cq, token),
+        };
+        eprintln!("rank {rank}: {op:?}: {}", if outcome.is_ok() { "ran" } else { "not supported" });
+        match outcome {
+            Ok(buf) => {
+                let got = AtomicBuf::results::<u64>(&buf, 2);
+                if let Some(want) = want {
+                    assert_eq!(got[..want.len()], want[..], "rank {rank}: {op:?}");
+                }
+            }
+            Err(e) => assert!(
+                [libc::ENOSYS, libc::EOPNOTSUPP].contains(&e.errno().raw()),
+                "rank {rank}: {op:?} failed with something other than 'not supported': {e}"
+            ),
+        }
+    }
     oob.send(b"done");
     oob.expect("done");
+}
+
+/// The buffer of `token`'s completion, or its error.
+fn wait_result(cq: &Cq, token: u64) -> Result<Buf, libfabric::Error> {
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < DEADLINE, "no completion for {token}");
+        match cq.poll()? {
+            Read::Op(c) if c.token == token => return Ok(c.buf),
+            Read::Failed { error, op: Some((_, t, _)) } if t == token => return Err(error),
+            Read::Empty => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[test]
