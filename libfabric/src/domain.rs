@@ -85,6 +85,23 @@ impl<M: ThreadModel> Domain<M> {
         &self.inner.info
     }
 
+    /// Queues deferred work (`fi_control(FI_QUEUE_WORK)`): an operation
+    /// libfabric starts when `work.triggering_cntr` reaches `work.threshold`.
+    /// Providers without a deferred work queue answer `FI_ENOSYS` or
+    /// `FI_EOPNOTSUPP`.
+    ///
+    /// # Safety
+    /// `work` and everything it points to (counters, buffers, iovs, the
+    /// operation's message) stay valid and unmoved until the work completed or
+    /// was cancelled (`FI_CANCEL_WORK`), as fi_trigger(3) requires.
+    pub unsafe fn queue_work_raw(&self, work: *mut libfabric_sys::fi_deferred_work) -> Result<()> {
+        check(
+            "fi_control(FI_QUEUE_WORK)",
+            libfabric_sys::fi_control(self.inner.object.fid(), libfabric_sys::FI_QUEUE_WORK as i32, work.cast()),
+        )
+        .map(drop)
+    }
+
     /// The raw object, for calls this crate does not wrap.
     pub fn as_raw(&self) -> *mut fid_domain {
         self.inner.object.as_ptr()
