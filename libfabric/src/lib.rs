@@ -56,6 +56,7 @@ mod mr;
 mod ops;
 mod pep;
 mod poll;
+mod rawkey;
 mod rma;
 mod sep;
 
@@ -77,6 +78,7 @@ pub use ops::{Buf, Completion, OpKind, PostError};
 pub use pep::PassiveEndpoint;
 #[allow(deprecated)]
 pub use poll::{PollSet, WaitSet};
+pub use rawkey::{MappedRemote, RawRemoteMemory};
 pub use rma::{Exposed, RemoteMemory};
 pub use sep::ScalableEndpoint;
 
