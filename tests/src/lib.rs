@@ -88,12 +88,22 @@ impl Case {
     /// Like [`local_info`](Self::local_info); `None` when this provider and
     /// endpoint type do not offer `caps`.
     pub fn try_local_info(&self, caps: libfabric::Caps) -> Option<Info> {
-        // shm names its endpoints after the node given: two processes asking
-        // for 127.0.0.1 would collide, so it gets its default (per-process) name.
-        let target = if self.provider == "shm" { Target::default() } else { Target::source("127.0.0.1", None) };
+        // shm names its endpoints after the node given, and its default name is
+        // the process id, shared by every endpoint of a process: each info
+        // gets a name of its own.
+        let name = unique_shm_name();
+        let target =
+            if self.provider == "shm" { Target::source(&name, None) } else { Target::source("127.0.0.1", None) };
         let infos = getinfo(&target, &self.hints(caps)).unwrap_or_else(|e| panic!("{}: {e}", self.name()));
         infos.into_iter().find(|i| i.provider() == self.provider && i.ep_type() == self.ep_type)
     }
+}
+
+/// A shm endpoint name no other endpoint of this machine uses.
+fn unique_shm_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("libfabric-rs-{}-{n}", std::process::id())
 }
 
 /// Starts the peer process for `role` and `case`, connected back to `oob`.
