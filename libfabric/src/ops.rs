@@ -37,8 +37,11 @@ use crate::mr::MemoryRegion;
 /// # Ok::<(), libfabric::Error>(())
 /// ```
 pub struct Buf {
+    /// Always `capacity` bytes, all initialised: posting a receive hands
+    /// libfabric the whole capacity without writing a byte first.
     bytes: Vec<u8>,
-    capacity: usize,
+    /// The bytes the owner sees (`Deref`): what was sent, or received.
+    len: usize,
     /// The registration, when the provider needs one (`FI_MR_LOCAL`) or the
     /// caller made one. Dropped, and so closed, before `bytes` is freed.
     pub(crate) mr: Option<MemoryRegion>,
@@ -52,19 +55,23 @@ impl Buf {
 
     /// The bytes a receive may fill: the capacity the buffer was made with.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.bytes.len()
     }
 
-    /// Sets the length (up to the capacity); new bytes are zero.
+    /// Sets the length (up to the capacity); bytes that come into view are
+    /// zeroed.
     pub fn resize(&mut self, len: usize) -> Result<(), Error> {
-        if len > self.capacity {
+        if len > self.capacity() {
             return Err(Error::InvalidArgument {
                 call: "Buf::resize",
-                reason: format!("{len} bytes exceed the buffer's capacity of {}", self.capacity),
+                reason: format!("{len} bytes exceed the buffer's capacity of {}", self.capacity()),
             });
         }
+        if len > self.len {
+            self.bytes[self.len..len].fill(0);
+        }
         // Within capacity: never reallocates, so a registration stays valid.
-        self.bytes.resize(len, 0);
+        self.len = len;
         Ok(())
     }
 
@@ -73,10 +80,17 @@ impl Buf {
         self.mr.as_ref()
     }
 
-    /// The whole capacity, for a receive to fill.
+    /// The whole capacity, for an operation to fill; the length becomes the
+    /// capacity (the bytes are already initialised, so nothing is written).
     pub(crate) fn full_ptr(&mut self) -> *mut u8 {
-        self.bytes.resize(self.capacity, 0);
+        self.len = self.bytes.len();
         self.bytes.as_mut_ptr()
+    }
+
+    /// Cuts the length to what an operation wrote (at most the capacity),
+    /// keeping the bytes libfabric put there.
+    pub(crate) fn set_filled(&mut self, len: usize) {
+        self.len = len.min(self.bytes.len());
     }
 
     /// The local descriptor for the operation (`fi_mr_desc`), or NULL.
@@ -87,7 +101,9 @@ impl Buf {
     /// Takes the bytes back; the registration, if any, is closed.
     pub fn into_vec(mut self) -> Vec<u8> {
         self.mr = None;
-        std::mem::take(&mut self.bytes)
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.truncate(self.len);
+        bytes
     }
 }
 
@@ -96,8 +112,8 @@ impl From<Vec<u8>> for Buf {
     /// buffer's capacity.
     fn from(mut bytes: Vec<u8>) -> Buf {
         bytes.shrink_to_fit();
-        let capacity = bytes.len();
-        Buf { bytes, capacity, mr: None }
+        let len = bytes.len();
+        Buf { bytes, len, mr: None }
     }
 }
 
@@ -110,21 +126,21 @@ impl From<&[u8]> for Buf {
 impl Deref for Buf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.bytes
+        &self.bytes[..self.len]
     }
 }
 
 impl DerefMut for Buf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes
+        &mut self.bytes[..self.len]
     }
 }
 
 impl fmt::Debug for Buf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Buf")
-            .field("len", &self.bytes.len())
-            .field("capacity", &self.capacity)
+            .field("len", &self.len)
+            .field("capacity", &self.capacity())
             .field("registered", &self.mr.is_some())
             .finish()
     }
@@ -215,7 +231,8 @@ struct Slot {
 
 /// Where `data` points into `buf`, or 0.
 fn offset_in(buf: &Buf, data: *mut libc::c_void) -> usize {
-    (data as usize).checked_sub(buf.as_ptr() as usize).filter(|o| *o <= buf.capacity()).unwrap_or(0)
+    // `Vec::as_ptr` makes no reference to bytes libfabric may be writing.
+    (data as usize).checked_sub(buf.bytes.as_ptr() as usize).filter(|o| *o <= buf.capacity()).unwrap_or(0)
 }
 
 /// The slots of one endpoint's operations.
@@ -320,7 +337,7 @@ impl OpTable {
         let offset = if kind == OpKind::MultiRecv { offset_in(&buf, entry.buf()) } else { 0 };
         if kind.receives() {
             // The received length; never more than the capacity posted.
-            let _ = buf.resize(entry.len().min(buf.capacity()));
+            buf.set_filled(entry.len());
         }
         Some(Read::Op(Completion { kind, token, buf, entry, offset }))
     }
