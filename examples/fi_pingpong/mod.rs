@@ -52,7 +52,13 @@ impl std::error::Error for Failure {}
 
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Failure {
-        Failure(format!("control connection: {e}"))
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof => Failure::new("control connection: closed by the peer"),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                Failure::new("control connection: no answer from the peer within 5 s")
+            }
+            _ => Failure(format!("control connection: {e}")),
+        }
     }
 }
 
