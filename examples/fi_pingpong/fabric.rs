@@ -5,6 +5,7 @@
 //! come back with their completions, registered once (when the provider asks
 //! for `FI_MR_LOCAL`) and reused, so a round trip allocates nothing.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use libfabric::{
@@ -73,8 +74,9 @@ pub struct Session {
     tagged: bool,
     /// The send buffer, when no operation holds it.
     tx: Option<Buf>,
-    /// Receive buffers whose message has arrived and not been handled yet.
-    arrived: Vec<Buf>,
+    /// Receive buffers whose message has arrived and not been handled yet,
+    /// oldest first.
+    arrived: VecDeque<Buf>,
     /// Receives posted and not yet arrived.
     posted: usize,
     tx_prefix: usize,
@@ -152,7 +154,7 @@ impl Session {
             info,
             peer: Address::UNSPEC,
             tx: Some(Buf::zeroed(max_transfer.max(MIN_RECV) + tx_prefix)),
-            arrived: Vec::with_capacity(2),
+            arrived: VecDeque::with_capacity(2),
             posted: 0,
             tx_prefix,
             rx_prefix,
@@ -285,9 +287,9 @@ impl Session {
     fn wait_rx(&mut self) -> Result<Buf, Failure> {
         let mut wait = Wait::default();
         loop {
-            if !self.arrived.is_empty() {
-                // The oldest first: receives complete in the order posted.
-                return Ok(self.arrived.remove(0));
+            // The oldest first: receives complete in the order posted.
+            if let Some(buf) = self.arrived.pop_front() {
+                return Ok(buf);
             }
             self.progress(&mut wait)?;
         }
@@ -300,7 +302,7 @@ impl Session {
             Read::Op(done) => match done.kind {
                 OpKind::Recv | OpKind::TaggedRecv => {
                     self.posted -= 1;
-                    self.arrived.push(done.buf);
+                    self.arrived.push_back(done.buf);
                 }
                 _ => self.tx = Some(done.buf),
             },

@@ -19,7 +19,7 @@ use crate::av::Address;
 use crate::domain::{Domain, DomainInner};
 use crate::error::{check, CompletionError, Error, Result};
 use crate::fid::{Object, ThreadModel, ThreadSafe, Types};
-use crate::ops::{Buf, Completion, OpKind, OpTable};
+use crate::ops::{Buf, Completion, OpKind, TableSet};
 
 /// A completion entry format (`FI_CQ_FORMAT_*`): the type a CQ is read into.
 ///
@@ -149,7 +149,7 @@ pub(crate) struct CqInner {
     /// Operation tables of the endpoints bound to this queue: completions
     /// carry pointers into them. They stay here until the queue closes, so a
     /// completion of a closed endpoint never points at freed memory.
-    pub(crate) tables: Mutex<Vec<Arc<OpTable>>>,
+    pub(crate) tables: TableSet,
     /// Identities of the address vectors of the bound endpoints: a source
     /// address read from the queue is a handle of one of them.
     pub(crate) avs: Mutex<Vec<u64>>,
@@ -258,7 +258,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
             inner: Arc::new(CqInner {
                 object,
                 _domain: domain.inner.clone(),
-                tables: Mutex::new(Vec::new()),
+                tables: TableSet::default(),
                 avs: Mutex::new(Vec::new()),
                 wait_obj: config.wait_obj,
                 id,
@@ -354,6 +354,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
 
     /// Reads one completion and, for operations posted through this crate,
     /// returns the buffer with it.
+    #[inline]
     pub fn poll(&self) -> Result<Read<E>> {
         // The hot path: one entry on the stack, nothing allocated.
         let mut e = [E::default()];
@@ -371,9 +372,9 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
 
     /// Maps an entry back to the operation that produced it, if one of the
     /// bound endpoints posted it.
+    #[inline]
     pub(crate) fn claim(&self, entry: E) -> Option<Read<E>> {
-        let tables = self.inner.tables.lock().unwrap_or_else(|p| p.into_inner());
-        tables.iter().find_map(|t| t.complete(entry))
+        self.inner.tables.complete(entry)
     }
 
     /// Wakes a thread blocked in [`sread`](Self::sread) (`fi_cq_signal`).
@@ -395,6 +396,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         check("fi_trywait", ret).map(|_| true)
     }
 
+    #[inline]
     fn count(&self, call: &'static str, ret: isize) -> Result<usize> {
         if ret >= 0 {
             return Ok(ret as usize);
@@ -427,10 +429,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
                 std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
             }
         };
-        let op = {
-            let tables = self.inner.tables.lock().unwrap_or_else(|p| p.into_inner());
-            tables.iter().find_map(|t| t.fail(err.op_context))
-        };
+        let op = { self.inner.tables.fail(err.op_context) };
         let error = Error::Completion {
             call,
             // Positive by the man page; shm writes it negated.

@@ -49,6 +49,10 @@ pub(crate) struct EpInner {
     triggers: std::sync::Mutex<Vec<Arc<CntrInner>>>,
     pub(crate) domain: Arc<DomainInner>,
     pub(crate) info: Info,
+    /// Read from `info` once, for the hot path: buffers need a local
+    /// registration (`FI_MR_LOCAL`), and the largest inject.
+    local_mr: bool,
+    inject_size: usize,
     /// What this endpoint uses and must outlive: the scalable endpoint it is
     /// a context of, the shared contexts it is bound to (closed after it).
     _keep: Vec<Arc<dyn std::any::Any + Send + Sync>>,
@@ -127,6 +131,14 @@ pub struct OpId {
     generation: u32,
 }
 
+/// True when buffers must be registered before use (`FI_MR_LOCAL`).
+fn needs_local_mr(info: &Info) -> bool {
+    // FI_LOCAL_MR is the pre-1.5 spelling of FI_MR_LOCAL; old providers still ask for it.
+    #[allow(deprecated)]
+    let old = info.mode().contains(libfabric_sys::flags::Mode::LOCAL_MR);
+    info.mr_mode().contains(MrMode::LOCAL) || old
+}
+
 fn post_error(call: &'static str, ret: isize, buf: Buf) -> PostError {
     let error = check(call, ret as i64).err().unwrap_or(Error::InvalidArgument { call, reason: "failed".into() });
     PostError { error, buf }
@@ -194,7 +206,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             // SAFETY: both objects are open.
             check("fi_ep_bind(srx)", unsafe { fi_ep_bind(object.as_ptr(), srx.fid(), 0) })?;
             // The shared receives complete on this endpoint's queue.
-            bind.cq.inner.tables.lock().unwrap_or_else(|p| p.into_inner()).push(srx.inner.ops.clone());
+            bind.cq.inner.tables.add(srx.inner.ops.clone());
             keep.push(srx.inner.clone());
         }
         let ep = Self::setup(object, domain, info, bind, &[], BindFlags::TRANSMIT | BindFlags::RECV, None)?;
@@ -229,6 +241,8 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                 _counters: Vec::new(),
                 triggers: Default::default(),
                 domain: domain.inner.clone(),
+                local_mr: needs_local_mr(info),
+                inject_size: info.inject_size(),
                 info: info.clone(),
                 _keep: Vec::new(),
             }),
@@ -269,13 +283,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
         let depth = info.tx_attr().map_or(0, |t| t.size()) + info.rx_attr().map_or(0, |r| r.size());
         let ops = OpTable::new(depth.clamp(64, 1 << 16));
-        {
-            let mut tables = bind.cq.inner.tables.lock().unwrap_or_else(|p| p.into_inner());
-            // Tables of endpoints that are gone and have nothing in flight
-            // can no longer appear in a completion: let them go.
-            tables.retain(|t| Arc::strong_count(t) > 1 || t.in_flight() > 0);
-            tables.push(ops.clone());
-        }
+        bind.cq.inner.tables.add(ops.clone());
         bind.cq.inner.avs.lock().unwrap_or_else(|p| p.into_inner()).push(bind.av.map_or(0, |a| a.inner.id));
         Ok(Endpoint {
             inner: Arc::new(EpInner {
@@ -288,6 +296,8 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                 _counters: counters.iter().map(|(c, _)| c.inner.clone()).collect(),
                 triggers: Default::default(),
                 domain: domain.inner.clone(),
+                local_mr: needs_local_mr(info),
+                inject_size: info.inject_size(),
                 info: info.clone(),
                 _keep: parent.into_iter().collect(),
             }),
@@ -411,6 +421,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// The raw handle of a receive's source filter: `UNSPEC` (anyone), or a
     /// handle of the bound address vector.
+    #[inline]
     pub(crate) fn resolve(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
         if addr == Address::UNSPEC || (addr.av != 0 && addr.av == self.inner.av_id) {
             return Ok(addr.raw);
@@ -424,6 +435,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// The raw handle of a destination: a handle of the bound address vector
     /// or, on a connected endpoint (no address vector), `UNSPEC`. libfabric
     /// would read out of bounds for anything else.
+    #[inline]
     pub(crate) fn destination(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
         if addr == Address::UNSPEC && self.inner.av_id != 0 {
             return Err(Error::InvalidArgument {
@@ -437,12 +449,9 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// Registers `buf` for local access when the provider needs it
     /// (`FI_MR_LOCAL`), once: the registration stays with the buffer.
+    #[inline]
     fn prepare(&self, buf: &mut Buf, access: MrAccess) -> Result<()> {
-        // FI_LOCAL_MR is the pre-1.5 spelling of FI_MR_LOCAL; old providers still ask for it.
-        #[allow(deprecated)]
-        let local = self.inner.info.mr_mode().contains(MrMode::LOCAL)
-            || self.inner.info.mode().contains(libfabric_sys::flags::Mode::LOCAL_MR);
-        if buf.mr.is_some() || !local {
+        if buf.mr.is_some() || !self.inner.local_mr {
             return Ok(());
         }
         self.register(buf, access)
@@ -473,13 +482,14 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         if self.inner.info.mr_mode().contains(MrMode::ENDPOINT) {
             mr.bind_and_enable(self.fid())?;
         }
-        buf.mr = Some(mr);
+        buf.mr = Some(Box::new(mr));
         Ok(())
     }
 
     /// Posts an operation on `buf`: reserve a slot, register if needed, post
     /// with the slot as context; on failure the buffer comes back.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(crate) fn post(
         &self,
         call: &'static str,
@@ -535,6 +545,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// }
     /// # Ok(()) }
     /// ```
+    #[inline]
     pub fn send(&self, buf: Buf, dest: Address, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
         self.post("fi_send", OpKind::Send, token, buf, dest, MrAccess::SEND, |p, len, desc, ctx, peer| {
@@ -564,6 +575,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// }
     /// # Ok(()) }
     /// ```
+    #[inline]
     pub fn recv(&self, buf: Buf, src: Address, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
         self.post("fi_recv", OpKind::Recv, token, buf, src, MrAccess::RECV, |p, len, desc, ctx, peer| {
@@ -589,6 +601,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     }
 
     /// Sends a tagged message (`fi_tsend`).
+    #[inline]
     pub fn tsend(&self, buf: Buf, dest: Address, tag: u64, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
         self.post("fi_tsend", OpKind::TaggedSend, token, buf, dest, MrAccess::SEND, |p, len, desc, ctx, peer| {
@@ -616,6 +629,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// ep.tsend(Buf::from(vec![1, 2, 3]), peer, 0x1234, 2)?;
     /// # Ok(()) }
     /// ```
+    #[inline]
     pub fn trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
         self.post("fi_trecv", OpKind::TaggedRecv, token, buf, src, MrAccess::RECV, |p, len, desc, ctx, peer| {
@@ -706,6 +720,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// Sends a small message with no completion (`fi_inject`); the data is
     /// copied before the call returns. At most `info().inject_size()` bytes.
+    #[inline]
     pub fn inject(&self, data: &[u8], dest: Address) -> Result<()> {
         self.check_inject("fi_inject", data)?;
         let dest = self.destination("fi_inject", dest)?;
@@ -723,6 +738,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     }
 
     /// `fi_tinject`: a tagged inject.
+    #[inline]
     pub fn tinject(&self, data: &[u8], dest: Address, tag: u64) -> Result<()> {
         self.check_inject("fi_tinject", data)?;
         let dest = self.destination("fi_tinject", dest)?;
@@ -741,8 +757,9 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         .map(drop)
     }
 
+    #[inline]
     pub(crate) fn check_inject(&self, call: &'static str, data: &[u8]) -> Result<()> {
-        let max = self.inner.info.inject_size();
+        let max = self.inner.inject_size;
         if data.len() > max {
             return Err(Error::InvalidArgument {
                 call,

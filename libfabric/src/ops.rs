@@ -12,7 +12,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use libfabric_sys::fi_context2;
 
@@ -44,7 +44,9 @@ pub struct Buf {
     len: usize,
     /// The registration, when the provider needs one (`FI_MR_LOCAL`) or the
     /// caller made one. Dropped, and so closed, before `bytes` is freed.
-    pub(crate) mr: Option<MemoryRegion>,
+    /// Boxed: a buffer moves in and out of every operation, and a pointer
+    /// moves faster than the registration itself.
+    pub(crate) mr: Option<Box<MemoryRegion>>,
 }
 
 impl Buf {
@@ -54,12 +56,14 @@ impl Buf {
     }
 
     /// The bytes a receive may fill: the capacity the buffer was made with.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.bytes.len()
     }
 
     /// Sets the length (up to the capacity); bytes that come into view are
     /// zeroed.
+    #[inline]
     pub fn resize(&mut self, len: usize) -> Result<(), Error> {
         if len > self.capacity() {
             return Err(Error::InvalidArgument {
@@ -77,11 +81,12 @@ impl Buf {
 
     /// The registration attached to the buffer, if any.
     pub fn memory_region(&self) -> Option<&MemoryRegion> {
-        self.mr.as_ref()
+        self.mr.as_deref()
     }
 
     /// The whole capacity, for an operation to fill; the length becomes the
     /// capacity (the bytes are already initialised, so nothing is written).
+    #[inline]
     pub(crate) fn full_ptr(&mut self) -> *mut u8 {
         self.len = self.bytes.len();
         self.bytes.as_mut_ptr()
@@ -89,11 +94,13 @@ impl Buf {
 
     /// Cuts the length to what an operation wrote (at most the capacity),
     /// keeping the bytes libfabric put there.
+    #[inline]
     pub(crate) fn set_filled(&mut self, len: usize) {
         self.len = len.min(self.bytes.len());
     }
 
     /// The local descriptor for the operation (`fi_mr_desc`), or NULL.
+    #[inline]
     pub(crate) fn desc(&self) -> *mut libc::c_void {
         self.mr.as_ref().map_or(std::ptr::null_mut(), |m| m.desc())
     }
@@ -224,10 +231,18 @@ impl From<PostError> for Error {
 struct Slot {
     ctx: UnsafeCell<fi_context2>,
     op: UnsafeCell<Option<(OpKind, u64, Buf)>>,
-    /// Bumped each time the slot is freed, so an [`OpId`](crate::OpId) of a
-    /// finished operation never designates the slot's next operation.
-    generation: AtomicU32,
+    /// `generation << 2 | PINNED | BUSY`. The generation is bumped each time
+    /// the slot is freed, so an [`OpId`](crate::OpId) of a finished operation
+    /// never designates the slot's next operation.
+    state: AtomicU32,
 }
+
+/// The slot holds an operation (reserved until its completion frees it).
+const BUSY: u32 = 1;
+/// A cancel is using the slot's context: freeing waits until it is done.
+const PINNED: u32 = 2;
+/// One generation, in `state`.
+const GENERATION: u32 = 4;
 
 /// Where `data` points into `buf`, or 0.
 fn offset_in(buf: &Buf, data: *mut libc::c_void) -> usize {
@@ -236,67 +251,101 @@ fn offset_in(buf: &Buf, data: *mut libc::c_void) -> usize {
 }
 
 /// The slots of one endpoint's operations.
+///
+/// Reserving and freeing a slot is one atomic compare-and-swap on the slot's
+/// state, no lock: posting and completing stay as cheap as the C calls they
+/// wrap.
 pub(crate) struct OpTable {
     slots: Box<[Slot]>,
-    /// Indices of free slots. A slot index popped from here belongs to the
-    /// poster until the operation's completion pushes it back.
-    free: Mutex<Vec<u32>>,
+    /// Where the next reservation starts looking: just past the last one,
+    /// so in steady state the first slot tried is free.
+    hint: AtomicU32,
 }
 
 // SAFETY: a slot is accessed by one party at a time: the poster between
-// popping its index and posting, then libfabric (its context only), then the
-// single completion that takes its operation and frees the index. The free
-// list mutex orders those hand-overs.
+// reserving it (the BUSY bit, taken by compare-and-swap) and posting, then
+// libfabric (its context only), then the single completion that takes its
+// operation and frees it. Acquire/release on `state` orders those hand-overs.
 unsafe impl Send for OpTable {}
 // SAFETY: as above.
 unsafe impl Sync for OpTable {}
 
 impl OpTable {
     pub(crate) fn new(capacity: usize) -> Arc<OpTable> {
-        let capacity = capacity.clamp(1, u32::MAX as usize);
+        let capacity = capacity.clamp(1, 1 << 24);
         let slots = (0..capacity)
             .map(|_| Slot {
                 ctx: UnsafeCell::new(fi_context2::default()),
                 op: UnsafeCell::new(None),
-                generation: AtomicU32::new(0),
+                state: AtomicU32::new(0),
             })
             .collect();
-        Arc::new(OpTable { slots, free: Mutex::new((0..capacity as u32).rev().collect()) })
+        Arc::new(OpTable { slots, hint: AtomicU32::new(0) })
     }
 
-    /// Reserves a slot for `buf`; `None` when every slot is in flight.
+    /// Reserves a free slot; `None` when every slot is in flight.
+    #[inline]
     pub(crate) fn reserve(&self) -> Option<u32> {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        let n = self.slots.len();
+        let start = (self.hint.load(Ordering::Relaxed) as usize).min(n - 1);
+        for i in (start..n).chain(0..start) {
+            let state = &self.slots[i].state;
+            let now = state.load(Ordering::Relaxed);
+            if now & BUSY == 0 && state.compare_exchange(now, now | BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            {
+                self.hint.store(if i + 1 == n { 0 } else { i as u32 + 1 }, Ordering::Relaxed);
+                return Some(i as u32);
+            }
+        }
+        None
     }
 
-    /// Frees a slot (its operation is over, or was never posted).
+    /// Frees a slot (its operation is over, or was never posted), waiting
+    /// for a cancel that is using its context to finish.
+    #[inline]
     pub(crate) fn release(&self, index: u32) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        self.slots[index as usize].generation.fetch_add(1, Ordering::Relaxed);
-        free.push(index);
+        let state = &self.slots[index as usize].state;
+        let mut now = state.load(Ordering::Relaxed);
+        loop {
+            if now & PINNED != 0 {
+                std::hint::spin_loop();
+                now = state.load(Ordering::Relaxed);
+                continue;
+            }
+            let freed = (now & !BUSY).wrapping_add(GENERATION);
+            match state.compare_exchange_weak(now, freed, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => now = actual,
+            }
+        }
     }
 
     /// The generation of a reserved slot: with the index, it names the
     /// operation about to be posted there.
+    #[inline]
     pub(crate) fn generation(&self, index: u32) -> u32 {
-        self.slots[index as usize].generation.load(Ordering::Relaxed)
+        self.slots[index as usize].state.load(Ordering::Relaxed) >> 2
     }
 
     /// Runs `f` with the context of operation (`index`, `generation`) if that
-    /// operation has not finished; the slot cannot be freed meanwhile (freeing
-    /// takes the same lock), so `f` never touches a later operation.
+    /// operation has not finished; the slot is pinned meanwhile (freeing it
+    /// waits), so `f` never touches a later operation.
     pub(crate) fn with_live<T>(
         &self,
         index: u32,
         generation: u32,
         f: impl FnOnce(*mut libc::c_void) -> T,
     ) -> Option<T> {
-        let _free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         let slot = self.slots.get(index as usize)?;
-        (slot.generation.load(Ordering::Relaxed) == generation).then(|| f(slot.ctx.get().cast()))
+        let live = generation.wrapping_shl(2) | BUSY;
+        slot.state.compare_exchange(live, live | PINNED, Ordering::Acquire, Ordering::Relaxed).ok()?;
+        let out = f(slot.ctx.get().cast());
+        slot.state.fetch_and(!PINNED, Ordering::Release);
+        Some(out)
     }
 
     /// Stores the operation in its reserved slot; returns the context pointer.
+    #[inline]
     pub(crate) fn occupy(&self, index: u32, kind: OpKind, token: u64, buf: Buf) -> *mut libc::c_void {
         let slot = &self.slots[index as usize];
         // SAFETY: the caller reserved `index`, so nobody else touches the slot.
@@ -315,6 +364,7 @@ impl OpTable {
     }
 
     /// The slot index a context pointer designates, if it is one of ours.
+    #[inline]
     fn index_of(&self, context: *mut libc::c_void) -> Option<usize> {
         let base = self.slots.as_ptr() as usize;
         let offset = (context as usize).checked_sub(base)?;
@@ -323,6 +373,7 @@ impl OpTable {
     }
 
     /// The completion of one of this table's operations.
+    #[inline]
     pub(crate) fn complete<E: Entry>(&self, entry: E) -> Option<Read<E>> {
         let index = self.index_of(entry.context())?;
         let slot = &self.slots[index];
@@ -345,6 +396,7 @@ impl OpTable {
     /// A message in a multi-receive buffer that stays posted: its place in
     /// the buffer, without touching the buffer (libfabric may still write
     /// later messages into it).
+    #[inline]
     fn multi_recv_message<E: Entry>(&self, slot: &Slot, entry: E) -> Option<Read<E>> {
         if entry.flags().contains(libfabric_sys::flags::CompletionFlags::MULTI_RECV) {
             return None;
@@ -372,6 +424,47 @@ impl OpTable {
 
     /// Operations still in flight.
     pub(crate) fn in_flight(&self) -> usize {
-        self.slots.len() - self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.slots.iter().filter(|s| s.state.load(Ordering::Relaxed) & BUSY != 0).count()
+    }
+}
+
+/// The operation tables whose completions arrive on one completion queue.
+///
+/// The first endpoint bound to the queue is looked up without a lock (the
+/// common case: one endpoint per queue); the tables of later endpoints sit
+/// behind a mutex.
+#[derive(Default)]
+pub(crate) struct TableSet {
+    first: OnceLock<Arc<OpTable>>,
+    more: Mutex<Vec<Arc<OpTable>>>,
+}
+
+impl TableSet {
+    /// Adds the table of an endpoint bound to the queue. Tables stay until
+    /// the queue closes, so a completion never points at freed slots; those
+    /// of endpoints that are gone with nothing in flight are let go.
+    pub(crate) fn add(&self, table: Arc<OpTable>) {
+        if let Err(table) = self.first.set(table) {
+            let mut more = self.more.lock().unwrap_or_else(|p| p.into_inner());
+            more.retain(|t| Arc::strong_count(t) > 1 || t.in_flight() > 0);
+            more.push(table);
+        }
+    }
+
+    /// The completion of an operation of one of the tables, if it is one.
+    #[inline]
+    pub(crate) fn complete<E: Entry>(&self, entry: E) -> Option<Read<E>> {
+        if let Some(done) = self.first.get().and_then(|t| t.complete(entry)) {
+            return Some(done);
+        }
+        self.more.lock().unwrap_or_else(|p| p.into_inner()).iter().find_map(|t| t.complete(entry))
+    }
+
+    /// The operation of a failed completion, if one of the tables posted it.
+    pub(crate) fn fail(&self, context: *mut libc::c_void) -> Option<(OpKind, u64, Buf)> {
+        if let Some(op) = self.first.get().and_then(|t| t.fail(context)) {
+            return Some(op);
+        }
+        self.more.lock().unwrap_or_else(|p| p.into_inner()).iter().find_map(|t| t.fail(context))
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - `regen`: regenerate `generated/` from the installed libfabric headers
 //!   (`--check` compares instead of writing, for CI).
+//! - `bench`: the Rust pingpong beside C `fi_pingpong`; writes
+//!   `docs/benchmarks.md` and `docs/benchmarks.svg` (`--quick`: under 3 minutes).
 //! - `coverage`: per header, the items found, emitted and skipped.
 //! - `matrix`: probe every provider and endpoint type for every feature
 //!   (`examples/capabilities.rs`) and write `docs/capabilities.md`
@@ -13,6 +15,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+
+mod bench;
 use libfabric_generator::inventory::{self, Outcome};
 use libfabric_generator::{generate, parse, Generated, Options};
 
@@ -49,6 +53,13 @@ enum Task {
         /// Do not write: exit non-zero and print the diff if docs/capabilities.md differs from a fresh probe.
         #[arg(long)]
         check: bool,
+    },
+    /// Run the Rust pingpong beside C fi_pingpong (latency, bandwidth, callgrind instruction counts)
+    /// and write docs/benchmarks.md and docs/benchmarks.svg.
+    Bench {
+        /// Three lanes (shm, udp, tcp), three rounds, a tenth of the round trips: under 3 minutes.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -126,6 +137,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(if strict && unhandled > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Task::Matrix { check } => matrix(check),
+        Task::Bench { quick } => {
+            let plan = if quick { bench::Plan::quick() } else { bench::Plan::full() };
+            let markdown = bench::run(&workspace_root(), plan)?;
+            println!("{markdown}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,0 +1,99 @@
+//! Instructions per round trip, counted by callgrind: deterministic where
+//! wall time on a shared machine is not.
+//!
+//! The client runs under callgrind twice, with `n` and `n + counted` round
+//! trips of 64 bytes; the difference divided by `counted` is the cost of one
+//! round trip with setup and teardown cancelled out. Each count is split by
+//! object file: the application (the C tool or the Rust example with the
+//! safe layer inlined into it), libfabric, and libc.
+
+use std::path::Path;
+
+use super::pingpong::{finish, lane_args, spawn, wait_listening};
+use super::Lane;
+
+/// Instructions per round trip, by object, for C and Rust.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Total, application, libfabric, libc: C then Rust.
+    pub c: Split,
+    pub rust: Split,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Split {
+    pub total: f64,
+    pub app: f64,
+    pub libfabric: f64,
+    pub libc: f64,
+}
+
+const BASE: usize = 200;
+
+pub fn per_round_trip(lane: &Lane, c: &Path, rust: &Path, counted: usize) -> Result<Counts, String> {
+    Ok(Counts { c: per_trip(lane, c, counted)?, rust: per_trip(lane, rust, counted)? })
+}
+
+fn per_trip(lane: &Lane, exe: &Path, counted: usize) -> Result<Split, String> {
+    let small = count(lane, exe, BASE)?;
+    let large = count(lane, exe, BASE + counted)?;
+    let per = |f: fn(&Split) -> f64| (f(&large) - f(&small)) / counted as f64;
+    Ok(Split { total: per(|s| s.total), app: per(|s| s.app), libfabric: per(|s| s.libfabric), libc: per(|s| s.libc) })
+}
+
+/// Runs a native server and a client under callgrind; the client's counts.
+fn count(lane: &Lane, exe: &Path, iterations: usize) -> Result<Split, String> {
+    let out = std::env::temp_dir().join(format!("libfabric-rs-bench-{}.callgrind", std::process::id()));
+    let args = [&["-S".to_string(), "64".into(), "-I".into(), iterations.to_string()][..], &lane_args(lane)].concat();
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let mut server = spawn(exe, &[&args[..], &["-B".into(), port.to_string()]].concat(), false)?;
+    wait_listening(port, &mut server)?;
+    let valgrind = Path::new("valgrind");
+    let client_args: Vec<String> = [
+        vec![
+            "--tool=callgrind".to_string(),
+            format!("--callgrind-out-file={}", out.display()),
+            exe.display().to_string(),
+        ],
+        args.clone(),
+        vec!["-P".into(), port.to_string(), "127.0.0.1".into()],
+    ]
+    .concat();
+    let client = spawn(valgrind, &client_args, true)?;
+    finish(client)?;
+    finish(server)?;
+    let split = split_by_object(&out, exe)?;
+    let _ = std::fs::remove_file(&out);
+    Ok(split)
+}
+
+/// Self cost by object, from `callgrind_annotate --inclusive=no`.
+fn split_by_object(profile: &Path, exe: &Path) -> Result<Split, String> {
+    let output = std::process::Command::new("callgrind_annotate")
+        .args(["--inclusive=no", "--threshold=100"])
+        .arg(profile)
+        .output()
+        .map_err(|e| format!("callgrind_annotate: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let exe_name = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut split = Split::default();
+    for line in text.lines() {
+        let line = line.trim_start();
+        let Some((number, rest)) = line.split_once(' ') else { continue };
+        let Ok(ir) = number.replace(',', "").parse::<f64>() else { continue };
+        if rest.contains("PROGRAM TOTALS") {
+            split.total = ir;
+            continue;
+        }
+        let object = rest.rsplit_once('[').map_or("", |(_, o)| o.trim_end_matches(']'));
+        if object.contains("libfabric.so") {
+            split.libfabric += ir;
+        } else if object.contains("libc.so") {
+            split.libc += ir;
+        } else if object.ends_with(&format!("/{exe_name}")) {
+            split.app += ir;
+        }
+    }
+    Ok(split)
+}

@@ -1,0 +1,95 @@
+//! `cargo xtask bench`: the Rust pingpong (examples/fi_pingpong) beside
+//! libfabric's C `fi_pingpong`, run alternately in one session, per provider
+//! and size; median latency and bandwidth of each, the ratio Rust/C, and the
+//! instructions per round trip of both counted by callgrind. Writes
+//! `docs/benchmarks.md` and `docs/benchmarks.svg`.
+
+mod callgrind;
+mod pingpong;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One provider and endpoint type, as the pingpong tools name them.
+#[derive(Debug, Clone, Copy)]
+pub struct Lane {
+    pub provider: &'static str,
+    pub ep: &'static str,
+}
+
+impl Lane {
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.provider, self.ep)
+    }
+}
+
+/// The lanes of a full run; a quick run takes the first three (the ones the
+/// targets name: shm, udp, tcp).
+const LANES: [Lane; 5] = [
+    Lane { provider: "shm", ep: "rdm" },
+    Lane { provider: "udp", ep: "dgram" },
+    Lane { provider: "tcp", ep: "msg" },
+    Lane { provider: "tcp;ofi_rxm", ep: "rdm" },
+    Lane { provider: "udp;ofi_rxd", ep: "rdm" },
+];
+
+/// Sizes from 64 B to 1 MiB (a lane stops at its largest message).
+const SIZES: [usize; 6] = [64, 256, 1024, 4096, 65536, 1 << 20];
+
+/// How much work a run does.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Lanes to run (from the start of [`LANES`]).
+    pub lanes: usize,
+    /// Alternating rounds per size: the medians are over these.
+    pub rounds: usize,
+    /// Round trips per run are the C tool's defaults divided by this.
+    pub scale_down: usize,
+    /// Round trips counted under callgrind (beyond the setup run).
+    pub counted: usize,
+}
+
+impl Plan {
+    pub fn quick() -> Plan {
+        Plan { lanes: 3, rounds: 3, scale_down: 10, counted: 1000 }
+    }
+    pub fn full() -> Plan {
+        Plan { lanes: LANES.len(), rounds: 7, scale_down: 1, counted: 5000 }
+    }
+}
+
+/// Runs the benchmark and writes the report; returns the markdown.
+pub fn run(root: &Path, plan: Plan) -> Result<String, String> {
+    let rust = build_pingpong(root)?;
+    let c = PathBuf::from("fi_pingpong");
+    let mut results = Vec::new();
+    for lane in &LANES[..plan.lanes] {
+        eprintln!("bench: {}", lane.name());
+        let timing = pingpong::measure(lane, &SIZES, &c, &rust, plan)?;
+        let counts = callgrind::per_round_trip(lane, &c, &rust, plan.counted)?;
+        results.push(report::LaneResult { lane: *lane, timing, counts });
+    }
+    let markdown = report::markdown(&results, plan);
+    let docs = root.join("docs");
+    std::fs::write(docs.join("benchmarks.md"), &markdown).map_err(|e| format!("docs/benchmarks.md: {e}"))?;
+    std::fs::write(docs.join("benchmarks.svg"), report::svg(&results))
+        .map_err(|e| format!("docs/benchmarks.svg: {e}"))?;
+    Ok(markdown)
+}
+
+/// Builds the Rust pingpong with optimisations; returns its path.
+fn build_pingpong(root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-q", "-p", "libfabric-examples", "--example", "pingpong"])
+        .status()
+        .map_err(|e| format!("cargo build: {e}"))?;
+    if !status.success() {
+        return Err("cargo build of the pingpong example failed".into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let exe = target.join("release/examples/pingpong");
+    exe.is_file().then_some(exe.clone()).ok_or_else(|| format!("{}: not built", exe.display()))
+}

@@ -1,0 +1,171 @@
+//! Timed runs: a server and a client of the same implementation, on
+//! loopback, alternating C and Rust so both see the same machine.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Lane, Plan};
+
+/// Which pingpong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    C,
+    Rust,
+}
+
+/// Every provider's interface variable, pinned to loopback.
+pub const LOOPBACK: [(&str, &str); 4] =
+    [("FI_TCP_IFACE", "lo"), ("FI_UDP_IFACE", "lo"), ("FI_SOCKETS_IFACE", "lo"), ("FI_NET_IFACE", "lo")];
+
+/// How long one run may take.
+const DEADLINE: Duration = Duration::from_secs(300);
+
+/// Median results of one size.
+#[derive(Debug, Clone)]
+pub struct SizeResult {
+    pub size: usize,
+    pub iterations: usize,
+    /// Median microseconds per transfer (one way), C and Rust.
+    pub usec: [f64; 2],
+    /// Median MB/s, C and Rust.
+    pub mbps: [f64; 2],
+}
+
+/// The C tool's round trips for a size (its `size_to_count`), scaled down.
+fn iterations(size: usize, scale_down: usize) -> usize {
+    let n = if size >= 1 << 20 {
+        100
+    } else if size >= 1 << 16 {
+        1000
+    } else {
+        10000
+    };
+    (n / scale_down).max(10)
+}
+
+/// Runs every size of `lane`, `plan.rounds` times each, alternating which
+/// implementation goes first.
+pub fn measure(lane: &Lane, sizes: &[usize], c: &Path, rust: &Path, plan: Plan) -> Result<Vec<SizeResult>, String> {
+    let mut out = Vec::new();
+    for &size in sizes {
+        let n = iterations(size, plan.scale_down);
+        let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..plan.rounds {
+            let order = if round % 2 == 0 { [Impl::C, Impl::Rust] } else { [Impl::Rust, Impl::C] };
+            let mut failures = Vec::new();
+            for which in order {
+                let exe = if which == Impl::C { c } else { rust };
+                let args =
+                    [vec!["-S".to_string(), size.to_string(), "-I".into(), n.to_string()], lane_args(lane)].concat();
+                match run_pair(exe, &args) {
+                    Ok(Some(row)) => samples[which as usize].push(row),
+                    Ok(None) => failures.push(format!("{which:?}: no result row")),
+                    Err(e) => failures.push(format!("{which:?}: {e}")),
+                }
+            }
+            match failures.len() {
+                0 => {}
+                // Neither tool can run this size here (above the lane's largest message).
+                2 if round == 0 => break,
+                _ => return Err(format!("{} size {size}: {}", lane.name(), failures.join("; "))),
+            }
+        }
+        if samples.iter().any(Vec::is_empty) {
+            continue;
+        }
+        let median = |i: usize, f: fn(&(f64, f64)) -> f64| median(samples[i].iter().map(f).collect());
+        out.push(SizeResult {
+            size,
+            iterations: n,
+            usec: [median(0, |s| s.0), median(1, |s| s.0)],
+            mbps: [median(0, |s| s.1), median(1, |s| s.1)],
+        });
+    }
+    Ok(out)
+}
+
+pub fn lane_args(lane: &Lane) -> Vec<String> {
+    ["-p", lane.provider, "-e", lane.ep].iter().map(|s| s.to_string()).collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A server and a client of `exe` with `args`; the client's (usec/xfer,
+/// MB/sec), or `None` when it printed no row (size above the lane's limit).
+pub fn run_pair(exe: &Path, args: &[String]) -> Result<Option<(f64, f64)>, String> {
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let mut server = spawn(exe, &[args, &["-B".into(), port.to_string()]].concat(), false)?;
+    wait_listening(port, &mut server)?;
+    let client = spawn(exe, &[args, &["-P".into(), port.to_string(), "127.0.0.1".into()]].concat(), true)?;
+    let client_out = finish(client)?;
+    finish(server)?;
+    Ok(parse_row(&client_out))
+}
+
+pub fn spawn(exe: &Path, args: &[String], capture: bool) -> Result<Child, String> {
+    Command::new(exe)
+        .args(args)
+        .envs(LOOPBACK)
+        .stdin(Stdio::null())
+        .stdout(if capture { Stdio::piped() } else { Stdio::null() })
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", exe.display()))
+}
+
+/// Waits for the child; its stdout, or its stderr as the error.
+pub fn finish(child: Child) -> Result<String, String> {
+    let start = Instant::now();
+    let mut child = child;
+    loop {
+        if child.try_wait().map_err(|e| e.to_string())?.is_some() || start.elapsed() > DEADLINE {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if start.elapsed() > DEADLINE {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("pingpong failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Waits until the server's control socket listens (read from the kernel's
+/// socket table: a probe connection would be taken for the client).
+pub fn wait_listening(port: u16, server: &mut Child) -> Result<(), String> {
+    let needle = format!(":{port:04X}");
+    let start = Instant::now();
+    loop {
+        let listening = ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|t| {
+            std::fs::read_to_string(t).unwrap_or_default().lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1].ends_with(&needle) && f[3] == "0A"
+            })
+        });
+        if listening {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = server.try_wait() {
+            return Err(format!("the server exited before listening: {status}"));
+        }
+        if start.elapsed() > DEADLINE {
+            return Err(format!("nothing listened on port {port}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The first result row: (usec/xfer, MB/sec).
+fn parse_row(stdout: &str) -> Option<(f64, f64)> {
+    let row = stdout.lines().find(|l| l.starts_with(|c: char| c.is_ascii_digit()))?;
+    let f: Vec<&str> = row.split_whitespace().collect();
+    Some((f.get(6)?.parse().ok()?, f.get(5)?.parse().ok()?))
+}

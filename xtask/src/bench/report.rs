@@ -1,0 +1,148 @@
+//! The report: a markdown table per lane and an SVG plot of latency and
+//! bandwidth against size, Rust beside C.
+
+use std::fmt::Write as _;
+
+use super::callgrind::Counts;
+use super::pingpong::SizeResult;
+use super::{Lane, Plan};
+
+pub struct LaneResult {
+    pub lane: Lane,
+    pub timing: Vec<SizeResult>,
+    pub counts: Counts,
+}
+
+pub fn markdown(results: &[LaneResult], plan: Plan) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks: Rust pingpong beside C `fi_pingpong`\n");
+    let _ = writeln!(
+        md,
+        "Written by `cargo xtask bench{}`; do not edit. Each size ran {} rounds, C and Rust alternating \
+         (which goes first alternates too); the figures are medians. Latency is the tools' `usec/xfer` \
+         (one way); bandwidth their `MB/sec`. Both tools run on loopback (`FI_*_IFACE=lo`) on the same \
+         2-core machine, server and client busy-polling.\n",
+        if plan.rounds < 7 { " --quick" } else { "" },
+        plan.rounds
+    );
+    let _ = writeln!(md, "Targets (issue 6): latency ratio ≤ 1.02, bandwidth ratio ≥ 0.98, instructions ≤ 1.02× C.\n");
+    let _ = writeln!(md, "![latency and bandwidth](benchmarks.svg)\n");
+    for r in results {
+        let _ = writeln!(md, "## {}\n", r.lane.name());
+        let _ = writeln!(
+            md,
+            "| size | round trips | C µs | Rust µs | latency Rust/C | C MB/s | Rust MB/s | bandwidth Rust/C |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for s in &r.timing {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.2} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} |",
+                size(s.size),
+                s.iterations,
+                s.usec[0],
+                s.usec[1],
+                s.usec[1] / s.usec[0],
+                s.mbps[0],
+                s.mbps[1],
+                s.mbps[1] / s.mbps[0]
+            );
+        }
+        let (c, rust) = (&r.counts.c, &r.counts.rust);
+        let _ = writeln!(md, "\nInstructions per 64-byte round trip (client, callgrind):\n");
+        let _ = writeln!(md, "| | total | application | libfabric | libc |");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(md, "| C | {:.0} | {:.0} | {:.0} | {:.0} |", c.total, c.app, c.libfabric, c.libc);
+        let _ =
+            writeln!(md, "| Rust | {:.0} | {:.0} | {:.0} | {:.0} |", rust.total, rust.app, rust.libfabric, rust.libc);
+        let _ = writeln!(md, "| Rust/C | {:.3} | | | |\n", rust.total / c.total);
+    }
+    md
+}
+
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
+/// Two log-log panels (latency, bandwidth) against size; one colour per
+/// lane, solid C and dashed Rust.
+pub fn svg(results: &[LaneResult]) -> String {
+    const W: f64 = 900.0;
+    const H: f64 = 380.0;
+    const PANEL: f64 = 400.0;
+    const COLORS: [&str; 5] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let panels: [(&str, fn(&SizeResult, usize) -> f64); 2] =
+        [("latency (µs, one way)", |r, i| r.usec[i]), ("bandwidth (MB/s)", |r, i| r.mbps[i])];
+    for (p, (title, value)) in panels.iter().enumerate() {
+        let x0 = 50.0 + p as f64 * (PANEL + 50.0);
+        let (y0, ph) = (30.0, 260.0);
+        let values: Vec<f64> = results
+            .iter()
+            .flat_map(|r| r.timing.iter().flat_map(|t| [value(t, 0), value(t, 1)]))
+            .filter(|v| *v > 0.0)
+            .collect();
+        let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        let (lo, hi) = (lo.max(1e-3).log10().floor(), hi.max(1e-3).log10().ceil().max(lo.log10().floor() + 1.0));
+        let (xlo, xhi) = (64f64.log2(), ((1 << 20) as f64).log2());
+        let px = |size: usize| x0 + ((size as f64).log2() - xlo) / (xhi - xlo) * PANEL;
+        let py = |v: f64| y0 + ph - (v.max(1e-3).log10() - lo) / (hi - lo) * ph;
+        let _ = writeln!(s, r#"<text x="{}" y="18" font-size="13">{title}</text>"#, x0);
+        let _ = writeln!(s, r##"<rect x="{x0}" y="{y0}" width="{PANEL}" height="{ph}" fill="none" stroke="#888"/>"##);
+        let mut decade = lo;
+        while decade <= hi {
+            let y = py(10f64.powf(decade));
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x0}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+                x0 + PANEL,
+                x0 - 4.0,
+                y + 4.0,
+                10f64.powf(decade)
+            );
+            decade += 1.0;
+        }
+        for (size, label) in [(64, "64"), (1024, "1K"), (65536, "64K"), (1 << 20, "1M")] {
+            let _ =
+                writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{label}</text>"#, px(size), y0 + ph + 14.0);
+        }
+        for (l, r) in results.iter().enumerate() {
+            for (i, dash) in [(0, ""), (1, r#" stroke-dasharray="5,3""#)] {
+                let points: Vec<String> =
+                    r.timing.iter().map(|t| format!("{:.1},{:.1}", px(t.size), py(value(t, i)))).collect();
+                let _ = writeln!(
+                    s,
+                    r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.5"{dash}/>"#,
+                    points.join(" "),
+                    COLORS[l % COLORS.len()]
+                );
+            }
+        }
+    }
+    for (l, r) in results.iter().enumerate() {
+        let x = 50.0 + l as f64 * 170.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{x}" y1="335" x2="{}" y2="335" stroke="{}" stroke-width="2"/><text x="{}" y="339">{}</text>"#,
+            x + 20.0,
+            COLORS[l % COLORS.len()],
+            x + 24.0,
+            r.lane.name()
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="50" y="365">solid: C fi_pingpong, dashed: Rust pingpong; x: message size (bytes)</text>"#
+    );
+    s.push_str("</svg>\n");
+    s
+}
