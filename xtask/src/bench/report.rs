@@ -81,7 +81,8 @@ pub fn svg(results: &[LaneResult]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let panels: [(&str, fn(&SizeResult, usize) -> f64); 2] =
+    type Metric = fn(&SizeResult, usize) -> f64;
+    let panels: [(&str, Metric); 2] =
         [("latency (µs, one way)", |r, i| r.usec[i]), ("bandwidth (MB/s)", |r, i| r.mbps[i])];
     for (p, (title, value)) in panels.iter().enumerate() {
         let x0 = 50.0 + p as f64 * (PANEL + 50.0);
