@@ -356,18 +356,30 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// returns the buffer with it.
     #[inline]
     pub fn poll(&self) -> Result<Read<E>> {
-        // The hot path: one entry on the stack, nothing allocated.
+        // The hot path: one entry on the stack, nothing allocated; errors
+        // are handled out of line.
         let mut e = [E::default()];
         // SAFETY: `e` holds one entry of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
+        if ret == 1 {
+            return Ok(self.claim(e[0]).unwrap_or(Read::Raw(e[0])));
+        }
+        if ret == -(libc::EAGAIN as isize) {
+            return Ok(Read::Empty);
+        }
+        self.poll_failed(ret)
+    }
+
+    /// `poll` when `fi_cq_read` returned neither an entry nor `-FI_EAGAIN`.
+    #[cold]
+    #[inline(never)]
+    fn poll_failed(&self, ret: isize) -> Result<Read<E>> {
         if ret == -(libfabric_sys::FI_EAVAIL as isize) {
             let (error, op) = self.read_error("fi_cq_read");
             return Ok(Read::Failed { error, op });
         }
-        if self.count("fi_cq_read", ret)? == 0 {
-            return Ok(Read::Empty);
-        }
-        Ok(self.claim(e[0]).unwrap_or(Read::Raw(e[0])))
+        self.count("fi_cq_read", ret)?;
+        Ok(Read::Empty)
     }
 
     /// Maps an entry back to the operation that produced it, if one of the
@@ -412,6 +424,8 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
 
     /// Reads the waiting error entry (`fi_cq_readerr`), with the provider's
     /// text, and takes back the failed operation if it was posted through this crate.
+    #[cold]
+    #[inline(never)]
     fn read_error(&self, call: &'static str) -> (Error, Option<(OpKind, u64, Buf)>) {
         let mut err = fi_cq_err_entry::default();
         // SAFETY: the CQ is open; `err` is a valid error entry to fill.

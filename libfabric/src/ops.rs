@@ -250,6 +250,23 @@ fn offset_in(buf: &Buf, data: *mut libc::c_void) -> usize {
     (data as usize).checked_sub(buf.bytes.as_ptr() as usize).filter(|o| *o <= buf.capacity()).unwrap_or(0)
 }
 
+/// A message in a multi-receive buffer that stays posted: its place in the
+/// buffer, without touching the buffer (libfabric may still write later
+/// messages into it).
+#[cold]
+#[inline(never)]
+fn multi_recv_message<E: Entry>(slot: &Slot, entry: E) -> Option<Read<E>> {
+    // SAFETY: the slot's operation is in flight, so only its completions
+    // look at it; reading the token and the buffer's base address does not
+    // touch the bytes libfabric writes.
+    match unsafe { &*slot.op.get() } {
+        Some((OpKind::MultiRecv, token, buf)) => {
+            Some(Read::Message { token: *token, offset: offset_in(buf, entry.buf()), entry })
+        }
+        _ => None,
+    }
+}
+
 /// The slots of one endpoint's operations.
 ///
 /// Reserving and freeing a slot is one atomic compare-and-swap on the slot's
@@ -377,8 +394,11 @@ impl OpTable {
     pub(crate) fn complete<E: Entry>(&self, entry: E) -> Option<Read<E>> {
         let index = self.index_of(entry.context())?;
         let slot = &self.slots[index];
-        if let Some(partial) = self.multi_recv_message(slot, entry) {
-            return Some(partial);
+        // SAFETY: the slot's operation is in flight, so only its completions
+        // look at it; reading its kind does not touch the buffer.
+        let multi = matches!(unsafe { &*slot.op.get() }, Some((OpKind::MultiRecv, _, _)));
+        if multi && !entry.flags().contains(libfabric_sys::flags::CompletionFlags::MULTI_RECV) {
+            return multi_recv_message(slot, entry);
         }
         // SAFETY: libfabric reported the operation done: it no longer touches
         // the buffer, and this single completion owns the slot until the index
@@ -391,26 +411,6 @@ impl OpTable {
             buf.set_filled(entry.len());
         }
         Some(Read::Op(Completion { kind, token, buf, entry, offset }))
-    }
-
-    /// A message in a multi-receive buffer that stays posted: its place in
-    /// the buffer, without touching the buffer (libfabric may still write
-    /// later messages into it).
-    #[inline]
-    fn multi_recv_message<E: Entry>(&self, slot: &Slot, entry: E) -> Option<Read<E>> {
-        if entry.flags().contains(libfabric_sys::flags::CompletionFlags::MULTI_RECV) {
-            return None;
-        }
-        // SAFETY: the slot's operation is in flight, so only its completions
-        // look at it; reading the kind, token and the buffer's base address
-        // does not touch the bytes libfabric writes.
-        let op = unsafe { &*slot.op.get() };
-        match op {
-            Some((OpKind::MultiRecv, token, buf)) => {
-                Some(Read::Message { token: *token, offset: offset_in(buf, entry.buf()), entry })
-            }
-            _ => None,
-        }
     }
 
     /// The operation of a failed completion, if it is one of ours.
