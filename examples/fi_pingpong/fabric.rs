@@ -5,12 +5,11 @@
 //! come back with their completions, registered once (when the provider asks
 //! for `FI_MR_LOCAL`) and reused, so a round trip allocates nothing.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use libfabric::{
     getinfo, Address, AddressVector, AvType, Bindings, Buf, Caps, CompletionQueue, CqConfig, Domain, EpType, Error,
-    Event, EventQueue, Fabric, Hints, Info, MrMode, MsgEntry, OpFlags, OpKind, PassiveEndpoint, Read, Target, Unsync,
+    Event, EventQueue, Fabric, FixedBuf, Hints, Info, MrMode, MsgEntry, OpFlags, PassiveEndpoint, Read, Target, Unsync,
     WaitObj,
 };
 use libfabric_sys::flags::Mode;
@@ -20,6 +19,8 @@ use super::Failure;
 
 /// The tag of every tagged message (the C tool's).
 pub const TAG: u64 = 1234;
+/// The token of the closing "fin" send.
+const FIN: u64 = u64::MAX;
 /// The smallest receive buffer, for control messages such as "fin".
 const MIN_RECV: usize = 64;
 /// The largest transfer: 6 MiB, as in C, or less if the endpoint says so.
@@ -72,13 +73,12 @@ pub struct Session {
     /// The peer: an address vector handle, or UNSPEC when connected.
     peer: Address,
     tagged: bool,
-    /// The send buffer, when no operation holds it.
-    tx: Option<Buf>,
-    /// Receive buffers whose message has arrived and not been handled yet,
-    /// oldest first.
-    arrived: VecDeque<Buf>,
-    /// Receives posted and not yet arrived.
-    posted: usize,
+    /// The send buffer: registered once, never moved.
+    tx: FixedBuf,
+    /// The receive buffers, posted in turn; receives complete in the order
+    /// they were posted, so `rx[next_rx]` is the next to arrive.
+    rx: Vec<FixedBuf>,
+    next_rx: usize,
     tx_prefix: usize,
     rx_prefix: usize,
     /// The largest transfer of this endpoint.
@@ -97,12 +97,14 @@ struct Wait {
 
 impl Wait {
     /// Counts an empty poll; fails once the wait exceeds [`COMPLETION_TIMEOUT`].
-    fn idle(&mut self, posted: usize) -> Result<(), Failure> {
+    #[inline]
+    fn idle(&mut self, rx: &[FixedBuf]) -> Result<(), Failure> {
         self.empty_polls = self.empty_polls.wrapping_add(1);
         if self.empty_polls % 4096 != 0 {
             return Ok(());
         }
         if self.since.get_or_insert_with(Instant::now).elapsed() > COMPLETION_TIMEOUT {
+            let posted = rx.iter().filter(|b| b.is_posted()).count();
             return Err(Failure::new(format!(
                 "no completion within {}s ({posted} receive(s) posted)",
                 COMPLETION_TIMEOUT.as_secs()
@@ -142,9 +144,18 @@ impl Session {
             _ => MAX_TRANSFER,
         }
         .min(info.max_msg_size());
+        // One receive is always posted ahead; DGRAM keeps a second one, as
+        // the C tool does, so a datagram never finds none.
+        let depth = if info.ep_type() == EpType::DGRAM { 2 } else { 1 };
+        let rx = (0..depth)
+            .map(|_| ep.fix(Buf::zeroed(max_transfer.max(MIN_RECV) + rx_prefix)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut session = Session {
             tagged: info.caps().contains(Caps::TAGGED),
             inject_size: info.inject_size(),
+            tx: ep.fix(Buf::zeroed(max_transfer.max(MIN_RECV) + tx_prefix))?,
+            rx,
+            next_rx: 0,
             ep,
             cq,
             _av: av,
@@ -153,18 +164,12 @@ impl Session {
             _fabric: fabric,
             info,
             peer: Address::UNSPEC,
-            tx: Some(Buf::zeroed(max_transfer.max(MIN_RECV) + tx_prefix)),
-            arrived: VecDeque::with_capacity(2),
-            posted: 0,
             tx_prefix,
             rx_prefix,
             max_transfer,
         };
-        // One receive is always posted ahead; DGRAM keeps a second one, as
-        // the C tool does, so a datagram never finds none.
-        let depth = if session.info.ep_type() == EpType::DGRAM { 2 } else { 1 };
-        for _ in 0..depth {
-            session.post_recv(Buf::zeroed(max_transfer.max(MIN_RECV) + rx_prefix))?;
+        for i in 0..depth {
+            session.post_recv(i)?;
         }
         Ok(session)
     }
@@ -183,47 +188,80 @@ impl Session {
 
     /// Sends `size` bytes (after the provider's prefix), filled by `fill`.
     pub fn send(&mut self, size: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), Failure> {
-        let mut buf = self.take_tx()?;
-        let len = size + self.tx_prefix;
-        buf.resize(len)?;
+        let buf = self.tx.get_mut().ok_or_else(|| Failure::new("the send buffer is still in flight"))?;
+        buf.resize(size + self.tx_prefix)?;
         fill(&mut buf[self.tx_prefix..]);
         if size < self.inject_size {
-            let sent = self.inject(&buf);
-            self.tx = Some(buf);
-            return sent;
+            return self.inject();
         }
-        self.post_send(buf, OpFlags::empty())?;
-        self.wait_tx()
+        let mut wait = Wait::default();
+        loop {
+            let posted = if self.tagged {
+                self.ep.tsend_fixed(&mut self.tx, self.peer, TAG, 0)
+            } else {
+                self.ep.send_fixed(&mut self.tx, self.peer, 0)
+            };
+            match posted {
+                Err(e) if e.is_again() => self.progress(&mut wait)?,
+                other => break other?,
+            }
+        }
+        while self.tx.is_posted() {
+            self.progress(&mut wait)?;
+        }
+        Ok(())
     }
 
     /// Receives the next message and hands its bytes (after the prefix) to
     /// `check`, then posts the buffer again.
     pub fn recv<T>(&mut self, check: impl FnOnce(&[u8]) -> T) -> Result<T, Failure> {
-        let buf = self.wait_rx()?;
-        let out = check(buf.get(self.rx_prefix..).unwrap_or_default());
-        self.post_recv(buf)?;
+        let next = self.next_rx;
+        self.wait_rx(next)?;
+        let bytes = self.rx[next].get().and_then(|b| b.get(self.rx_prefix..)).unwrap_or_default();
+        let out = check(bytes);
+        self.post_recv(next)?;
+        self.next_rx = (next + 1) % self.rx.len();
         Ok(out)
     }
 
     /// The closing exchange: "fin" with `FI_TRANSMIT_COMPLETE`, then the
     /// peer's "fin"; true when the peer's arrived intact.
     pub fn finish(&mut self) -> Result<bool, Failure> {
-        let mut buf = self.take_tx()?;
-        buf.resize(4 + self.tx_prefix)?;
-        buf[..4].copy_from_slice(b"fin\0");
-        self.post_send(buf, OpFlags::TRANSMIT_COMPLETE)?;
-        self.wait_tx()?;
-        let buf = self.wait_rx()?;
-        Ok(buf.starts_with(b"fin\0"))
-    }
-
-    fn take_tx(&mut self) -> Result<Buf, Failure> {
-        self.tx.take().ok_or_else(|| Failure::new("the send buffer is still in flight"))
-    }
-
-    fn inject(&mut self, data: &[u8]) -> Result<(), Failure> {
+        let mut fin = Buf::zeroed(4 + self.tx_prefix);
+        fin[..4].copy_from_slice(b"fin\0");
+        let flags = OpFlags::TRANSMIT_COMPLETE;
         let mut wait = Wait::default();
         loop {
+            let posted = if self.tagged {
+                self.ep.tsend_with(fin, self.peer, TAG, 0, flags, FIN)
+            } else {
+                self.ep.send_with(fin, self.peer, 0, flags, FIN)
+            };
+            match posted {
+                Ok(_) => break,
+                Err(e) if e.is_again() => {
+                    fin = e.buf;
+                    self.progress(&mut wait)?;
+                }
+                Err(e) => return Err(e.error.into()),
+            }
+        }
+        loop {
+            match self.cq.poll()? {
+                Read::Op(done) if done.token == FIN => break,
+                Read::Empty => wait.idle(&self.rx)?,
+                other => self.handle(other)?,
+            }
+        }
+        let next = self.next_rx;
+        self.wait_rx(next)?;
+        Ok(self.rx[next].get().is_some_and(|b| b.starts_with(b"fin\0")))
+    }
+
+    fn inject(&mut self) -> Result<(), Failure> {
+        let mut wait = Wait::default();
+        loop {
+            let data = self.tx.get().map(|b| &b[..]).unwrap_or_default();
             let sent =
                 if self.tagged { self.ep.tinject(data, self.peer, TAG) } else { self.ep.inject(data, self.peer) };
             match sent {
@@ -233,86 +271,47 @@ impl Session {
         }
     }
 
-    fn post_send(&mut self, mut buf: Buf, flags: OpFlags) -> Result<(), Failure> {
+    fn post_recv(&mut self, i: usize) -> Result<(), Failure> {
         let mut wait = Wait::default();
         loop {
             let posted = if self.tagged {
-                self.ep.tsend_with(buf, self.peer, TAG, 0, flags, 0)
-            } else if flags.is_empty() {
-                self.ep.send(buf, self.peer, 0)
+                self.ep.trecv_fixed(&mut self.rx[i], Address::UNSPEC, TAG, 0, i as u64)
             } else {
-                self.ep.send_with(buf, self.peer, 0, flags, 0)
+                self.ep.recv_fixed(&mut self.rx[i], Address::UNSPEC, i as u64)
             };
             match posted {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_again() => {
-                    buf = e.buf;
-                    self.progress(&mut wait)?;
-                }
-                Err(e) => return Err(e.error.into()),
+                Err(e) if e.is_again() => self.progress(&mut wait)?,
+                other => return Ok(other?),
             }
         }
     }
 
-    fn post_recv(&mut self, mut buf: Buf) -> Result<(), Failure> {
+    fn wait_rx(&mut self, i: usize) -> Result<(), Failure> {
         let mut wait = Wait::default();
-        loop {
-            let posted = if self.tagged {
-                self.ep.trecv(buf, Address::UNSPEC, TAG, 0, 0)
-            } else {
-                self.ep.recv(buf, Address::UNSPEC, 0)
-            };
-            match posted {
-                Ok(_) => {
-                    self.posted += 1;
-                    return Ok(());
-                }
-                Err(e) if e.is_again() => {
-                    buf = e.buf;
-                    self.progress(&mut wait)?;
-                }
-                Err(e) => return Err(e.error.into()),
-            }
-        }
-    }
-
-    fn wait_tx(&mut self) -> Result<(), Failure> {
-        let mut wait = Wait::default();
-        while self.tx.is_none() {
+        while self.rx[i].is_posted() {
             self.progress(&mut wait)?;
         }
         Ok(())
     }
 
-    fn wait_rx(&mut self) -> Result<Buf, Failure> {
-        let mut wait = Wait::default();
-        loop {
-            // The oldest first: receives complete in the order posted.
-            if let Some(buf) = self.arrived.pop_front() {
-                return Ok(buf);
-            }
-            self.progress(&mut wait)?;
-        }
-    }
-
-    /// Reads one completion, if there is one, and puts its buffer back where
-    /// it belongs.
+    /// Reads one completion, if there is one. A fixed buffer's completion
+    /// only has to happen: it hands the buffer back by itself.
+    #[inline]
     fn progress(&mut self, wait: &mut Wait) -> Result<(), Failure> {
         match self.cq.poll()? {
-            Read::Op(done) => match done.kind {
-                OpKind::Recv | OpKind::TaggedRecv => {
-                    self.posted -= 1;
-                    self.arrived.push_back(done.buf);
-                }
-                _ => self.tx = Some(done.buf),
-            },
-            Read::Failed { error, .. } => return Err(error.into()),
-            Read::Empty => wait.idle(self.posted)?,
-            other => {
-                return Err(Failure::new(format!("fi_cq_read: a completion of no operation posted here: {other:?}")))
-            }
+            Read::Fixed { .. } => Ok(()),
+            Read::Empty => wait.idle(&self.rx),
+            other => self.handle(other),
         }
-        Ok(())
+    }
+
+    #[cold]
+    fn handle(&mut self, read: Read<MsgEntry>) -> Result<(), Failure> {
+        match read {
+            Read::Fixed { .. } | Read::Empty => Ok(()),
+            Read::Failed { error, .. } | Read::FixedFailed { error, .. } => Err(error.into()),
+            other => Err(Failure::new(format!("fi_cq_read: a completion of no operation posted here: {other:?}"))),
+        }
     }
 }
 
@@ -353,6 +352,12 @@ pub fn wait_connected(eq: &EventQueue) -> Result<(), Failure> {
     match eq.read_timeout(COMPLETION_TIMEOUT)? {
         Some(Event::Connected { .. }) => Ok(()),
         other => Err(Failure::new(format!("fi_eq_sread: expected FI_CONNECTED, got {other:?}"))),
+    }
+}
+
+impl From<libfabric::PostError> for Failure {
+    fn from(e: libfabric::PostError) -> Failure {
+        e.error.into()
     }
 }
 

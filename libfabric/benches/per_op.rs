@@ -49,7 +49,9 @@ fn cq_read_empty(c: &mut Criterion) {
     let mut g = c.benchmark_group("cq_read_empty");
     g.bench_function("ops table (direct)", |b| {
         // SAFETY: an open CQ; one entry of its format.
-        b.iter(|| unsafe { black_box(((*(*raw).ops).read.unwrap_unchecked())(raw, ptr::addr_of_mut!(entry).cast(), 1)) })
+        b.iter(|| unsafe {
+            black_box(((*(*raw).ops).read.unwrap_unchecked())(raw, ptr::addr_of_mut!(entry).cast(), 1))
+        })
     });
     g.bench_function("generated fi_cq_read", |b| {
         // SAFETY: as above.

@@ -19,7 +19,7 @@ use crate::av::Address;
 use crate::domain::{Domain, DomainInner};
 use crate::error::{check, CompletionError, Error, Result};
 use crate::fid::{Object, ThreadModel, ThreadSafe, Types};
-use crate::ops::{Buf, Completion, OpKind, TableSet};
+use crate::ops::{Buf, Completion, Failed, OpKind, TableSet};
 
 /// A completion entry format (`FI_CQ_FORMAT_*`): the type a CQ is read into.
 ///
@@ -203,6 +203,26 @@ pub enum Read<E> {
         /// The completion entry.
         entry: E,
     },
+    /// A [`FixedBuf`](crate::FixedBuf) operation finished: the buffer is its
+    /// owner's again (for a receive, cut to the received length).
+    Fixed {
+        /// What the operation was.
+        kind: OpKind,
+        /// The token given when posting.
+        token: u64,
+        /// The completion entry.
+        entry: E,
+    },
+    /// A [`FixedBuf`](crate::FixedBuf) operation failed; the buffer is its
+    /// owner's again.
+    FixedFailed {
+        /// The error, with the provider's details.
+        error: Error,
+        /// What the operation was.
+        kind: OpKind,
+        /// The token given when posting.
+        token: u64,
+    },
     /// An operation failed (an error entry, [`Error::Completion`]); an
     /// operation posted through this crate returns its kind, token and buffer.
     Failed {
@@ -291,8 +311,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         // SAFETY: `entries` holds `want` entries of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), entries.as_mut_ptr().cast(), want) };
         if ret == -(libfabric_sys::FI_EAVAIL as isize) {
-            let (error, op) = self.read_error("fi_cq_read");
-            out.push(Read::Failed { error, op });
+            out.push(self.failed("fi_cq_read"));
             return Ok(1);
         }
         let n = self.count("fi_cq_read", ret)?;
@@ -312,8 +331,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
             return Ok(Read::Empty);
         }
         if ret == -(libfabric_sys::FI_EAVAIL as isize) {
-            let (error, op) = self.read_error("fi_cq_sread");
-            return Ok(Read::Failed { error, op });
+            return Ok(self.failed("fi_cq_sread"));
         }
         check("fi_cq_sread", ret)?;
         Ok(self.claim(e[0]).unwrap_or(Read::Raw(e[0])))
@@ -328,8 +346,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         // SAFETY: one entry and one address of room.
         let ret = unsafe { fi_cq_readfrom(self.as_raw(), e.as_mut_ptr().cast(), 1, from.as_mut_ptr()) };
         if ret == -(libfabric_sys::FI_EAVAIL as isize) {
-            let (error, op) = self.read_error("fi_cq_readfrom");
-            return Ok((Read::Failed { error, op }, Address::NOTAVAIL));
+            return Ok((self.failed("fi_cq_readfrom"), Address::NOTAVAIL));
         }
         if self.count("fi_cq_readfrom", ret)? == 0 {
             return Ok((Read::Empty, Address::NOTAVAIL));
@@ -375,8 +392,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     #[inline(never)]
     fn poll_failed(&self, ret: isize) -> Result<Read<E>> {
         if ret == -(libfabric_sys::FI_EAVAIL as isize) {
-            let (error, op) = self.read_error("fi_cq_read");
-            return Ok(Read::Failed { error, op });
+            return Ok(self.failed("fi_cq_read"));
         }
         self.count("fi_cq_read", ret)?;
         Ok(Read::Empty)
@@ -426,7 +442,18 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// text, and takes back the failed operation if it was posted through this crate.
     #[cold]
     #[inline(never)]
-    fn read_error(&self, call: &'static str) -> (Error, Option<(OpKind, u64, Buf)>) {
+    fn failed(&self, call: &'static str) -> Read<E> {
+        match self.read_error(call) {
+            (error, Some(Failed::Fixed(kind, token))) => Read::FixedFailed { error, kind, token },
+            (error, Some(Failed::Owned(kind, token, buf))) => Read::Failed { error, op: Some((kind, token, buf)) },
+            (error, None) => Read::Failed { error, op: None },
+        }
+    }
+
+    /// Reads the waiting error entry; see [`failed`](Self::failed).
+    #[cold]
+    #[inline(never)]
+    fn read_error(&self, call: &'static str) -> (Error, Option<Failed>) {
         let mut err = fi_cq_err_entry::default();
         // SAFETY: the CQ is open; `err` is a valid error entry to fill.
         let ret = unsafe { fi_cq_readerr(self.as_raw(), &mut err, 0) };

@@ -450,7 +450,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// Registers `buf` for local access when the provider needs it
     /// (`FI_MR_LOCAL`), once: the registration stays with the buffer.
     #[inline]
-    fn prepare(&self, buf: &mut Buf, access: MrAccess) -> Result<()> {
+    pub(crate) fn prepare(&self, buf: &mut Buf, access: MrAccess) -> Result<()> {
         if buf.mr.is_some() || !self.inner.local_mr {
             return Ok(());
         }

@@ -177,7 +177,7 @@ pub enum OpKind {
 }
 
 impl OpKind {
-    fn receives(self) -> bool {
+    pub(crate) fn receives(self) -> bool {
         matches!(self, OpKind::Recv | OpKind::TaggedRecv)
     }
     // A multi-receive buffer keeps its whole length: messages sit at offsets.
@@ -231,7 +231,7 @@ impl From<PostError> for Error {
 struct Slot {
     ctx: UnsafeCell<fi_context2>,
     op: UnsafeCell<Option<(OpKind, u64, Buf)>>,
-    /// `generation << 2 | PINNED | BUSY`. The generation is bumped each time
+    /// `generation << 5 | ORPHAN | POSTED | FIXED | PINNED | BUSY`. The generation is bumped each time
     /// the slot is freed, so an [`OpId`](crate::OpId) of a finished operation
     /// never designates the slot's next operation.
     state: AtomicU32,
@@ -241,8 +241,26 @@ struct Slot {
 const BUSY: u32 = 1;
 /// A cancel is using the slot's context: freeing waits until it is done.
 const PINNED: u32 = 2;
-/// One generation, in `state`.
-const GENERATION: u32 = 4;
+/// The slot holds a [`FixedBuf`](crate::FixedBuf)'s buffer for as long as
+/// its handle lives.
+const FIXED: u32 = 4;
+/// The fixed buffer is posted: libfabric may touch it, its owner may not.
+const POSTED: u32 = 8;
+/// The handle of a posted fixed buffer was dropped: its completion frees
+/// the slot.
+const ORPHAN: u32 = 16;
+/// One generation, in `state` (above the flag bits).
+const GENERATION: u32 = 32;
+const GENERATION_SHIFT: u32 = 5;
+
+/// What a failed completion ends.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// An operation that held its buffer: kind, token and buffer come back.
+    Owned(OpKind, u64, Buf),
+    /// A posted fixed buffer: it is its owner's again.
+    Fixed(OpKind, u64),
+}
 
 /// Where `data` points into `buf`, or 0.
 fn offset_in(buf: &Buf, data: *mut libc::c_void) -> usize {
@@ -329,7 +347,7 @@ impl OpTable {
                 now = state.load(Ordering::Relaxed);
                 continue;
             }
-            let freed = (now & !BUSY).wrapping_add(GENERATION);
+            let freed = (now & !(BUSY | FIXED | POSTED | ORPHAN)).wrapping_add(GENERATION);
             match state.compare_exchange_weak(now, freed, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(actual) => now = actual,
@@ -341,7 +359,7 @@ impl OpTable {
     /// operation about to be posted there.
     #[inline]
     pub(crate) fn generation(&self, index: u32) -> u32 {
-        self.slots[index as usize].state.load(Ordering::Relaxed) >> 2
+        self.slots[index as usize].state.load(Ordering::Relaxed) >> GENERATION_SHIFT
     }
 
     /// Runs `f` with the context of operation (`index`, `generation`) if that
@@ -354,7 +372,7 @@ impl OpTable {
         f: impl FnOnce(*mut libc::c_void) -> T,
     ) -> Option<T> {
         let slot = self.slots.get(index as usize)?;
-        let live = generation.wrapping_shl(2) | BUSY;
+        let live = generation.wrapping_shl(GENERATION_SHIFT) | BUSY;
         slot.state.compare_exchange(live, live | PINNED, Ordering::Acquire, Ordering::Relaxed).ok()?;
         let out = f(slot.ctx.get().cast());
         slot.state.fetch_and(!PINNED, Ordering::Release);
@@ -394,6 +412,10 @@ impl OpTable {
     pub(crate) fn complete<E: Entry>(&self, entry: E) -> Option<Read<E>> {
         let index = self.index_of(entry.context())?;
         let slot = &self.slots[index];
+        if slot.state.load(Ordering::Relaxed) & FIXED != 0 {
+            let (kind, token) = self.finish_fixed(index, Some(entry.len()));
+            return Some(Read::Fixed { kind, token, entry });
+        }
         // SAFETY: the slot's operation is in flight, so only its completions
         // look at it; reading its kind does not touch the buffer.
         let multi = matches!(unsafe { &*slot.op.get() }, Some((OpKind::MultiRecv, _, _)));
@@ -414,17 +436,144 @@ impl OpTable {
     }
 
     /// The operation of a failed completion, if it is one of ours.
-    pub(crate) fn fail(&self, context: *mut libc::c_void) -> Option<(OpKind, u64, Buf)> {
+    pub(crate) fn fail(&self, context: *mut libc::c_void) -> Option<Failed> {
         let index = self.index_of(context)?;
+        if self.slots[index].state.load(Ordering::Relaxed) & FIXED != 0 {
+            let (kind, token) = self.finish_fixed(index, None);
+            return Some(Failed::Fixed(kind, token));
+        }
         // SAFETY: as in `complete`: the error entry ends the operation.
-        let op = unsafe { (*self.slots[index].op.get()).take()? };
+        let (kind, token, buf) = unsafe { (*self.slots[index].op.get()).take()? };
         self.release(index as u32);
-        Some(op)
+        Some(Failed::Owned(kind, token, buf))
+    }
+
+    /// Takes a slot for a fixed buffer: it stays reserved, holding `buf`,
+    /// until [`unfix`](Self::unfix).
+    pub(crate) fn fix(&self, buf: Buf) -> Result<u32, Buf> {
+        let Some(index) = self.reserve() else { return Err(buf) };
+        let slot = &self.slots[index as usize];
+        // SAFETY: reserved just now: nobody else touches the slot.
+        unsafe { *slot.op.get() = Some((OpKind::Recv, 0, buf)) };
+        slot.state.fetch_or(FIXED, Ordering::Relaxed);
+        Ok(index)
+    }
+
+    /// The fixed buffer of slot `index`, while it is not posted.
+    ///
+    /// # Safety
+    /// The caller is the slot's [`FixedBuf`](crate::FixedBuf) handle, and the
+    /// borrow it returns is bounded by a borrow of that handle (so no post,
+    /// which takes the handle mutably, overlaps it).
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    pub(crate) unsafe fn fixed_buf_mut(&self, index: u32) -> Option<&mut Buf> {
+        let slot = &self.slots[index as usize];
+        if slot.state.load(Ordering::Acquire) & POSTED != 0 {
+            return None;
+        }
+        (*slot.op.get()).as_mut().map(|(_, _, buf)| buf)
+    }
+
+    /// Like [`fixed_buf_mut`](Self::fixed_buf_mut), shared.
+    ///
+    /// # Safety
+    /// As for `fixed_buf_mut`, with a shared borrow of the handle.
+    #[inline]
+    pub(crate) unsafe fn fixed_buf(&self, index: u32) -> Option<&Buf> {
+        let slot = &self.slots[index as usize];
+        if slot.state.load(Ordering::Acquire) & POSTED != 0 {
+            return None;
+        }
+        (*slot.op.get()).as_ref().map(|(_, _, buf)| buf)
+    }
+
+    /// Marks fixed slot `index` posted for (`kind`, `token`); returns the
+    /// buffer's data pointer and capacity or length, its descriptor and the
+    /// context, for the post.
+    ///
+    /// # Safety
+    /// As for [`fixed_buf`](Self::fixed_buf), and the slot is not posted. On
+    /// a failed post the caller calls [`unpost`](Self::unpost).
+    #[inline]
+    pub(crate) unsafe fn post_fixed(
+        &self,
+        index: u32,
+        kind: OpKind,
+        token: u64,
+        receives: bool,
+    ) -> (*mut u8, usize, *mut libc::c_void, *mut libc::c_void) {
+        let slot = &self.slots[index as usize];
+        let op = (*slot.op.get()).as_mut().expect("a fixed slot holds its buffer");
+        op.0 = kind;
+        op.1 = token;
+        let buf = &mut op.2;
+        let (data, len) = if receives { (buf.full_ptr(), buf.capacity()) } else { (buf.bytes.as_mut_ptr(), buf.len) };
+        let desc = buf.desc();
+        // From here on the completion, on any thread, may touch the slot.
+        slot.state.fetch_or(POSTED, Ordering::Release);
+        (data, len, desc, slot.ctx.get().cast())
+    }
+
+    /// Undoes [`post_fixed`](Self::post_fixed) after libfabric refused the post.
+    pub(crate) fn unpost(&self, index: u32) {
+        self.slots[index as usize].state.fetch_and(!POSTED, Ordering::Release);
+    }
+
+    /// True while fixed slot `index` is posted.
+    #[inline]
+    pub(crate) fn is_posted(&self, index: u32) -> bool {
+        self.slots[index as usize].state.load(Ordering::Acquire) & POSTED != 0
+    }
+
+    /// The context of fixed slot `index`, while it is posted (for `fi_cancel`).
+    pub(crate) fn fixed_context(&self, index: u32) -> Option<*mut libc::c_void> {
+        self.is_posted(index).then(|| self.slots[index as usize].ctx.get().cast())
+    }
+
+    /// The completion of a posted fixed buffer: its length (for a receive),
+    /// back to its owner, or the slot freed if the owner is gone.
+    #[inline]
+    fn finish_fixed(&self, index: usize, len: Option<usize>) -> (OpKind, u64) {
+        let slot = &self.slots[index];
+        // SAFETY: the slot is posted and this is its completion: libfabric is
+        // done with the buffer and the owner cannot touch it until POSTED is
+        // cleared below.
+        let (kind, token) = match unsafe { (*slot.op.get()).as_mut() } {
+            Some((kind, token, buf)) => {
+                if let (true, Some(len)) = (kind.receives(), len) {
+                    buf.set_filled(len);
+                }
+                (*kind, *token)
+            }
+            None => (OpKind::Recv, 0),
+        };
+        let before = slot.state.fetch_and(!POSTED, Ordering::AcqRel);
+        if before & ORPHAN != 0 {
+            // SAFETY: the handle is gone and the operation over: the slot is ours.
+            drop(unsafe { (*slot.op.get()).take() });
+            self.release(index as u32);
+        }
+        (kind, token)
+    }
+
+    /// The handle of fixed slot `index` is dropped: free the slot now, or,
+    /// while it is posted, when its completion arrives.
+    pub(crate) fn unfix(&self, index: u32) {
+        let slot = &self.slots[index as usize];
+        let before = slot.state.fetch_or(ORPHAN, Ordering::AcqRel);
+        if before & POSTED == 0 {
+            // SAFETY: not posted and the handle is gone: nobody else touches it.
+            drop(unsafe { (*slot.op.get()).take() });
+            self.release(index);
+        }
     }
 
     /// Operations still in flight.
     pub(crate) fn in_flight(&self) -> usize {
-        self.slots.iter().filter(|s| s.state.load(Ordering::Relaxed) & BUSY != 0).count()
+        // A fixed buffer's slot counts only while the buffer is posted.
+        let live = |state: u32| state & BUSY != 0 && (state & FIXED == 0 || state & POSTED != 0);
+        self.slots.iter().filter(|s| live(s.state.load(Ordering::Relaxed))).count()
     }
 }
 
@@ -461,7 +610,7 @@ impl TableSet {
     }
 
     /// The operation of a failed completion, if one of the tables posted it.
-    pub(crate) fn fail(&self, context: *mut libc::c_void) -> Option<(OpKind, u64, Buf)> {
+    pub(crate) fn fail(&self, context: *mut libc::c_void) -> Option<Failed> {
         if let Some(op) = self.first.get().and_then(|t| t.fail(context)) {
             return Some(op);
         }

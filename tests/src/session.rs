@@ -154,6 +154,9 @@ impl Session {
             Read::Raw(e) => panic!("{}: completion of an unknown context {e:?}", self.case.name()),
             Read::Message { token, .. } => panic!("{}: no multi-receive was posted (token {token})", self.case.name()),
             Read::Failed { error, .. } => panic!("{}: {error}", self.case.name()),
+            Read::Fixed { token, .. } | Read::FixedFailed { token, .. } => {
+                panic!("{}: no fixed buffer was posted (token {token})", self.case.name())
+            }
         }
     }
 

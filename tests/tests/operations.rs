@@ -2013,3 +2013,90 @@ fn thread_safe_domains_need_fi_thread_safe() {
         drop(fabric);
     });
 }
+
+/// The next completion of `who`, which must be a fixed buffer's.
+fn fixed_done(pair: &Pair, who: Who) -> (OpKind, u64, usize) {
+    match pair.next(who) {
+        Read::Fixed { kind, token, entry } => (kind, token, entry.len()),
+        other => panic!("{}: expected a fixed buffer's completion on {who:?}, got {other:?}", pair.provider),
+    }
+}
+
+/// A fixed buffer is posted again and again without moving: while posted
+/// its owner cannot see it, its completion hands it back with the received
+/// length, and misuse (posting twice, another endpoint's buffer) is refused.
+#[test]
+fn fixed_buffers_are_reposted_in_place() {
+    each_provider("fixed", RDM, |p| {
+        let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
+        let mut rx = pair.b.ep.fix(Buf::zeroed(512)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let mut tx = pair.a.ep.fix(Buf::zeroed(512)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let (rx_at, tx_at) = (rx.get().map(|b| b.as_ptr()), tx.get().map(|b| b.as_ptr()));
+        for seq in 0..50u64 {
+            let tagged = seq % 2 == 1;
+            let data = payload(seq, 1 + (seq as usize * 37) % 512);
+            if tagged {
+                pair.b.ep.trecv_fixed(&mut rx, Address::UNSPEC, 7, 0, seq).expect("fi_trecv");
+            } else {
+                pair.b.ep.recv_fixed(&mut rx, Address::UNSPEC, seq).expect("fi_recv");
+            }
+            assert!(rx.is_posted() && rx.get().is_none(), "{p}: a posted buffer is libfabric's");
+            let again = pair.b.ep.recv_fixed(&mut rx, Address::UNSPEC, 0).expect_err("posted twice");
+            assert!(matches!(again, Error::InvalidArgument { call: "fi_recv", .. }), "{p}: {again:?}");
+            let buf = tx.get_mut().expect("idle");
+            buf.resize(data.len()).expect("within capacity");
+            buf.copy_from_slice(&data);
+            pair.retry("send_fixed", || {
+                if tagged {
+                    pair.a.ep.tsend_fixed(&mut tx, pair.a.peer, 7, 100 + seq)
+                } else {
+                    pair.a.ep.send_fixed(&mut tx, pair.a.peer, 100 + seq)
+                }
+            });
+            let send_kind = if tagged { OpKind::TaggedSend } else { OpKind::Send };
+            // (A send's length field: 0 on some providers, the bytes sent on others.)
+            let (kind, token, _) = fixed_done(&pair, Who::A);
+            assert_eq!((kind, token), (send_kind, 100 + seq), "{p}");
+            let recv_kind = if tagged { OpKind::TaggedRecv } else { OpKind::Recv };
+            assert_eq!(fixed_done(&pair, Who::B), (recv_kind, seq, data.len()), "{p}");
+            assert_eq!(rx.get().map(|b| &b[..]), Some(&data[..]), "{p}: message {seq}");
+        }
+        assert_eq!((rx.get().map(|b| b.as_ptr()), tx.get().map(|b| b.as_ptr())), (rx_at, tx_at), "{p}: never moved");
+        let foreign = pair.a.ep.recv_fixed(&mut rx, Address::UNSPEC, 0).expect_err("another endpoint's buffer");
+        assert!(matches!(foreign, Error::InvalidArgument { .. }), "{p}: {foreign:?}");
+        pair.assert_idle();
+        drop((rx, tx));
+    });
+}
+
+/// Cancelling a posted fixed buffer completes it with `FI_ECANCELED` and
+/// gives it back; dropping the handle of a posted buffer keeps its memory
+/// until the completion, which then frees the slot.
+#[test]
+fn fixed_buffers_cancel_and_outlive_their_handles_while_posted() {
+    each_provider("fixed cancel", RDM, |p| {
+        let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
+        let idle = pair.b.ep.in_flight();
+        let mut rx = pair.b.ep.fix(Buf::zeroed(64)).expect("fix");
+        pair.b.ep.recv_fixed(&mut rx, Address::UNSPEC, 5).expect("fi_recv");
+        pair.b.ep.cancel_fixed(&rx).unwrap_or_else(|e| panic!("{p}: {e}"));
+        match pair.next(Who::B) {
+            Read::FixedFailed { error, kind: OpKind::Recv, token: 5 } => {
+                assert_eq!(error.errno(), Errno::ECANCELED, "{p}: {error}")
+            }
+            other => panic!("{p}: expected the cancelled fixed receive, got {other:?}"),
+        }
+        assert!(rx.get().is_some(), "{p}: the cancelled buffer is its owner's again");
+        assert!(pair.b.ep.cancel_fixed(&rx).is_ok(), "{p}: nothing in flight: nothing to cancel");
+
+        // Dropped while posted: the message still lands in live memory.
+        pair.b.ep.recv_fixed(&mut rx, Address::UNSPEC, 6).expect("fi_recv");
+        drop(rx);
+        assert_eq!(pair.b.ep.in_flight(), idle + 1, "{p}: the slot waits for its completion");
+        pair.retry("inject", || pair.a.ep.inject(b"orphan", pair.a.peer));
+        assert_eq!(fixed_done(&pair, Who::B), (OpKind::Recv, 6, 6), "{p}");
+        assert_eq!(pair.b.ep.in_flight(), idle, "{p}: the completion freed the orphaned slot");
+        pair.round_trip(3);
+        pair.assert_idle();
+    });
+}
