@@ -371,7 +371,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
 
     /// Reads one completion and, for operations posted through this crate,
     /// returns the buffer with it.
-    #[inline]
+    #[inline(always)]
     pub fn poll(&self) -> Result<Read<E>> {
         // The hot path: one entry on the stack, nothing allocated; errors
         // are handled out of line.
@@ -400,7 +400,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
 
     /// Maps an entry back to the operation that produced it, if one of the
     /// bound endpoints posted it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn claim(&self, entry: E) -> Option<Read<E>> {
         self.inner.tables.complete(entry)
     }

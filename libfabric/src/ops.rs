@@ -399,7 +399,7 @@ impl OpTable {
     }
 
     /// The slot index a context pointer designates, if it is one of ours.
-    #[inline]
+    #[inline(always)]
     fn index_of(&self, context: *mut libc::c_void) -> Option<usize> {
         let base = self.slots.as_ptr() as usize;
         let offset = (context as usize).checked_sub(base)?;
@@ -408,7 +408,7 @@ impl OpTable {
     }
 
     /// The completion of one of this table's operations.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn complete<E: Entry>(&self, entry: E) -> Option<Read<E>> {
         let index = self.index_of(entry.context())?;
         let slot = &self.slots[index];
@@ -533,7 +533,7 @@ impl OpTable {
 
     /// The completion of a posted fixed buffer: its length (for a receive),
     /// back to its owner, or the slot freed if the owner is gone.
-    #[inline]
+    #[inline(always)]
     fn finish_fixed(&self, index: usize, len: Option<usize>) -> (OpKind, u64) {
         let slot = &self.slots[index];
         // SAFETY: the slot is posted and this is its completion: libfabric is
@@ -601,7 +601,7 @@ impl TableSet {
     }
 
     /// The completion of an operation of one of the tables, if it is one.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn complete<E: Entry>(&self, entry: E) -> Option<Read<E>> {
         if let Some(done) = self.first.get().and_then(|t| t.complete(entry)) {
             return Some(done);
