@@ -22,8 +22,8 @@
 //! while done < 2 {
 //!     match cq.poll()? {
 //!         Read::Op(c) => { println!("{:?} {:?}", c.kind, &c.buf[..]); done += 1; }
-//!         Read::Raw(_) | Read::Message { .. } | Read::Empty => {}
-//!         Read::Failed { error, .. } => return Err(error),
+//!         Read::Raw(_) | Read::Message { .. } | Read::Fixed { .. } | Read::Empty => {}
+//!         Read::Failed { error, .. } | Read::FixedFailed { error, .. } => return Err(error),
 //!     }
 //! }
 //! # Ok::<(), libfabric::Error>(())
