@@ -79,6 +79,12 @@ impl Ctrl {
         Ok(Ctrl { stream, role })
     }
 
+    /// How long a read may wait (5 s unless changed), for protocols whose
+    /// peers take longer between messages.
+    pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))
+    }
+
     /// Sends this side's fabric address and its format.
     pub fn send_name(&mut self, name: &[u8], addr_format: u32) -> io::Result<()> {
         let len = u32::try_from(name.len()).map_err(|_| protocol("address too long"))?;

@@ -7,6 +7,7 @@
 mod callgrind;
 mod pingpong;
 mod report;
+mod scaling;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,20 +49,23 @@ pub struct Plan {
     pub scale_down: usize,
     /// Round trips counted under callgrind (beyond the setup run).
     pub counted: usize,
+    /// Messages per message-rate run.
+    pub messages: u64,
 }
 
 impl Plan {
     pub fn quick() -> Plan {
-        Plan { lanes: 3, rounds: 3, scale_down: 10, counted: 1000 }
+        Plan { lanes: 3, rounds: 3, scale_down: 10, counted: 1000, messages: 10_000 }
     }
     pub fn full() -> Plan {
-        Plan { lanes: LANES.len(), rounds: 7, scale_down: 1, counted: 5000 }
+        Plan { lanes: LANES.len(), rounds: 7, scale_down: 1, counted: 5000, messages: 100_000 }
     }
 }
 
 /// Runs the benchmark and writes the report; returns the markdown.
 pub fn run(root: &Path, plan: Plan) -> Result<String, String> {
-    let rust = build_pingpong(root)?;
+    let rust = build_example(root, "pingpong")?;
+    let msgrate = build_example(root, "msgrate")?;
     let c = PathBuf::from("fi_pingpong");
     let mut results = Vec::new();
     for lane in &LANES[..plan.lanes] {
@@ -70,7 +74,8 @@ pub fn run(root: &Path, plan: Plan) -> Result<String, String> {
         let counts = callgrind::per_round_trip(lane, &c, &rust, plan.counted)?;
         results.push(report::LaneResult { lane: *lane, timing, counts });
     }
-    let markdown = report::markdown(&results, plan);
+    let scaling = scaling::measure(&msgrate, plan.messages)?;
+    let markdown = report::markdown(&results, &scaling, plan);
     let docs = root.join("docs");
     std::fs::write(docs.join("benchmarks.md"), &markdown).map_err(|e| format!("docs/benchmarks.md: {e}"))?;
     std::fs::write(docs.join("benchmarks.svg"), report::svg(&results))
@@ -78,18 +83,18 @@ pub fn run(root: &Path, plan: Plan) -> Result<String, String> {
     Ok(markdown)
 }
 
-/// Builds the Rust pingpong with optimisations; returns its path.
-fn build_pingpong(root: &Path) -> Result<PathBuf, String> {
+/// Builds an example with optimisations; returns its path.
+fn build_example(root: &Path, name: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(&cargo)
         .current_dir(root)
-        .args(["build", "--release", "-q", "-p", "libfabric-examples", "--example", "pingpong"])
+        .args(["build", "--release", "-q", "-p", "libfabric-examples", "--example", name])
         .status()
         .map_err(|e| format!("cargo build: {e}"))?;
     if !status.success() {
-        return Err("cargo build of the pingpong example failed".into());
+        return Err(format!("cargo build of the {name} example failed"));
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let exe = target.join("release/examples/pingpong");
+    let exe = target.join("release/examples").join(name);
     exe.is_file().then_some(exe.clone()).ok_or_else(|| format!("{}: not built", exe.display()))
 }

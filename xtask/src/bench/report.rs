@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::callgrind::Counts;
 use super::pingpong::SizeResult;
+use super::scaling::Point;
 use super::{Lane, Plan};
 
 pub struct LaneResult {
@@ -13,7 +14,7 @@ pub struct LaneResult {
     pub counts: Counts,
 }
 
-pub fn markdown(results: &[LaneResult], plan: Plan) -> String {
+pub fn markdown(results: &[LaneResult], scaling: &[Point], plan: Plan) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks: Rust pingpong beside C `fi_pingpong`\n");
     let _ = writeln!(
@@ -57,6 +58,24 @@ pub fn markdown(results: &[LaneResult], plan: Plan) -> String {
             writeln!(md, "| Rust | {:.0} | {:.0} | {:.0} | {:.0} |", rust.total, rust.app, rust.libfabric, rust.libc);
         let _ = writeln!(md, "| Rust/C | {:.3} | | | |\n", rust.total / c.total);
     }
+    let _ = writeln!(md, "## Scaling: message rate (`examples/msgrate`)\n");
+    let _ = writeln!(
+        md,
+        "One client streams {} messages of 64 bytes to the server's endpoints (all in one address vector, \
+         round-robin), keeping `window` sends in flight; each server endpoint keeps `window` receives \
+         posted. Fixed buffers throughout: no allocation per message.\n",
+        plan.messages
+    );
+    let _ = writeln!(md, "| lane | peers | window | messages/s | µs/message |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    for p in scaling {
+        let _ = writeln!(md, "| {} | {} | {} | {:.0} | {:.3} |", p.lane, p.peers, p.window, p.rate, p.usec);
+    }
+    let _ = writeln!(
+        md,
+        "\nPeers stop at 256 on shm (its address vector's limit) and at 16 on tcp;ofi_rxm (each rxm \
+         endpoint preallocates about 100 MB of buffers, so 1,024 peers would need about 100 GB)."
+    );
     md
 }
 

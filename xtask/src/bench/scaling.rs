@@ -1,0 +1,58 @@
+//! How the cost per message grows with the work: message rate of
+//! `examples/msgrate` with more operations in flight (window) and with more
+//! peers in one address vector.
+
+use std::net::TcpListener;
+use std::path::Path;
+
+use super::pingpong::{finish, spawn, wait_listening};
+
+/// One measured point.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub lane: &'static str,
+    pub peers: usize,
+    pub window: usize,
+    pub rate: f64,
+    pub usec: f64,
+}
+
+/// Windows tried with one peer.
+const WINDOWS: [usize; 5] = [1, 4, 16, 64, 256];
+/// Peers tried with a window of 4, per provider: shm's address vector takes
+/// at most 256 peers, and each tcp;ofi_rxm endpoint preallocates about
+/// 100 MB of buffers, so these are as far as this 24 GiB machine goes.
+const PEERS: [(&str, &[usize]); 2] = [("shm", &[1, 16, 64, 256]), ("tcp;ofi_rxm", &[1, 4, 16])];
+
+pub fn measure(msgrate: &Path, messages: u64) -> Result<Vec<Point>, String> {
+    let mut points = Vec::new();
+    for lane in ["shm", "tcp;ofi_rxm"] {
+        for window in WINDOWS {
+            points.push(run(msgrate, lane, 1, window, messages)?);
+        }
+    }
+    for (lane, peers) in PEERS {
+        for &n in peers {
+            points.push(run(msgrate, lane, n, 4, messages)?);
+        }
+    }
+    Ok(points)
+}
+
+fn run(msgrate: &Path, lane: &'static str, peers: usize, window: usize, messages: u64) -> Result<Point, String> {
+    eprintln!("bench: msgrate {lane} peers {peers} window {window}");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let args: Vec<String> =
+        ["-p", lane, "-n", &peers.to_string(), "-W", &window.to_string(), "-N", &messages.to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let mut server = spawn(msgrate, &[&args[..], &["-B".into(), port.to_string()]].concat(), false)?;
+    wait_listening(port, &mut server)?;
+    let client = spawn(msgrate, &[&args[..], &["-P".into(), port.to_string(), "127.0.0.1".into()]].concat(), true)?;
+    let out = finish(client)?;
+    finish(server)?;
+    let f: Vec<&str> = out.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| format!("msgrate printed {out:?}"));
+    Ok(Point { lane, peers, window, rate: num(5)?, usec: num(6)? })
+}
