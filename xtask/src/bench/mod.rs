@@ -27,12 +27,13 @@ impl Lane {
 
 /// The lanes of a full run; a quick run takes the first three (the ones the
 /// targets name: shm, udp, tcp).
-const LANES: [Lane; 5] = [
+/// (udp;ofi_rxd is left out: a 1 MiB round trip takes it about a second
+/// here, so its rows alone would take a quarter of an hour.)
+const LANES: [Lane; 4] = [
     Lane { provider: "shm", ep: "rdm" },
     Lane { provider: "udp", ep: "dgram" },
     Lane { provider: "tcp", ep: "msg" },
     Lane { provider: "tcp;ofi_rxm", ep: "rdm" },
-    Lane { provider: "udp;ofi_rxd", ep: "rdm" },
 ];
 
 /// Sizes from 64 B to 1 MiB (a lane stops at its largest message).

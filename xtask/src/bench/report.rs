@@ -90,7 +90,7 @@ fn size(bytes: usize) -> String {
 /// Two log-log panels (latency, bandwidth) against size; one colour per
 /// lane, solid C and dashed Rust.
 pub fn svg(results: &[LaneResult]) -> String {
-    const W: f64 = 900.0;
+    const W: f64 = 940.0;
     const H: f64 = 380.0;
     const PANEL: f64 = 400.0;
     const COLORS: [&str; 5] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
