@@ -9,6 +9,7 @@
 #   clang, libclang-dev  the generator parses the headers with libclang (tests, regen)
 #   gcc            the ABI cross-check compiles a C probe (cc)
 #   diffutils      `cargo xtask regen --check` prints its diff with diff(1)
+#   iproute2       `ip netns`: the two-host test runs its peers in network namespaces
 
 ensure_packages() {
     local wanted=("$@") missing=()

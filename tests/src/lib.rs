@@ -11,6 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod pingpong;
 pub mod session;
 
 use libfabric::{getinfo, EpType, Hints, Info, Target};
