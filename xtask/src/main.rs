@@ -2,6 +2,7 @@
 //!
 //! - `regen`: regenerate `generated/` from the installed libfabric headers
 //!   (`--check` compares instead of writing, for CI).
+//! - `soak`: the soak test at full size (a million messages per provider).
 //! - `bench`: the Rust pingpong beside C `fi_pingpong`; writes
 //!   `docs/benchmarks.md` and `docs/benchmarks.svg` (`--quick`: under 3 minutes).
 //! - `coverage`: per header, the items found, emitted and skipped.
@@ -53,6 +54,13 @@ enum Task {
         /// Do not write: exit non-zero and print the diff if docs/capabilities.md differs from a fresh probe.
         #[arg(long)]
         check: bool,
+    },
+    /// The soak test at full size: 1,000,000 messages each over tcp;ofi_rxm and shm between two
+    /// processes, every one checked, memory flat (tests/tests/soak.rs; CI runs 50,000).
+    Soak {
+        /// Messages per provider.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
     },
     /// Run the Rust pingpong beside C fi_pingpong (latency, bandwidth, callgrind instruction counts)
     /// and write docs/benchmarks.md and docs/benchmarks.svg.
@@ -137,6 +145,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(if strict && unhandled > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Task::Matrix { check } => matrix(check),
+        Task::Soak { messages } => soak(messages),
         Task::Bench { quick } => {
             let plan = if quick { bench::Plan::quick() } else { bench::Plan::full() };
             let markdown = bench::run(&workspace_root(), plan)?;
@@ -144,6 +153,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `cargo test --release -p libfabric-tests --test soak` with `messages`.
+fn soak(messages: u64) -> Result<ExitCode, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(workspace_root())
+        .args(["test", "--release", "-p", "libfabric-tests", "--test", "soak", "--", "--nocapture", "--test-threads=1"])
+        .env("LIBFABRIC_SOAK_MESSAGES", messages.to_string())
+        .status()
+        .map_err(|e| format!("could not run {}: {e}", cargo.to_string_lossy()))?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Files under `dir`, relative, skipping nothing but directories.
