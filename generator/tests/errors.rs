@@ -123,3 +123,16 @@ fn inline_function_with_a_switch() {
         4,
     );
 }
+
+#[test]
+fn identifier_rust_cannot_spell() {
+    // C accepts extended identifiers; Rust identifiers here are ASCII
+    // (found by tests/fuzz.rs: a macro name with "…" in it).
+    let dir = scratch("identifier_rust_cannot_spell");
+    fs::write(dir.join("odd_name.h"), "#define FI_OK 1\n#define FI_ODD\u{2026}NAME 2\n").unwrap();
+    let err = generate_err(&dir, &["odd_name.h"]);
+    let message = err.to_string();
+    assert!(matches!(err, Error::Unsupported { .. }), "unexpected error kind: {err:?}");
+    assert!(message.contains("odd_name.h:2"), "the error does not name the file and line: {message}");
+    assert!(message.contains("FI_ODD\u{2026}NAME"), "the error does not name the identifier: {message}");
+}

@@ -111,7 +111,7 @@ impl<M: ThreadModel> AddressVector<M> {
     /// use libfabric::{AddressVector, AvType};
     /// let av = AddressVector::open(domain, AvType::UNSPEC)?;
     /// let peer = av.insert_one(peer_name)?; // a name from the peer's Endpoint::name
-    /// println!("{}", av.straddr(&av.lookup(peer)?));
+    /// println!("{}", av.straddr(&av.lookup(peer)?)?);
     /// # Ok(()) }
     /// ```
     pub fn open(domain: &Domain<M>, ty: AvType) -> Result<Self> {
@@ -161,8 +161,6 @@ impl<M: ThreadModel> AddressVector<M> {
                 reason: format!("{} bytes are not a whole number of {addrlen}-byte addresses", addrs.len()),
             });
         }
-        // String addresses (FI_ADDR_STR: shm's names) vary in length, so
-        // libfabric cannot step through several: one at a time.
         // Flags other than FI_MORE change what the call reads or writes
         // (FI_SYNC_ERR wants an error array as context, FI_AV_USER_ID reads
         // the handle array as input): not through this method.
@@ -172,29 +170,24 @@ impl<M: ThreadModel> AddressVector<M> {
                 reason: format!("{flags:?}: only FI_MORE is accepted here"),
             });
         }
-        if self.inner.string_addresses {
-            if addrs.len() != addrlen {
-                return Err(Error::InvalidArgument {
-                    call: "fi_av_insert",
-                    reason: "string addresses (FI_ADDR_STR) are inserted one at a time".into(),
-                });
-            }
-            // libfabric reads a string address up to its NUL.
-            if !addrs.contains(&0) {
-                return Err(Error::InvalidArgument {
-                    call: "fi_av_insert",
-                    reason: "a string address (FI_ADDR_STR) must end in a NUL byte".into(),
-                });
-            }
-        // fi_av_insert reads addresses back to back at the domain's own
-        // length: any other length would pair handles with the wrong bytes.
-        } else if self.inner.addrlen != 0 && addrlen != self.inner.addrlen {
+        let count = addrs.len() / addrlen;
+        if count == 0 {
+            // Nothing to insert; libfabric is not asked (udp's vector
+            // dereferences the empty array it is given: found by tests/tests/fuzz.rs).
+            return Ok(Vec::new());
+        }
+        // String addresses (FI_ADDR_STR: shm's names) vary in length, so
+        // libfabric cannot step through several: one at a time.
+        if self.inner.string_addresses && count != 1 {
             return Err(Error::InvalidArgument {
                 call: "fi_av_insert",
-                reason: format!("addresses of this domain are {} bytes, not {addrlen}", self.inner.addrlen),
+                reason: "string addresses (FI_ADDR_STR) are inserted one at a time".into(),
             });
         }
-        let count = addrs.len() / addrlen;
+        // fi_av_insert reads addresses back to back at the domain's own
+        // length (a string address up to its NUL): anything else would pair
+        // handles with the wrong bytes or read past the end.
+        self.check_one_address("fi_av_insert", &addrs[..addrlen])?;
         let mut raw = vec![FI_ADDR_NOTAVAIL; count];
         // SAFETY: `addrs` holds `count` addresses; `raw` has room for `count` handles.
         let ret = unsafe {
@@ -255,16 +248,38 @@ impl<M: ThreadModel> AddressVector<M> {
     }
 
     /// A printable form of a raw address (`fi_av_straddr`).
-    pub fn straddr(&self, addr: &[u8]) -> String {
+    ///
+    /// libfabric reads as many bytes as an address of this domain has, so
+    /// `addr` must be one whole address (or, for string addresses, hold its
+    /// NUL); anything shorter is an error rather than a read past its end.
+    pub fn straddr(&self, addr: &[u8]) -> Result<String> {
+        self.check_one_address("fi_av_straddr", addr)?;
         let mut buf = [0 as libc::c_char; 256];
         let mut len = buf.len();
-        // SAFETY: `addr` is readable; `buf` writable for `len` bytes.
+        // SAFETY: `addr` holds a whole address (checked above); `buf` is
+        // writable for `len` bytes.
         let p = unsafe { fi_av_straddr(self.as_raw(), addr.as_ptr().cast(), buf.as_mut_ptr(), &mut len) };
         if p.is_null() {
-            return String::new();
+            return Ok(String::new());
         }
         // SAFETY: fi_av_straddr NUL-terminates within `buf`.
-        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        Ok(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+
+    /// Checks that `addr` is one whole address of this domain: libfabric
+    /// reads its own length from whatever pointer it is given.
+    fn check_one_address(&self, call: &'static str, addr: &[u8]) -> Result<()> {
+        let refuse = |reason: String| Err(Error::InvalidArgument { call, reason });
+        if self.inner.string_addresses {
+            if !addr.contains(&0) {
+                return refuse("a string address (FI_ADDR_STR) must end in a NUL byte".into());
+            }
+        } else if self.inner.addrlen == 0 {
+            return refuse("this domain does not say how long its addresses are".into());
+        } else if addr.len() != self.inner.addrlen {
+            return refuse(format!("addresses of this domain are {} bytes, not {}", self.inner.addrlen, addr.len()));
+        }
+        Ok(())
     }
 
     /// The handle of receive context `index` of the scalable endpoint `addr`

@@ -1247,7 +1247,7 @@ fn address_vectors_insert_many_look_up_and_remove() {
         assert_eq!(handles.len(), 3, "{p}");
         assert_eq!(handles.iter().collect::<BTreeSet<_>>().len(), 3, "{p}: distinct handles");
         for (h, name) in handles.iter().zip(&names) {
-            let text = av.straddr(name);
+            let text = av.straddr(name).expect("a whole address");
             eprintln!("{p}: {h:?} is {text}");
             assert!(!text.is_empty(), "{p}: straddr");
             match av.lookup(*h) {

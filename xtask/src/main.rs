@@ -3,6 +3,7 @@
 //! - `regen`: regenerate `generated/` from the installed libfabric headers
 //!   (`--check` compares instead of writing, for CI).
 //! - `soak`: the soak test at full size (a million messages per provider).
+//! - `fuzz`: the property tests with many more cases than CI runs.
 //! - `bench`: the Rust pingpong beside C `fi_pingpong`; writes
 //!   `docs/benchmarks.md` and `docs/benchmarks.svg` (`--quick`: under 3 minutes).
 //! - `coverage`: per header, the items found, emitted and skipped.
@@ -61,6 +62,13 @@ enum Task {
         /// Messages per provider.
         #[arg(long, default_value_t = 1_000_000)]
         messages: u64,
+    },
+    /// The property tests (generator over mutated headers; address, descriptor, hints and text
+    /// inputs of the safe layer) with many more cases than CI runs.
+    Fuzz {
+        /// Cases per property.
+        #[arg(long, default_value_t = 5000)]
+        cases: u32,
     },
     /// Run the Rust pingpong beside C fi_pingpong (latency, bandwidth, callgrind instruction counts)
     /// and write docs/benchmarks.md and docs/benchmarks.svg.
@@ -146,6 +154,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Task::Matrix { check } => matrix(check),
         Task::Soak { messages } => soak(messages),
+        Task::Fuzz { cases } => fuzz(cases),
         Task::Bench { quick } => {
             let plan = if quick { bench::Plan::quick() } else { bench::Plan::full() };
             let markdown = bench::run(&workspace_root(), plan)?;
@@ -165,6 +174,23 @@ fn soak(messages: u64) -> Result<ExitCode, String> {
         .status()
         .map_err(|e| format!("could not run {}: {e}", cargo.to_string_lossy()))?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The two property-test binaries with `PROPTEST_CASES=cases`.
+fn fuzz(cases: u32) -> Result<ExitCode, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for (package, test) in [("libfabric-generator", "fuzz"), ("libfabric-tests", "fuzz")] {
+        let status = Command::new(&cargo)
+            .current_dir(workspace_root())
+            .args(["test", "--release", "-p", package, "--test", test, "--", "--test-threads=1"])
+            .env("PROPTEST_CASES", cases.to_string())
+            .status()
+            .map_err(|e| format!("could not run {}: {e}", cargo.to_string_lossy()))?;
+        if !status.success() {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Files under `dir`, relative, skipping nothing but directories.

@@ -3,6 +3,7 @@
 mod body;
 pub mod clang;
 mod macros;
+mod names;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -167,6 +168,7 @@ pub fn parse(input: &Input) -> Result<Api, Error> {
         api.functions.push(function_signature(&c, loc, Some(body)));
     }
     api.functions.sort_by(|a, b| a.loc.cmp(&b.loc).then(a.name.cmp(&b.name)));
+    names::check_identifiers(&api)?;
     Ok(api)
 }
 
