@@ -62,7 +62,7 @@ impl Node {
         let start = Instant::now();
         loop {
             let stashed = { self.stash.borrow_mut().pop() };
-            match stashed.map_or_else(|| self.cq.poll().expect("fi_cq_read"), |r| r) {
+            match stashed.unwrap_or_else(|| self.cq.poll().expect("fi_cq_read")) {
                 Read::Op(c) => return c,
                 Read::Empty => assert!(start.elapsed() < DEADLINE, "no completion within {DEADLINE:?}"),
                 other => panic!("unexpected {other:?}"),
