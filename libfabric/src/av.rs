@@ -72,6 +72,9 @@ pub(crate) struct AvInner {
     addrlen: usize,
     /// The domain's addresses are strings of varying length (`FI_ADDR_STR`).
     string_addresses: bool,
+    /// The domain's addresses are socket addresses, whose length libfabric
+    /// takes from their family field rather than from the caller.
+    socket_addresses: bool,
     /// Bits of a handle that select a receive context (`fi_av_attr.rx_ctx_bits`).
     rx_ctx_bits: u32,
     /// Stamped on every handle this vector issues.
@@ -139,6 +142,8 @@ impl<M: ThreadModel> AddressVector<M> {
                 _domain: domain.inner.clone(),
                 addrlen,
                 string_addresses: domain.info().addr_format() == AddrFormat::ADDR_STR,
+                socket_addresses: [AddrFormat::SOCKADDR, AddrFormat::SOCKADDR_IN, AddrFormat::SOCKADDR_IN6]
+                    .contains(&domain.info().addr_format()),
                 rx_ctx_bits,
                 id: NEXT_AV_ID.fetch_add(1, Ordering::Relaxed),
             }),
@@ -214,6 +219,14 @@ impl<M: ThreadModel> AddressVector<M> {
             call: "fi_av_insertsvc",
             reason: format!("{what} contains a NUL byte"),
         };
+        if node.is_empty() || service.is_empty() {
+            // libfabric 1.17 reads the byte before an empty node string
+            // (found by tests/tests/fuzz.rs under valgrind).
+            return Err(Error::InvalidArgument {
+                call: "fi_av_insertsvc",
+                reason: "the node and the service must not be empty".into(),
+            });
+        }
         let node = CString::new(node).map_err(|_| invalid("node"))?;
         let service = CString::new(service).map_err(|_| invalid("service"))?;
         let mut out = Address { raw: FI_ADDR_NOTAVAIL, av: self.inner.id };
@@ -278,6 +291,19 @@ impl<M: ThreadModel> AddressVector<M> {
             return refuse("this domain does not say how long its addresses are".into());
         } else if addr.len() != self.inner.addrlen {
             return refuse(format!("addresses of this domain are {} bytes, not {}", self.inner.addrlen, addr.len()));
+        } else if self.inner.socket_addresses {
+            // libfabric sizes a socket address by its family: one that claims
+            // a longer family than the bytes hold would be read past its end
+            // (found by tests/tests/fuzz.rs under valgrind).
+            let family = addr.get(..2).map_or(0, |f| u16::from_ne_bytes([f[0], f[1]])) as i32;
+            let size = match family {
+                libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
+                libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>(),
+                _ => return refuse(format!("address family {family} is not an IPv4 or IPv6 socket address")),
+            };
+            if size != addr.len() {
+                return refuse(format!("a family-{family} socket address is {size} bytes, not {}", addr.len()));
+            }
         }
         Ok(())
     }
