@@ -125,11 +125,84 @@ fn peer(role: &str, case: Case, oob: &mut Oob) {
     oob.expect("bye");
 }
 
+/// The peer as a listener that accepts one connection, proves it with one
+/// message each way, and is then killed.
+fn dying_listener(case: Case, oob: &mut Oob) {
+    let node = Node::open(&case);
+    let pep = PassiveEndpoint::listen(&node.fabric, &node.info, node.eq.as_ref().expect("eq")).expect("listen");
+    oob.send(&pep.name().expect("pep name"));
+    let info = match node.event() {
+        Event::ConnectionRequest { info, .. } => info,
+        other => panic!("expected a connection request, got {other:?}"),
+    };
+    let ep = node.endpoint(&info);
+    ep.accept(b"").expect("fi_accept");
+    assert!(matches!(node.event(), Event::Connected { .. }), "connected");
+    ep.recv(Buf::zeroed(64), Address::UNSPEC, 1).expect("fi_recv");
+    node.send(&ep, payload(7, 64), Address::UNSPEC, 2);
+    let (a, b) = (node.done(), node.done());
+    assert!(a.kind != b.kind, "one send and one receive");
+    oob.send(b"ready");
+    std::thread::sleep(DEADLINE);
+    panic!("the listener was not killed");
+}
+
 #[test]
 fn peer_process() {
     if let Some((role, case, port)) = peer_role() {
-        peer(&role, case, &mut Oob::connect(port));
+        let mut oob = Oob::connect(port);
+        match role.as_str() {
+            "dying-listener" => dying_listener(case, &mut oob),
+            _ => peer(&role, case, &mut oob),
+        }
     }
+}
+
+/// The server dies right after accepting: the client's pending receives end
+/// and its event queue reports the shutdown, within a bounded time.
+#[test]
+fn a_listener_that_dies_after_accepting_ends_the_clients_operations() {
+    let case = Case { provider: "tcp", ep_type: EpType::MSG };
+    if !case.provider_offered() {
+        eprintln!("skipped tcp: fi_getinfo does not offer it");
+        return;
+    }
+    let node = Node::open(&case);
+    let l = Oob::listener();
+    let mut server = spawn_peer("dying-listener", &case, &l);
+    let mut oob = Oob::accept(&l);
+    let hints = case.hints(Caps::MSG).dest_addr(&oob.recv()).expect("dest_addr");
+    let info = libfabric::getinfo(&libfabric::Target::default(), &hints)
+        .expect("fi_getinfo")
+        .into_iter()
+        .find(|i| i.provider() == case.provider)
+        .expect("an info to reach the listener");
+    let ep = node.endpoint(&info);
+    ep.connect(None, b"").expect("fi_connect");
+    assert!(matches!(node.event(), Event::Connected { .. }), "connected");
+    // The listener's side of the proof exchange, then ours.
+    ep.recv(Buf::zeroed(64), Address::UNSPEC, 10).expect("fi_recv");
+    node.send(&ep, payload(8, 64), Address::UNSPEC, 11);
+    let (a, b) = (node.done(), node.done());
+    assert!(a.kind != b.kind, "one send and one receive");
+    oob.expect("ready");
+    for i in 0..4 {
+        ep.recv(Buf::zeroed(64), Address::UNSPEC, 100 + i).expect("fi_recv");
+    }
+    server.kill().expect("SIGKILL the listener");
+    server.wait().expect("reap the listener");
+    let start = Instant::now();
+    let (mut failed, mut shutdown) = (0, false);
+    while ep.in_flight() > 0 || !shutdown {
+        assert!(start.elapsed() < GRACE, "{failed} failed, FI_SHUTDOWN {shutdown}, {} pending", ep.in_flight());
+        if let Read::Failed { op: Some(_), .. } = node.cq.poll().expect("fi_cq_read") {
+            failed += 1;
+        }
+        if let Ok(Some(Event::Shutdown { .. })) = node.eq.as_ref().expect("eq").read_timeout(Duration::from_millis(1)) {
+            shutdown = true;
+        }
+    }
+    assert_eq!(failed, 4, "every pending receive ended with an error");
 }
 
 /// Starts a peer in `role` and brings its connection (MSG) or address (RDM)
