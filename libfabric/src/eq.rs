@@ -95,7 +95,14 @@ impl EventQueue {
     /// # Ok(()) }
     /// ```
     pub fn open(fabric: &Fabric) -> Result<EventQueue> {
+        Self::open_with_size(fabric, 0)
+    }
+
+    /// Like [`open`](Self::open), holding at least `size` events (0: the
+    /// provider's default).
+    pub fn open_with_size(fabric: &Fabric, size: usize) -> Result<EventQueue> {
         let mut attr = fi_eq_attr::default();
+        attr.set_size(size);
         attr.set_wait_obj(WaitObj::FD);
         // `write` needs FI_WRITE on the queue (man 3 fi_eq).
         attr.set_flags(EqAttrFlags::WRITE);

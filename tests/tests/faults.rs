@@ -449,3 +449,66 @@ fn objects_dropped_in_every_order_with_operations_in_flight() {
         }
     }
 }
+
+/// A listener whose event queue holds one event, sixteen clients connecting
+/// at once: every request is seen exactly once and every connection comes up.
+#[test]
+fn a_one_event_queue_loses_no_connection_event() {
+    const CLIENTS: usize = 16;
+    let case = Case { provider: "tcp", ep_type: EpType::MSG };
+    if !case.provider_offered() {
+        eprintln!("skipped tcp: fi_getinfo does not offer it");
+        return;
+    }
+    let info = case.local_info(Caps::MSG);
+    let fabric = Fabric::open(&info).expect("fabric");
+    let domain: Domain<Unsync> = Domain::open(&fabric, &info).expect("domain");
+    let cq: Cq = CompletionQueue::open(&domain, &CqConfig::default()).expect("cq");
+    let server_eq = EventQueue::open_with_size(&fabric, 1).expect("a one-event queue");
+    let client_eq = EventQueue::open(&fabric).expect("eq");
+    let pep = PassiveEndpoint::listen(&fabric, &info, &server_eq).expect("listen");
+    let name = pep.name().expect("name");
+    let hints = case.hints(Caps::MSG).dest_addr(&name).expect("dest_addr");
+    let client_info = libfabric::getinfo(&libfabric::Target::default(), &hints)
+        .expect("fi_getinfo")
+        .into_iter()
+        .find(|i| i.provider() == "tcp")
+        .expect("an info to reach the listener");
+    let clients: Vec<Ep> = (0..CLIENTS)
+        .map(|_| {
+            let ep = Endpoint::open(&domain, &client_info, Bindings { cq: &cq, av: None, eq: Some(&client_eq) })
+                .expect("client endpoint");
+            ep.connect(None, b"").expect("fi_connect");
+            ep
+        })
+        .collect();
+    let (mut accepted, mut server_connected, mut client_connected) = (Vec::new(), 0, 0);
+    let start = Instant::now();
+    while server_connected < CLIENTS || client_connected < CLIENTS {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} requests, {server_connected} server-side and {client_connected} client-side connections of {CLIENTS}",
+            accepted.len()
+        );
+        match server_eq.read_timeout(Duration::from_millis(1)).expect("server fi_eq_sread") {
+            Some(Event::ConnectionRequest { info, .. }) => {
+                let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: None, eq: Some(&server_eq) })
+                    .expect("server endpoint");
+                ep.accept(b"").expect("fi_accept");
+                accepted.push(ep);
+            }
+            Some(Event::Connected { .. }) => server_connected += 1,
+            Some(other) => panic!("server: unexpected {other:?}"),
+            None => {}
+        }
+        match client_eq.read_timeout(Duration::from_millis(1)).expect("client fi_eq_sread") {
+            Some(Event::Connected { .. }) => client_connected += 1,
+            Some(other) => panic!("client: unexpected {other:?}"),
+            None => {}
+        }
+    }
+    assert_eq!(
+        (accepted.len(), server_connected, client_connected, clients.len()),
+        (CLIENTS, CLIENTS, CLIENTS, CLIENTS)
+    );
+}
