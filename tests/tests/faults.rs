@@ -12,6 +12,7 @@ use libfabric::{
     Address, AddressVector, AvType, Bindings, Buf, Caps, CompletionQueue, CqConfig, Domain, Endpoint, EpType, Event,
     EventQueue, Fabric, Info, PassiveEndpoint, Read, TaggedEntry, Unsync,
 };
+use libfabric_tests::session::wait_event;
 use libfabric_tests::{payload, peer_role, post_with_progress, spawn_peer, wait_peer, Case, Oob, DEADLINE};
 
 type Ep = Endpoint<TaggedEntry, Unsync>;
@@ -70,16 +71,38 @@ impl Node {
         }
     }
 
-    /// The next connection event, driving the queue meanwhile (bounded).
+    /// The next connection event (bounded).
     fn event(&self) -> Event {
-        let eq = self.eq.as_ref().expect("a MSG node");
-        let start = Instant::now();
-        loop {
-            if let Some(e) = eq.read_timeout(Duration::from_millis(10)).expect("fi_eq_sread") {
-                return e;
-            }
-            assert!(start.elapsed() < DEADLINE, "no connection event within {DEADLINE:?}");
-        }
+        wait_event(self.eq.as_ref().expect("a MSG node"))
+    }
+
+    /// Connects a new endpoint to the listener named `server` (MSG).
+    fn connect(&self, server: &[u8]) -> Ep {
+        let ep = self.endpoint(&self.info);
+        ep.connect(Some(server), b"").expect("fi_connect");
+        assert!(matches!(self.event(), Event::Connected { .. }), "connected");
+        ep
+    }
+
+    /// Accepts the next connection request (MSG).
+    fn accept_one(&self) -> Ep {
+        let info = match self.event() {
+            Event::ConnectionRequest { info, .. } => info,
+            other => panic!("expected a connection request, got {other:?}"),
+        };
+        let ep = self.endpoint(&info);
+        ep.accept(b"").expect("fi_accept");
+        assert!(matches!(self.event(), Event::Connected { .. }), "connected");
+        ep
+    }
+
+    /// One message each way between `ep` and `peer`: a receive posted, a
+    /// send, both completed.
+    fn one_each_way(&self, ep: &Ep, peer: Address, seed: u64) {
+        ep.recv(Buf::zeroed(64), Address::UNSPEC, 2 * seed).expect("fi_recv");
+        self.send(ep, payload(seed, 64), peer, 2 * seed + 1);
+        let (a, b) = (self.done(), self.done());
+        assert!(a.kind != b.kind, "one send and one receive");
     }
 }
 
@@ -89,19 +112,7 @@ impl Node {
 fn peer(role: &str, case: Case, oob: &mut Oob) {
     let node = Node::open(&case);
     let ep = match case.ep_type {
-        EpType::MSG => {
-            let mut hints = case.hints(Caps::MSG);
-            hints = hints.dest_addr(&oob.recv()).expect("dest_addr");
-            let info = libfabric::getinfo(&libfabric::Target::default(), &hints)
-                .expect("fi_getinfo")
-                .into_iter()
-                .find(|i| i.provider() == case.provider)
-                .expect("an info to reach the server");
-            let ep = node.endpoint(&info);
-            ep.connect(None, b"").expect("fi_connect");
-            assert!(matches!(node.event(), Event::Connected { .. }), "connected");
-            ep
-        }
+        EpType::MSG => node.connect(&oob.recv()),
         _ => {
             let ep = node.endpoint(&node.info);
             oob.send(&ep.name().expect("name"));
@@ -112,10 +123,7 @@ fn peer(role: &str, case: Case, oob: &mut Oob) {
         Some(av) => av.insert_one(&oob.recv()).expect("insert"),
         None => Address::UNSPEC,
     };
-    ep.recv(Buf::zeroed(64), Address::UNSPEC, 1).expect("fi_recv");
-    node.send(&ep, payload(7, 64), server, 2);
-    let (a, b) = (node.done(), node.done());
-    assert!(a.kind != b.kind, "one send and one receive");
+    node.one_each_way(&ep, server, 7);
     oob.send(b"ready");
     if role == "victim" {
         // Wait to be killed; never reached unless the test is broken.
@@ -131,17 +139,8 @@ fn dying_listener(case: Case, oob: &mut Oob) {
     let node = Node::open(&case);
     let pep = PassiveEndpoint::listen(&node.fabric, &node.info, node.eq.as_ref().expect("eq")).expect("listen");
     oob.send(&pep.name().expect("pep name"));
-    let info = match node.event() {
-        Event::ConnectionRequest { info, .. } => info,
-        other => panic!("expected a connection request, got {other:?}"),
-    };
-    let ep = node.endpoint(&info);
-    ep.accept(b"").expect("fi_accept");
-    assert!(matches!(node.event(), Event::Connected { .. }), "connected");
-    ep.recv(Buf::zeroed(64), Address::UNSPEC, 1).expect("fi_recv");
-    node.send(&ep, payload(7, 64), Address::UNSPEC, 2);
-    let (a, b) = (node.done(), node.done());
-    assert!(a.kind != b.kind, "one send and one receive");
+    let ep = node.accept_one();
+    node.one_each_way(&ep, Address::UNSPEC, 7);
     oob.send(b"ready");
     std::thread::sleep(DEADLINE);
     panic!("the listener was not killed");
@@ -171,20 +170,9 @@ fn a_listener_that_dies_after_accepting_ends_the_clients_operations() {
     let l = Oob::listener();
     let mut server = spawn_peer("dying-listener", &case, &l);
     let mut oob = Oob::accept(&l);
-    let hints = case.hints(Caps::MSG).dest_addr(&oob.recv()).expect("dest_addr");
-    let info = libfabric::getinfo(&libfabric::Target::default(), &hints)
-        .expect("fi_getinfo")
-        .into_iter()
-        .find(|i| i.provider() == case.provider)
-        .expect("an info to reach the listener");
-    let ep = node.endpoint(&info);
-    ep.connect(None, b"").expect("fi_connect");
-    assert!(matches!(node.event(), Event::Connected { .. }), "connected");
-    // The listener's side of the proof exchange, then ours.
-    ep.recv(Buf::zeroed(64), Address::UNSPEC, 10).expect("fi_recv");
-    node.send(&ep, payload(8, 64), Address::UNSPEC, 11);
-    let (a, b) = (node.done(), node.done());
-    assert!(a.kind != b.kind, "one send and one receive");
+    let ep = node.connect(&oob.recv());
+    // Our side of the proof exchange (the listener runs its own).
+    node.one_each_way(&ep, Address::UNSPEC, 8);
     oob.expect("ready");
     for i in 0..4 {
         ep.recv(Buf::zeroed(64), Address::UNSPEC, 100 + i).expect("fi_recv");
@@ -220,13 +208,7 @@ fn start(
     let (ep, peer) = match listener {
         Some(pep) => {
             oob.send(&pep.name().expect("pep name"));
-            let info = match node.event() {
-                Event::ConnectionRequest { info, .. } => info,
-                other => panic!("expected a connection request, got {other:?}"),
-            };
-            let ep = node.endpoint(&info);
-            ep.accept(b"").expect("fi_accept");
-            assert!(matches!(node.event(), Event::Connected { .. }), "connected");
+            let ep = node.accept_one();
             (Some(ep), Address::UNSPEC)
         }
         None => {
@@ -240,10 +222,7 @@ fn start(
 
 /// One message each way with a peer that is up.
 fn exchange(node: &Node, ep: &Ep, peer: Address, oob: &mut Oob) {
-    ep.recv(Buf::zeroed(64), Address::UNSPEC, 10).expect("fi_recv");
-    node.send(ep, payload(8, 64), peer, 11);
-    let (a, b) = (node.done(), node.done());
-    assert!(a.kind != b.kind, "one send and one receive");
+    node.one_each_way(ep, peer, 8);
     oob.expect("ready");
 }
 
@@ -468,17 +447,11 @@ fn a_one_event_queue_loses_no_connection_event() {
     let client_eq = EventQueue::open(&fabric).expect("eq");
     let pep = PassiveEndpoint::listen(&fabric, &info, &server_eq).expect("listen");
     let name = pep.name().expect("name");
-    let hints = case.hints(Caps::MSG).dest_addr(&name).expect("dest_addr");
-    let client_info = libfabric::getinfo(&libfabric::Target::default(), &hints)
-        .expect("fi_getinfo")
-        .into_iter()
-        .find(|i| i.provider() == "tcp")
-        .expect("an info to reach the listener");
     let clients: Vec<Ep> = (0..CLIENTS)
         .map(|_| {
-            let ep = Endpoint::open(&domain, &client_info, Bindings { cq: &cq, av: None, eq: Some(&client_eq) })
+            let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: None, eq: Some(&client_eq) })
                 .expect("client endpoint");
-            ep.connect(None, b"").expect("fi_connect");
+            ep.connect(Some(&name), b"").expect("fi_connect");
             ep
         })
         .collect();
