@@ -194,18 +194,14 @@ impl Session {
         if size < self.inject_size {
             return self.inject();
         }
-        let mut wait = Wait::default();
-        loop {
-            let posted = if self.tagged {
-                self.ep.tsend_fixed(&mut self.tx, self.peer, TAG, 0)
+        self.retry(|s| {
+            if s.tagged {
+                s.ep.tsend_fixed(&mut s.tx, s.peer, TAG, 0)
             } else {
-                self.ep.send_fixed(&mut self.tx, self.peer, 0)
-            };
-            match posted {
-                Err(e) if e.is_again() => self.progress(&mut wait)?,
-                other => break other?,
+                s.ep.send_fixed(&mut s.tx, s.peer, 0)
             }
-        }
+        })?;
+        let mut wait = Wait::default();
         while self.tx.is_posted() {
             self.progress(&mut wait)?;
         }
@@ -259,27 +255,34 @@ impl Session {
     }
 
     fn inject(&mut self) -> Result<(), Failure> {
-        let mut wait = Wait::default();
-        loop {
-            let data = self.tx.get().map(|b| &b[..]).unwrap_or_default();
-            let sent =
-                if self.tagged { self.ep.tinject(data, self.peer, TAG) } else { self.ep.inject(data, self.peer) };
-            match sent {
-                Err(e) if e.is_again() => self.progress(&mut wait)?,
-                other => return Ok(other?),
+        self.retry(|s| {
+            let data = s.tx.get().map(|b| &b[..]).unwrap_or_default();
+            if s.tagged {
+                s.ep.tinject(data, s.peer, TAG)
+            } else {
+                s.ep.inject(data, s.peer)
             }
-        }
+        })
     }
 
     fn post_recv(&mut self, i: usize) -> Result<(), Failure> {
+        self.retry(|s| {
+            if s.tagged {
+                s.ep.trecv_fixed(&mut s.rx[i], Address::UNSPEC, TAG, 0, i as u64)
+            } else {
+                s.ep.recv_fixed(&mut s.rx[i], Address::UNSPEC, i as u64)
+            }
+        })
+    }
+
+    /// Runs `post` until it is not refused with `FI_EAGAIN`, driving
+    /// progress in between (the queue is full, or a connection is still
+    /// being set up).
+    #[inline]
+    fn retry(&mut self, mut post: impl FnMut(&mut Session) -> libfabric::Result<()>) -> Result<(), Failure> {
         let mut wait = Wait::default();
         loop {
-            let posted = if self.tagged {
-                self.ep.trecv_fixed(&mut self.rx[i], Address::UNSPEC, TAG, 0, i as u64)
-            } else {
-                self.ep.recv_fixed(&mut self.rx[i], Address::UNSPEC, i as u64)
-            };
-            match posted {
+            match post(self) {
                 Err(e) if e.is_again() => self.progress(&mut wait)?,
                 other => return Ok(other?),
             }
