@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use super::pingpong::{finish, lane_args, spawn, wait_listening};
+use super::pingpong::{lane_args, pair};
 use super::Lane;
 
 /// Instructions per round trip, by object, for C and Rust.
@@ -45,24 +45,9 @@ fn per_trip(lane: &Lane, exe: &Path, counted: usize) -> Result<Split, String> {
 fn count(lane: &Lane, exe: &Path, iterations: usize) -> Result<Split, String> {
     let out = std::env::temp_dir().join(format!("libfabric-rs-bench-{}.callgrind", std::process::id()));
     let args = [&["-S".to_string(), "64".into(), "-I".into(), iterations.to_string()][..], &lane_args(lane)].concat();
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-    let mut server = spawn(exe, &[&args[..], &["-B".into(), port.to_string()]].concat(), false)?;
-    wait_listening(port, &mut server)?;
-    let valgrind = Path::new("valgrind");
-    let client_args: Vec<String> = [
-        vec![
-            "--tool=callgrind".to_string(),
-            format!("--callgrind-out-file={}", out.display()),
-            exe.display().to_string(),
-        ],
-        args.clone(),
-        vec!["-P".into(), port.to_string(), "127.0.0.1".into()],
-    ]
-    .concat();
-    let client = spawn(valgrind, &client_args, true)?;
-    finish(client)?;
-    finish(server)?;
+    let wrapper =
+        ["valgrind".to_string(), "--tool=callgrind".into(), format!("--callgrind-out-file={}", out.display())];
+    pair(exe, &args, &wrapper)?;
     let split = split_by_object(&out, exe)?;
     let _ = std::fs::remove_file(&out);
     Ok(split)

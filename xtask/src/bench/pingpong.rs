@@ -98,13 +98,26 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// A server and a client of `exe` with `args`; the client's (usec/xfer,
 /// MB/sec), or `None` when it printed no row (size above the lane's limit).
 pub fn run_pair(exe: &Path, args: &[String]) -> Result<Option<(f64, f64)>, String> {
+    Ok(parse_row(&pair(exe, args, &[])?))
+}
+
+/// Runs a server (`-B port`) and a client (`-P port 127.0.0.1`) of `exe`
+/// with `args` on loopback, the client under `wrapper` (a command and its
+/// arguments, put before `exe`) when one is given; the client's stdout.
+pub fn pair(exe: &Path, args: &[String], wrapper: &[String]) -> Result<String, String> {
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
     let mut server = spawn(exe, &[args, &["-B".into(), port.to_string()]].concat(), false)?;
     wait_listening(port, &mut server)?;
-    let client = spawn(exe, &[args, &["-P".into(), port.to_string(), "127.0.0.1".into()]].concat(), true)?;
+    let client_args = [args, &["-P".into(), port.to_string(), "127.0.0.1".into()]].concat();
+    let client = match wrapper.split_first() {
+        Some((command, rest)) => {
+            spawn(Path::new(command), &[rest, &[exe.display().to_string()], &client_args].concat(), true)?
+        }
+        None => spawn(exe, &client_args, true)?,
+    };
     let client_out = finish(client)?;
     finish(server)?;
-    Ok(parse_row(&client_out))
+    Ok(client_out)
 }
 
 pub fn spawn(exe: &Path, args: &[String], capture: bool) -> Result<Child, String> {

@@ -2,10 +2,9 @@
 //! `examples/msgrate` with more operations in flight (window) and with more
 //! peers in one address vector.
 
-use std::net::TcpListener;
 use std::path::Path;
 
-use super::pingpong::{finish, spawn, wait_listening};
+use super::pingpong::pair;
 
 /// One measured point.
 #[derive(Debug, Clone)]
@@ -41,17 +40,12 @@ pub fn measure(msgrate: &Path, messages: u64) -> Result<Vec<Point>, String> {
 
 fn run(msgrate: &Path, lane: &'static str, peers: usize, window: usize, messages: u64) -> Result<Point, String> {
     eprintln!("bench: msgrate {lane} peers {peers} window {window}");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
     let args: Vec<String> =
         ["-p", lane, "-n", &peers.to_string(), "-W", &window.to_string(), "-N", &messages.to_string()]
             .iter()
             .map(|s| s.to_string())
             .collect();
-    let mut server = spawn(msgrate, &[&args[..], &["-B".into(), port.to_string()]].concat(), false)?;
-    wait_listening(port, &mut server)?;
-    let client = spawn(msgrate, &[&args[..], &["-P".into(), port.to_string(), "127.0.0.1".into()]].concat(), true)?;
-    let out = finish(client)?;
-    finish(server)?;
+    let out = pair(msgrate, &args, &[])?;
     let f: Vec<&str> = out.split_whitespace().collect();
     let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| format!("msgrate printed {out:?}"));
     Ok(Point { lane, peers, window, rate: num(5)?, usec: num(6)? })
