@@ -19,6 +19,20 @@ use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 pub const DEFAULT_PORT: u16 = 47592;
 /// How long any control read may wait (the C tool's `SO_RCVTIMEO`).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Overrides [`READ_TIMEOUT`], in seconds: a peer running under valgrind
+/// takes longer than 5 s to open its fabric. The C tool has no such knob, so
+/// it is not on the command line.
+pub const TIMEOUT_ENV: &str = "PINGPONG_CTRL_TIMEOUT";
+
+/// How long a control read may wait in this run: [`TIMEOUT_ENV`] when it
+/// holds a number of seconds, else the C tool's 5 s.
+pub fn read_timeout() -> Duration {
+    std::env::var(TIMEOUT_ENV)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(READ_TIMEOUT, Duration::from_secs)
+}
 const SYNC_Q: &[u8] = b"q\0";
 const SYNC_A: &[u8] = b"a\0";
 const COUNT_LEN: usize = 10;
@@ -74,12 +88,12 @@ impl Ctrl {
     }
 
     fn ready(stream: TcpStream, role: Role) -> io::Result<Ctrl> {
-        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_read_timeout(Some(read_timeout()))?;
         stream.set_nodelay(true)?;
         Ok(Ctrl { stream, role })
     }
 
-    /// How long a read may wait (5 s unless changed), for protocols whose
+    /// How long a read may wait ([`read_timeout`] unless changed), for protocols whose
     /// peers take longer between messages.
     pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
         self.stream.set_read_timeout(Some(timeout))

@@ -54,9 +54,10 @@ impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Failure {
         match e.kind() {
             io::ErrorKind::UnexpectedEof => Failure::new("control connection: closed by the peer"),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                Failure::new("control connection: no answer from the peer within 5 s")
-            }
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Failure(format!(
+                "control connection: no answer from the peer within {} s",
+                ctrl::read_timeout().as_secs()
+            )),
             _ => Failure(format!("control connection: {e}")),
         }
     }
