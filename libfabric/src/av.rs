@@ -102,7 +102,7 @@ impl<M: ThreadModel> fmt::Debug for AddressVector<M> {
 impl<M: ThreadModel> AddressVector<M> {
     /// Opens an address vector whose handles address receive contexts of
     /// scalable endpoints: `rx_ctx_bits` bits of each handle select the
-    /// context ([`Address::rx_context`]).
+    /// context ([`AddressVector::rx_context`]).
     pub fn open_scalable(domain: &Domain<M>, ty: AvType, rx_ctx_bits: u32) -> Result<Self> {
         Self::open_with(domain, ty, rx_ctx_bits)
     }

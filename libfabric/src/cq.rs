@@ -461,13 +461,20 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
             return (Error::Call { call: "fi_cq_readerr", errno: Errno::from_raw((-ret) as i32) }, None);
         }
         let mut buf = [0 as libc::c_char; 256];
-        // SAFETY: err_data/err_data_size come from the entry just read; buf is writable.
-        let text = unsafe {
-            let p = fi_cq_strerror(self.as_raw(), err.prov_errno, err.err_data, buf.as_mut_ptr(), buf.len());
-            if p.is_null() {
-                String::new()
-            } else {
-                std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        // A negative provider errno is an errno value the provider passed on
+        // (rxm reports a cancelled operation as -ECANCELED); rxm's
+        // fi_cq_strerror crashes on it, so it is read as the errno it is.
+        let text = if err.prov_errno < 0 {
+            crate::error::strerror(Errno::from_raw(-err.prov_errno))
+        } else {
+            // SAFETY: err_data/err_data_size come from the entry just read; buf is writable.
+            unsafe {
+                let p = fi_cq_strerror(self.as_raw(), err.prov_errno, err.err_data, buf.as_mut_ptr(), buf.len());
+                if p.is_null() {
+                    String::new()
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
             }
         };
         let op = { self.inner.tables.fail(err.op_context) };

@@ -38,7 +38,7 @@ pub(crate) struct EpInner {
     pub(crate) ops: Arc<OpTable>,
     /// The completion queue (none for a shared receive context, whose
     /// completions arrive on the queues of the endpoints sharing it).
-    _cq: Option<Arc<CqInner>>,
+    pub(crate) _cq: Option<Arc<CqInner>>,
     _av: Option<Arc<AvInner>>,
     /// The identity of the bound address vector (0: none); see `resolve`.
     pub(crate) av_id: u64,

@@ -25,7 +25,7 @@ use crate::ops::{Buf, OpKind, OpTable, PostError};
 use crate::Endpoint;
 
 /// A buffer held by one endpoint for repeated operations without moving
-/// (see the [module documentation](self)). Made by [`Endpoint::fix`].
+/// (see the `fixed` module notes). Made by [`Endpoint::fix`].
 ///
 /// ```no_run
 /// # fn demo(ep: &libfabric::Endpoint, cq: &libfabric::CompletionQueue, peer: libfabric::Address) -> Result<(), Box<dyn std::error::Error>> {

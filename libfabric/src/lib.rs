@@ -46,6 +46,8 @@ mod collective;
 mod cq;
 mod deferred;
 mod domain;
+#[cfg(feature = "async")]
+pub mod driver;
 mod ep;
 mod eq;
 mod error;
@@ -60,6 +62,8 @@ mod poll;
 mod rawkey;
 mod rma;
 mod sep;
+#[cfg(feature = "tokio")]
+pub mod transport;
 
 pub use atomic::{AtomicBuf, AtomicType};
 pub use av::{Address, AddressVector};

@@ -1,0 +1,293 @@
+//! An endpoint whose operations are futures.
+
+use std::fmt;
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use libfabric_sys::enums::{AtomicOp, Errno};
+use tokio::sync::Semaphore;
+
+use crate::atomic::AtomicType;
+use crate::av::Address;
+use crate::cq::Entry;
+use crate::ep::{Endpoint, OpId};
+use crate::error::{Error, Result};
+use crate::ops::{Buf, Completion, PostError};
+use crate::rma::RemoteMemory;
+
+use super::op::Op;
+use super::{Driver, OpError};
+
+/// An endpoint whose data operations return futures. Cloning is cheap (the
+/// endpoint and driver are shared), so each task can hold its own.
+///
+/// ```no_run
+/// # async fn demo(ep: libfabric::Endpoint, driver: libfabric::driver::Driver, peer: libfabric::Address)
+/// # -> Result<(), Box<dyn std::error::Error>> {
+/// use libfabric::driver::AsyncEndpoint;
+/// use libfabric::Buf;
+/// let ep = AsyncEndpoint::new(ep, driver)?;
+/// let got = ep.recv(Buf::zeroed(4096), peer).await?; // resolves with the buffer, cut to the received length
+/// ep.send(got.buf, peer).await?;                      // echo it back
+/// # Ok(()) }
+/// ```
+pub struct AsyncEndpoint<E: Entry = crate::TaggedEntry> {
+    ep: Arc<Gated<E>>,
+    driver: Driver<E>,
+    /// Credits for transmits (sends, RMA, atomics) and for receives.
+    tx: Arc<Semaphore>,
+    rx: Arc<Semaphore>,
+}
+
+impl<E: Entry> Clone for AsyncEndpoint<E> {
+    fn clone(&self) -> Self {
+        AsyncEndpoint { ep: self.ep.clone(), driver: self.driver.clone(), tx: self.tx.clone(), rx: self.rx.clone() }
+    }
+}
+
+impl<E: Entry> fmt::Debug for AsyncEndpoint<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncEndpoint").field("ep", &*self.ep.ep).field("driver", &self.driver).finish()
+    }
+}
+
+/// The endpoint, closed while its driver is outside libfabric.
+struct Gated<E: Entry> {
+    ep: ManuallyDrop<Endpoint<E>>,
+    driver: Driver<E>,
+}
+
+impl<E: Entry> Deref for Gated<E> {
+    type Target = Endpoint<E>;
+    fn deref(&self) -> &Endpoint<E> {
+        &self.ep
+    }
+}
+
+impl<E: Entry> Drop for Gated<E> {
+    fn drop(&mut self) {
+        // SAFETY: dropped exactly once, here; `ep` is not used afterwards.
+        self.driver.exclusive(|| unsafe { ManuallyDrop::drop(&mut self.ep) });
+    }
+}
+
+impl<E: Entry> AsyncEndpoint<E> {
+    /// Wraps `ep`, whose completion queue must be the one `driver` reads
+    /// (anything else is an error: its completions would never arrive).
+    pub fn new(ep: Endpoint<E>, driver: Driver<E>) -> Result<Self> {
+        let bound = ep.inner._cq.as_ref().is_some_and(|cq| Arc::ptr_eq(cq, &driver.shared.cq.inner));
+        if !bound {
+            return Err(Error::InvalidArgument {
+                call: "AsyncEndpoint::new",
+                reason: "the endpoint is not bound to the driver's completion queue".into(),
+            });
+        }
+        let limit = driver.config().in_flight;
+        // A queue size of 0 means the provider did not say; the bound is ours then.
+        let credits = |size: usize| Arc::new(Semaphore::new(if size == 0 { limit } else { limit.min(size) }));
+        let tx = credits(ep.info().tx_attr().map_or(0, |a| a.size()));
+        let rx = credits(ep.info().rx_attr().map_or(0, |a| a.size()));
+        let ep = Arc::new(Gated { ep: ManuallyDrop::new(ep), driver: driver.clone() });
+        Ok(AsyncEndpoint { ep, driver, tx, rx })
+    }
+
+    /// The endpoint, for what is not asynchronous (names, options, inject).
+    pub fn endpoint(&self) -> &Endpoint<E> {
+        &self.ep
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &Driver<E> {
+        &self.driver
+    }
+
+    /// Sends `buf` to `dest` (`fi_send`); resolves when the provider is done
+    /// with it, returning it.
+    pub async fn send(&self, buf: Buf, dest: Address) -> Result<Completion<E>, OpError> {
+        self.submit(&self.tx, buf, |ep, buf, token| ep.send(buf, dest, token)).await
+    }
+
+    /// Sends `buf` with remote CQ data (`fi_senddata`).
+    pub async fn send_data(&self, buf: Buf, data: u64, dest: Address) -> Result<Completion<E>, OpError> {
+        self.submit(&self.tx, buf, |ep, buf, token| ep.send_data(buf, data, dest, token)).await
+    }
+
+    /// Receives into `buf` from `src` (`Address::UNSPEC`: anyone); the buffer
+    /// comes back cut to the received length.
+    pub async fn recv(&self, buf: Buf, src: Address) -> Result<Completion<E>, OpError> {
+        self.submit(&self.rx, buf, |ep, buf, token| ep.recv(buf, src, token)).await
+    }
+
+    /// Sends a tagged message (`fi_tsend`).
+    pub async fn tsend(&self, buf: Buf, dest: Address, tag: u64) -> Result<Completion<E>, OpError> {
+        self.submit(&self.tx, buf, |ep, buf, token| ep.tsend(buf, dest, tag, token)).await
+    }
+
+    /// Sends a tagged message with remote CQ data (`fi_tsenddata`).
+    pub async fn tsend_data(&self, buf: Buf, data: u64, dest: Address, tag: u64) -> Result<Completion<E>, OpError> {
+        self.submit(&self.tx, buf, |ep, buf, token| ep.tsend_data(buf, data, dest, tag, token)).await
+    }
+
+    /// Receives a tagged message whose tag matches `tag` outside the `ignore`
+    /// bits (`fi_trecv`); the entry reports the tag that arrived.
+    pub async fn trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64) -> Result<Completion<E>, OpError> {
+        self.submit(&self.rx, buf, |ep, buf, token| ep.trecv(buf, src, tag, ignore, token)).await
+    }
+
+    /// Writes `buf` into the peer's memory at `offset` (`fi_write`).
+    pub async fn write(
+        &self,
+        buf: Buf,
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+    ) -> Result<Completion<E>, OpError> {
+        self.submit(&self.tx, buf, |ep, buf, token| ep.write(buf, dest, remote, offset, token)).await
+    }
+
+    /// Reads the peer's memory at `offset` into all of `buf` (`fi_read`).
+    pub async fn read(
+        &self,
+        buf: Buf,
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+    ) -> Result<Completion<E>, OpError> {
+        self.submit(&self.tx, buf, |ep, buf, token| ep.read(buf, dest, remote, offset, token)).await
+    }
+
+    /// `remote[offset..] op= operands` (`fi_atomic`); see
+    /// [`Endpoint::atomic`].
+    pub async fn atomic<T: AtomicType>(
+        &self,
+        op: AtomicOp,
+        buf: Buf,
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+    ) -> Result<Completion<E>, OpError> {
+        self.submit(&self.tx, buf, |ep, buf, token| ep.atomic::<T>(op, buf, dest, remote, offset, token)).await
+    }
+
+    /// Fetching atomic (`fi_fetch_atomic`); see [`Endpoint::fetch_atomic`].
+    pub async fn fetch_atomic<T: AtomicType>(
+        &self,
+        op: AtomicOp,
+        buf: Buf,
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+    ) -> Result<Completion<E>, OpError> {
+        self.submit(&self.tx, buf, |ep, buf, token| ep.fetch_atomic::<T>(op, buf, dest, remote, offset, token)).await
+    }
+
+    /// Compare atomic (`fi_compare_atomic`); see [`Endpoint::compare_atomic`].
+    pub async fn compare_atomic<T: AtomicType>(
+        &self,
+        op: AtomicOp,
+        buf: Buf,
+        dest: Address,
+        remote: &RemoteMemory,
+        offset: u64,
+    ) -> Result<Completion<E>, OpError> {
+        self.submit(&self.tx, buf, |ep, buf, token| ep.compare_atomic::<T>(op, buf, dest, remote, offset, token)).await
+    }
+
+    /// Posts a tagged receive and returns once libfabric has it, so that a
+    /// message sent after this returns can never arrive unexpected; await
+    /// the [`Op`] for the message.
+    pub async fn post_trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64) -> Result<Op<'_, E>, OpError> {
+        self.post(&self.rx, buf, |ep, buf, token| ep.trecv(buf, src, tag, ignore, token)).await
+    }
+
+    /// Posts a receive and returns once libfabric has it; see
+    /// [`post_trecv`](Self::post_trecv).
+    pub async fn post_recv(&self, buf: Buf, src: Address) -> Result<Op<'_, E>, OpError> {
+        self.post(&self.rx, buf, |ep, buf, token| ep.recv(buf, src, token)).await
+    }
+
+    /// Posts, then awaits the completion.
+    async fn submit(
+        &self,
+        credits: &Arc<Semaphore>,
+        buf: Buf,
+        post: impl FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
+    ) -> Result<Completion<E>, OpError> {
+        self.post(credits, buf, post).await?.await
+    }
+
+    /// Takes a credit and posts with `post`, retrying while the provider's
+    /// queue is full (driving progress meanwhile), for at most the post
+    /// timeout.
+    async fn post(
+        &self,
+        credits: &Arc<Semaphore>,
+        mut buf: Buf,
+        mut post: impl FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
+    ) -> Result<Op<'_, E>, OpError> {
+        let shared = &*self.driver.shared;
+        // The semaphore is never closed, so acquiring never fails.
+        let Ok(permit) = credits.clone().acquire_owned().await else {
+            return Err(OpError { error: closed(), kind: None, buf: Some(buf) });
+        };
+        let token = shared.lock().insert(permit);
+        // From here, dropping `op` frees or cancels the entry.
+        let mut op = Op::new(shared, &self.ep, token);
+        let mut deadline = None;
+        loop {
+            match post(&self.ep, buf, token) {
+                Ok(id) => {
+                    op.op = Some(id);
+                    shared.wake.notify_one();
+                    return Ok(op);
+                }
+                Err(e) if queue_full(&e.error) => {
+                    let give_up = *deadline.get_or_insert_with(|| Instant::now() + shared.config.post_timeout);
+                    if Instant::now() >= give_up {
+                        let error = Error::Call { call: e.error.call(), errno: Errno::from_raw(libc::ETIMEDOUT) };
+                        return Err(OpError { error, kind: None, buf: Some(e.buf) });
+                    }
+                    buf = e.buf;
+                    // Read completions (this frees room) and let other
+                    // tasks run before trying again.
+                    if let Err(error) = shared.progress() {
+                        return Err(OpError { error, kind: None, buf: Some(buf) });
+                    }
+                    YieldNow(false).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A post refused for want of room: `FI_EAGAIN`, or `FI_ENOMEM` from shm,
+/// whose receive pool also holds unexpected messages.
+fn queue_full(error: &Error) -> bool {
+    error.is_again() || error.errno() == Errno::from_raw(libc::ENOMEM)
+}
+
+fn closed() -> Error {
+    Error::InvalidArgument { call: "AsyncEndpoint", reason: "the driver is closed".into() }
+}
+
+/// Returns `Pending` once, waking itself: lets the executor run other tasks.
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

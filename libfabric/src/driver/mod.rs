@@ -1,0 +1,298 @@
+//! Async operations: a [`Driver`] reads one completion queue and hands each
+//! completion to the future waiting for it; an [`AsyncEndpoint`] posts
+//! operations whose futures resolve with the operation's buffer.
+//!
+//! The core is runtime-agnostic: anything that can wait for a file
+//! descriptor can drive a [`Driver`] with [`Driver::progress`],
+//! [`Driver::trywait`] and [`Driver::wait_fd`]. The `tokio` feature adds
+//! [`Driver::spawn`], which does that on a tokio task.
+//!
+//! ## What the futures promise
+//!
+//! - The buffer is the operation's until libfabric is done with it. A future
+//!   resolves with it ([`Completion::buf`] or [`OpError::buf`]).
+//! - Dropping a future before it resolves cancels the operation
+//!   (`fi_cancel`); the buffer stays with the endpoint until the cancellation
+//!   (or the completion, if it won the race) is read, and is freed then.
+//! - Every completion goes to the future that posted its operation: a
+//!   completion carries a token naming an entry and that entry's generation,
+//!   so a late completion never reaches a later operation.
+//! - At most [`DriverConfig::in_flight`] operations per endpoint and
+//!   direction are posted at once (and no more than the endpoint's queues
+//!   hold); more wait for a credit instead of growing memory. A post that meets a full
+//!   queue (`FI_EAGAIN`) drives progress and retries, for at most
+//!   [`DriverConfig::post_timeout`].
+
+mod endpoint;
+mod op;
+mod pending;
+#[cfg(feature = "tokio")]
+mod runtime;
+
+use std::fmt;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+
+use crate::cq::{CompletionQueue, Entry, Read, TaggedEntry};
+use crate::error::Result;
+use crate::ops::Completion;
+
+pub use endpoint::AsyncEndpoint;
+pub use op::{Op, OpError};
+use pending::{Delivered, Pending};
+
+/// Completions read per [`Driver::progress`] call at most, so one busy queue
+/// cannot starve the rest of the program.
+const BATCH: usize = 64;
+
+/// How a driver waits for completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Sleep on the queue's wait file descriptor when it has one (after
+    /// `fi_trywait`); otherwise poll, spinning briefly after each completion
+    /// and then checking every millisecond.
+    Wait,
+    /// Never sleep: poll the queue, yielding to other tasks in between.
+    /// Lowest latency, one core busy.
+    BusyPoll,
+}
+
+/// How a [`Driver`] behaves.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Operations one endpoint may have posted at once, at most, in each
+    /// direction (transmits, receives): its credits. Capped by the
+    /// endpoint's own queue sizes (`tx_attr.size`, `rx_attr.size`).
+    pub in_flight: usize,
+    /// How long a post may keep meeting `FI_EAGAIN` before it fails.
+    pub post_timeout: Duration,
+    /// Waiting or polling.
+    pub mode: ProgressMode,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig { in_flight: 1024, post_timeout: Duration::from_secs(10), mode: ProgressMode::Wait }
+    }
+}
+
+/// What a driver has seen, for observability.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Completions handed to futures.
+    pub completed: u64,
+    /// Of those, error completions (including cancellations).
+    pub failed: u64,
+    /// Completions of abandoned (dropped) futures, dropped by the driver.
+    pub orphaned: u64,
+    /// Completions no operation of this driver claimed (posted elsewhere).
+    pub unclaimed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    completed: AtomicU64,
+    failed: AtomicU64,
+    orphaned: AtomicU64,
+    unclaimed: AtomicU64,
+}
+
+pub(crate) struct Shared<E: Entry> {
+    pub(crate) cq: CompletionQueue<E>,
+    pending: Mutex<Pending<E>>,
+    pub(crate) config: DriverConfig,
+    /// Wakes a driver task that is sleeping: a new post, or closing.
+    pub(crate) wake: Notify,
+    pub(crate) closing: AtomicBool,
+    counters: Counters,
+    /// Held (shared) while the driver is inside libfabric on the queue;
+    /// held exclusively to open or close an endpoint bound to it. Providers
+    /// here crash when a queue is read while an endpoint bound to it closes
+    /// (tcp, in `fi_trywait`) or is being bound (udp;ofi_rxd, in `fi_cq_read`).
+    pub(crate) gate: Arc<RwLock<()>>,
+}
+
+/// Reads a completion queue and hands completions to the futures of
+/// [`AsyncEndpoint`]s bound to it. Cloning gives another handle to the same
+/// driver; when the last handle is dropped a spawned driver task stops.
+pub struct Driver<E: Entry = TaggedEntry> {
+    pub(crate) shared: Arc<Shared<E>>,
+    _handle: Arc<HandleCount<E>>,
+}
+
+impl<E: Entry> Clone for Driver<E> {
+    fn clone(&self) -> Self {
+        Driver { shared: self.shared.clone(), _handle: self._handle.clone() }
+    }
+}
+
+/// Dropped with the last user handle: tells the driver task to stop.
+struct HandleCount<E: Entry>(Arc<Shared<E>>);
+
+impl<E: Entry> Drop for HandleCount<E> {
+    fn drop(&mut self) {
+        self.0.closing.store(true, Ordering::Release);
+        self.0.wake.notify_one();
+    }
+}
+
+impl<E: Entry> fmt::Debug for Driver<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("cq", &self.shared.cq)
+            .field("config", &self.shared.config)
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl<E: Entry> Driver<E> {
+    /// A driver for `cq`. Nothing reads the queue until something calls
+    /// [`progress`](Self::progress), e.g. the task of [`spawn`](Self::spawn).
+    ///
+    /// ```no_run
+    /// # fn demo(domain: &libfabric::Domain) -> libfabric::Result<()> {
+    /// use libfabric::driver::{Driver, DriverConfig};
+    /// use libfabric::{CompletionQueue, CqConfig, WaitObj};
+    /// let cq: CompletionQueue = CompletionQueue::open(domain, &CqConfig { size: 1024, wait_obj: WaitObj::FD })?;
+    /// let driver = Driver::new(cq, DriverConfig::default());
+    /// # let _ = driver; Ok(()) }
+    /// ```
+    pub fn new(cq: CompletionQueue<E>, config: DriverConfig) -> Driver<E> {
+        let in_flight = config.in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        let config = DriverConfig { in_flight, ..config };
+        let shared = Arc::new(Shared {
+            cq,
+            pending: Mutex::new(Pending::with_capacity(2 * in_flight)),
+            config,
+            wake: Notify::new(),
+            closing: AtomicBool::new(false),
+            counters: Counters::default(),
+            gate: Arc::new(RwLock::new(())),
+        });
+        Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
+    }
+
+    /// The completion queue this driver reads.
+    pub fn completion_queue(&self) -> &CompletionQueue<E> {
+        &self.shared.cq
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DriverConfig {
+        &self.shared.config
+    }
+
+    /// Operations posted through this driver and not yet finished (including
+    /// those whose futures were dropped and whose cancellation is pending).
+    pub fn in_flight(&self) -> usize {
+        self.shared.lock().len()
+    }
+
+    /// Counts of what the driver has handled.
+    pub fn stats(&self) -> DriverStats {
+        let c = &self.shared.counters;
+        DriverStats {
+            completed: c.completed.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            orphaned: c.orphaned.load(Ordering::Relaxed),
+            unclaimed: c.unclaimed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads what completions are ready (up to a batch) and wakes their
+    /// futures; returns how many were read.
+    pub fn progress(&self) -> Result<usize> {
+        self.shared.progress()
+    }
+
+    /// `fi_trywait` on the queue: `Ok(true)` when it is safe to sleep on
+    /// [`wait_fd`](Self::wait_fd), `Ok(false)` when there is work to read.
+    pub fn trywait(&self) -> Result<bool> {
+        self.shared.trywait()
+    }
+
+    /// Runs `f` while the driver is not inside libfabric: open (bind) or
+    /// close endpoints on a queue that is being driven inside it, since
+    /// providers do not all survive a queue read racing an endpoint's bind
+    /// or close. [`AsyncEndpoint`] closes its endpoint this way.
+    pub fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _closed = self.shared.gate.write().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
+    /// The queue's wait file descriptor, when it was opened with
+    /// `WaitObj::FD` and the provider supports it; `None` means the driver
+    /// must poll.
+    pub fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.shared.cq.wait_fd().ok()
+    }
+}
+
+impl<E: Entry> Shared<E> {
+    fn lock(&self) -> MutexGuard<'_, Pending<E>> {
+        // A panic while holding the lock leaves the table consistent (every
+        // change is one assignment), so a poisoned lock is still usable.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn trywait(&self) -> Result<bool> {
+        let _open = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        self.cq.trywait()
+    }
+
+    pub(crate) fn progress(&self) -> Result<usize> {
+        let _open = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        while n < BATCH {
+            match self.cq.poll()? {
+                Read::Empty => break,
+                Read::Op(c) => self.deliver(c.token, Ok(c)),
+                Read::Failed { error, op: Some((kind, token, buf)) } => {
+                    self.deliver(token, Err(OpError::completed(error, kind, buf)))
+                }
+                Read::Failed { error, op: None } => {
+                    self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "an error completion of no operation of this driver");
+                }
+                other => {
+                    self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(?other, "a completion the async driver does not handle");
+                }
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn deliver(&self, token: u64, result: std::result::Result<Completion<E>, OpError>) {
+        let failed = result.is_err();
+        let delivered = self.lock().deliver(token, result);
+        let c = &self.counters;
+        match delivered {
+            Delivered::Wake(waker) => {
+                c.completed.fetch_add(1, Ordering::Relaxed);
+                if failed {
+                    c.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            // Dropped here, outside the lock: the buffer, then the credit.
+            Delivered::Orphan(result, permit) => {
+                c.orphaned.fetch_add(1, Ordering::Relaxed);
+                drop(result);
+                drop(permit);
+            }
+            Delivered::Unknown(result) => {
+                c.unclaimed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(token, ok = result.is_ok(), "a completion with a token of no operation of this driver");
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The future of one posted operation, and its error.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::cq::Entry;
+use crate::ep::{Endpoint, OpId};
+use crate::error::Error;
+use crate::ops::{Buf, Completion, OpKind, PostError};
+
+use super::Shared;
+
+/// Why an async operation failed, with its buffer when it has come back.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct OpError {
+    /// The error: a failed post, an error completion (`FI_ECANCELED` for a
+    /// cancelled operation, `FI_ETRUNC`, …), or a timeout.
+    #[source]
+    pub error: Error,
+    /// The operation, if it got as far as being posted.
+    pub kind: Option<OpKind>,
+    /// The buffer, the caller's again (absent only when it never came back
+    /// from libfabric, which the driver then drops once libfabric is done).
+    pub buf: Option<Buf>,
+}
+
+impl OpError {
+    pub(crate) fn completed(error: Error, kind: OpKind, buf: Buf) -> OpError {
+        OpError { error, kind: Some(kind), buf: Some(buf) }
+    }
+
+    /// True for `FI_ECANCELED`: the operation was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.error.errno() == libfabric_sys::enums::Errno::from_raw(libc::ECANCELED)
+    }
+}
+
+impl From<PostError> for OpError {
+    fn from(e: PostError) -> OpError {
+        OpError { error: e.error, kind: None, buf: Some(e.buf) }
+    }
+}
+
+impl From<OpError> for Error {
+    fn from(e: OpError) -> Error {
+        e.error
+    }
+}
+
+/// A posted operation: awaiting it gives its completion, with the buffer.
+/// Dropping it first cancels the operation (the buffer is freed once
+/// libfabric is done with it); [`cancel`](Self::cancel) instead asks for the
+/// cancellation and lets the caller await the buffer back.
+#[must_use = "dropping an operation cancels it"]
+pub struct Op<'a, E: Entry> {
+    pub(crate) shared: &'a Shared<E>,
+    pub(crate) ep: &'a Endpoint<E>,
+    pub(crate) token: u64,
+    /// Set once libfabric has the operation.
+    pub(crate) op: Option<OpId>,
+    done: bool,
+}
+
+impl<'a, E: Entry> Op<'a, E> {
+    pub(crate) fn new(shared: &'a Shared<E>, ep: &'a Endpoint<E>, token: u64) -> Self {
+        Op { shared, ep, token, op: None, done: false }
+    }
+}
+
+impl<E: Entry> Op<'_, E> {
+    /// Asks libfabric to cancel the operation (`fi_cancel`). Awaiting it
+    /// then gives `FI_ECANCELED` with the buffer, or the completion if the
+    /// operation finished first.
+    pub fn cancel(&self) -> Result<(), Error> {
+        match self.op {
+            Some(op) if !self.done => self.ep.cancel(op),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<E: Entry> Op<'_, E> {
+    /// Lets the operation run to completion unawaited: unlike dropping, no
+    /// cancellation is asked for; the driver drops the completion (and the
+    /// buffer) when it arrives. For a receive whose message is known to be
+    /// on its way, which would otherwise stay in the provider unexpected.
+    pub fn detach(mut self) {
+        if self.op.is_some() && !self.done {
+            let (leftover, _) = self.shared.lock().abandon(self.token, true);
+            drop(leftover);
+        }
+        self.done = true;
+    }
+}
+
+impl<E: Entry> fmt::Debug for Op<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Op").field("token", &self.token).field("op", &self.op).finish()
+    }
+}
+
+impl<E: Entry> Future for Op<'_, E> {
+    type Output = Result<Completion<E>, OpError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let taken = self.shared.lock().poll(self.token, cx.waker());
+        match taken.and_then(|t| t.result) {
+            Some(result) => {
+                self.done = true;
+                Poll::Ready(result)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<E: Entry> Drop for Op<'_, E> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (leftover, cancel) = self.shared.lock().abandon(self.token, self.op.is_some());
+        // The result of an operation that finished meanwhile, and the credit,
+        // are dropped here, outside the lock.
+        drop(leftover);
+        if let (true, Some(op)) = (cancel, self.op) {
+            // The cancellation's completion (or the operation's own, if it
+            // won) reaches the driver, which frees the buffer then.
+            if let Err(error) = self.ep.cancel(op) {
+                tracing::debug!(%error, "fi_cancel of a dropped operation");
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The operations a driver is waiting for: one entry per posted operation,
+//! found again by the token it was posted with.
+//!
+//! A token is `generation << 32 | index`: an entry's generation changes each
+//! time it is freed, so a late completion or a stale future never matches
+//! the entry's next operation. Entries are allocated once, up to the
+//! driver's in-flight bound, so steady-state posting allocates nothing.
+
+use std::task::Waker;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::cq::Entry;
+use crate::ops::Completion;
+
+use super::OpError;
+
+/// Where one operation stands.
+pub(crate) enum State<E> {
+    /// Posted (or about to be); the waker of the future awaiting it.
+    Waiting(Option<Waker>),
+    /// Finished; its result waits for the future to take it.
+    Done(Result<Completion<E>, OpError>),
+    /// Its future was dropped: the completion (or cancellation) is read and
+    /// dropped by the driver, which frees the entry then. Until that moment
+    /// libfabric may still use the buffer, which the endpoint still owns.
+    Abandoned,
+    /// Not in use.
+    Free,
+}
+
+struct Slot<E> {
+    generation: u32,
+    state: State<E>,
+    /// The in-flight credit, returned when the entry is freed.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The table of entries.
+pub(crate) struct Pending<E> {
+    slots: Vec<Slot<E>>,
+    free: Vec<u32>,
+    waiting: usize,
+}
+
+/// What a finished operation's result met in the table.
+pub(crate) enum Delivered<E> {
+    /// A future was waiting: wake it.
+    Wake(Option<Waker>),
+    /// Nobody wants it any more (abandoned): drop it outside the lock.
+    Orphan(Result<Completion<E>, OpError>, Option<OwnedSemaphorePermit>),
+    /// No entry has this token (not posted by this driver).
+    Unknown(Result<Completion<E>, OpError>),
+}
+
+impl<E: Entry> Pending<E> {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Pending { slots: Vec::with_capacity(n), free: Vec::with_capacity(n), waiting: 0 }
+    }
+
+    /// Operations posted and not yet taken by their futures or the driver.
+    pub(crate) fn len(&self) -> usize {
+        self.waiting
+    }
+
+    /// A new entry, waiting; returns its token.
+    pub(crate) fn insert(&mut self, permit: OwnedSemaphorePermit) -> u64 {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { generation: 0, state: State::Free, permit: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.state = State::Waiting(None);
+        slot.permit = Some(permit);
+        self.waiting += 1;
+        token(slot.generation, index)
+    }
+
+    fn slot(&mut self, token: u64) -> Option<&mut Slot<E>> {
+        let (generation, index) = ((token >> 32) as u32, token as u32);
+        self.slots.get_mut(index as usize).filter(|s| s.generation == generation && !matches!(s.state, State::Free))
+    }
+
+    /// Frees the entry; its credit comes back with it (to drop outside the lock).
+    fn free(&mut self, token: u64) -> (State<E>, Option<OwnedSemaphorePermit>) {
+        let index = token as u32;
+        let slot = &mut self.slots[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(index);
+        self.waiting -= 1;
+        (std::mem::replace(&mut slot.state, State::Free), slot.permit.take())
+    }
+
+    /// The driver's side: the operation of `token` finished with `result`.
+    pub(crate) fn deliver(&mut self, token: u64, result: Result<Completion<E>, OpError>) -> Delivered<E> {
+        let Some(slot) = self.slot(token) else { return Delivered::Unknown(result) };
+        match &mut slot.state {
+            State::Waiting(waker) => {
+                let waker = waker.take();
+                slot.state = State::Done(result);
+                Delivered::Wake(waker)
+            }
+            State::Abandoned => {
+                let (_, permit) = self.free(token);
+                Delivered::Orphan(result, permit)
+            }
+            // A second completion for one operation: not ours to judge here.
+            State::Done(_) | State::Free => Delivered::Unknown(result),
+        }
+    }
+
+    /// The future's side: its result if it is in, else remember the waker.
+    pub(crate) fn poll(&mut self, token: u64, waker: &Waker) -> Option<Taken<E>> {
+        let slot = self.slot(token)?;
+        match &mut slot.state {
+            State::Waiting(w) => {
+                match w {
+                    Some(old) if old.will_wake(waker) => {}
+                    _ => *w = Some(waker.clone()),
+                }
+                None
+            }
+            State::Done(_) => match self.free(token) {
+                (State::Done(result), permit) => Some(Taken { result: Some(result), _permit: permit }),
+                _ => None,
+            },
+            State::Abandoned | State::Free => None,
+        }
+    }
+
+    /// The future was dropped. Returns what to drop outside the lock, and
+    /// whether the operation is still with libfabric (so must be cancelled).
+    pub(crate) fn abandon(&mut self, token: u64, posted: bool) -> (Option<Taken<E>>, bool) {
+        let Some(slot) = self.slot(token) else { return (None, false) };
+        if posted && matches!(slot.state, State::Waiting(_)) {
+            slot.state = State::Abandoned;
+            return (None, true);
+        }
+        // Finished (its result is dropped) or never posted.
+        let (state, permit) = self.free(token);
+        let result = match state {
+            State::Done(result) => Some(result),
+            _ => None,
+        };
+        (Some(Taken { result, _permit: permit }), false)
+    }
+}
+
+/// A result taken out of the table, with the credit it held (released when
+/// this is dropped, after the lock).
+pub(crate) struct Taken<E> {
+    pub(crate) result: Option<Result<Completion<E>, OpError>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+fn token(generation: u32, index: u32) -> u64 {
+    (generation as u64) << 32 | index as u64
+}

@@ -1,0 +1,137 @@
+//! Driving a [`Driver`] on a tokio task (feature `tokio`).
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::task::JoinHandle;
+
+use crate::cq::{CompletionQueue, Entry};
+
+use super::{Driver, ProgressMode, Shared};
+
+/// After the last completion, how long a polling driver keeps spinning
+/// before it checks only once per [`POLL_TICK`].
+const SPIN: Duration = Duration::from_micros(200);
+/// How often an idle polling driver looks at a queue without a wait
+/// descriptor (tokio's timer resolution).
+const POLL_TICK: Duration = Duration::from_millis(1);
+/// How long a driver sleeping on the wait descriptor sleeps at most: a safety
+/// net should a provider's descriptor miss an edge, so a completion is late
+/// at worst, never lost.
+const WAIT_TICK: Duration = Duration::from_millis(50);
+
+impl<E: Entry> Driver<E> {
+    /// Starts a tokio task that reads the queue and wakes futures, until the
+    /// last handle to this driver is dropped. With [`ProgressMode::Wait`] it
+    /// sleeps on the queue's wait descriptor between completions when the
+    /// provider gives one (`fi_trywait`, then the descriptor in tokio's
+    /// reactor), and polls otherwise.
+    ///
+    /// Must be called within a tokio runtime with the time and I/O drivers
+    /// enabled.
+    pub fn spawn(&self) -> JoinHandle<()> {
+        let shared = self.shared.clone();
+        let fd = self.wait_fd().map(|fd| fd.as_raw_fd()).filter(|_| shared.config.mode == ProgressMode::Wait);
+        tokio::spawn(async move {
+            let Some(fd) = fd else { return poll_loop(&shared).await };
+            let owner = WaitFd { fd, _cq: shared.cq.clone() };
+            // SAFETY: `owner` keeps the queue, and so its descriptor, open and
+            // unchanged for as long as the AsyncFd holds it.
+            match unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) } {
+                Ok(fd) => wait_loop(&shared, &fd).await,
+                Err(error) => {
+                    tracing::warn!(%error, "the CQ's wait descriptor cannot be watched; polling instead");
+                    poll_loop(&shared).await
+                }
+            }
+        })
+    }
+}
+
+/// The queue's wait descriptor, with the queue that owns it.
+struct WaitFd<E: Entry> {
+    fd: RawFd,
+    _cq: CompletionQueue<E>,
+}
+
+impl<E: Entry> AsRawFd for WaitFd<E> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+fn closing<E: Entry>(shared: &Shared<E>) -> bool {
+    shared.closing.load(Ordering::Acquire)
+}
+
+/// Reads a batch; on a queue error logs it and backs off (the error is the
+/// queue's, not an operation's, so no future can be told).
+async fn progress<E: Entry>(shared: &Shared<E>) -> usize {
+    match shared.progress() {
+        Ok(n) => n,
+        Err(error) => {
+            tracing::error!(%error, "reading the completion queue failed");
+            tokio::time::sleep(POLL_TICK).await;
+            0
+        }
+    }
+}
+
+async fn wait_loop<E: Entry>(shared: &Arc<Shared<E>>, fd: &AsyncFd<WaitFd<E>>) {
+    while !closing(shared) {
+        // Yield after every read: the futures just woken may sit in this
+        // worker's LIFO slot, where no other worker can steal them, so a
+        // driver that loops without yielding would starve them.
+        if progress(shared).await > 0 {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        match shared.trywait() {
+            Ok(true) => {}
+            // Work is pending inside the provider that a read has not yet
+            // turned into a completion: let others run, then read again.
+            Ok(false) => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "fi_trywait");
+                tokio::time::sleep(POLL_TICK).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            ready = fd.readable() => {
+                if let Ok(mut guard) = ready {
+                    guard.clear_ready();
+                }
+            }
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(WAIT_TICK) => {}
+        }
+    }
+}
+
+async fn poll_loop<E: Entry>(shared: &Arc<Shared<E>>) {
+    let busy = shared.config.mode == ProgressMode::BusyPoll;
+    let mut last = Instant::now();
+    while !closing(shared) {
+        if progress(shared).await > 0 {
+            last = Instant::now();
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if busy || last.elapsed() < SPIN {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => last = Instant::now(),
+            _ = tokio::time::sleep(POLL_TICK) => {}
+        }
+    }
+}

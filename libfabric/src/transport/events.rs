@@ -1,0 +1,99 @@
+//! Reading an event queue asynchronously: its wait descriptor in tokio's
+//! reactor after `fi_trywait`, polling where there is none.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::eq::{Event, EventQueue};
+use crate::error::Result;
+
+/// How often a queue without a usable descriptor is read, and the longest
+/// sleep on one that has it (a missed edge delays an event, never loses it).
+const POLL_TICK: Duration = Duration::from_millis(1);
+const WAIT_TICK: Duration = Duration::from_millis(50);
+
+/// The queue's descriptor, with the queue that owns it.
+struct EqFd {
+    fd: RawFd,
+    _eq: EventQueue,
+}
+
+impl AsRawFd for EqFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+impl Drop for AsyncEq {
+    /// The queue may be the last reference to an event queue bound to the
+    /// endpoint whose driver holds `gate`: tcp crashes in `fi_trywait` on the
+    /// completion queue while such an event queue closes, so it closes with
+    /// the driver kept out of libfabric.
+    fn drop(&mut self) {
+        let _closed = self.gate.as_ref().map(|g| g.write().unwrap_or_else(|p| p.into_inner()));
+        drop(self.fd.take());
+        drop(self.eq.take());
+    }
+}
+
+/// An event queue whose events are awaited.
+pub(crate) struct AsyncEq {
+    // Both taken (and closed) in `drop`, under the gate.
+    eq: Option<EventQueue>,
+    fd: Option<AsyncFd<EqFd>>,
+    /// The driver's gate of the endpoint bound to this queue: reading the
+    /// queue must not race the endpoint's close.
+    gate: Option<Arc<RwLock<()>>>,
+}
+
+impl AsyncEq {
+    /// Needs a tokio runtime (the reactor the descriptor joins).
+    pub(crate) fn new(eq: EventQueue, gate: Option<Arc<RwLock<()>>>) -> AsyncEq {
+        let fd = eq.wait_fd().ok().map(|fd| fd.as_raw_fd()).and_then(|fd| {
+            let owner = EqFd { fd, _eq: eq.clone() };
+            // SAFETY: `owner` keeps the queue, and so its descriptor, open
+            // and unchanged for as long as the AsyncFd holds it.
+            unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) }.ok()
+        });
+        AsyncEq { eq: Some(eq), fd, gate }
+    }
+
+    /// One read, and whether it is safe to sleep, under the gate.
+    fn read(&self) -> Result<(Option<Event>, bool)> {
+        let _open = self.gate.as_ref().map(|g| g.read().unwrap_or_else(|p| p.into_inner()));
+        let Some(eq) = &self.eq else { return Ok((None, false)) };
+        match eq.read()? {
+            Some(event) => Ok((Some(event), false)),
+            None if self.fd.is_some() => Ok((None, eq.trywait()?)),
+            None => Ok((None, false)),
+        }
+    }
+
+    /// The next event; an error entry (refused, rejected, …) is an `Err`.
+    pub(crate) async fn next(&self) -> Result<Event> {
+        loop {
+            let (event, may_sleep) = self.read()?;
+            if let Some(event) = event {
+                return Ok(event);
+            }
+            match &self.fd {
+                Some(fd) if may_sleep => {
+                    tokio::select! {
+                        ready = fd.readable() => {
+                            if let Ok(mut guard) = ready {
+                                guard.clear_ready();
+                            }
+                        }
+                        _ = tokio::time::sleep(WAIT_TICK) => {}
+                    }
+                }
+                Some(_) => {}
+                None => tokio::time::sleep(POLL_TICK).await,
+            }
+        }
+    }
+}

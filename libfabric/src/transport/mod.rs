@@ -1,0 +1,108 @@
+//! A high-level transport on the async driver (feature `tokio`).
+//!
+//! - Connectionless ([`Node`], RDM endpoints): peers in an address vector,
+//!   found through an address exchange that needs only a host and port
+//!   ([`Node::accept_peer`], [`Node::dial`]); per-peer handles ([`Peer`])
+//!   with one-way messages, request/response, and handlers that see each
+//!   peer's messages in order ([`Node::serve`]).
+//! - Connection-oriented ([`Listener`], [`Connection`], MSG endpoints):
+//!   listen, accept, connect, graceful shutdown and peer-closed detection.
+//!
+//! Every operation is bounded: in flight per endpoint (the driver's credits)
+//! and per peer ([`TransportConfig::peer_credits`]), and in time
+//! ([`TransportConfig::op_timeout`]): a future that outlives it resolves with
+//! `FI_ETIMEDOUT` and its operation is cancelled. Buffers go to libfabric as
+//! they are, with no copy; when the provider needs registered memory
+//! (`FI_MR_LOCAL`) the endpoint registers them.
+
+mod events;
+mod exchange;
+mod msg;
+mod node;
+mod stack;
+mod wire;
+
+use std::future::Future;
+use std::time::Duration;
+
+use libfabric_sys::enums::Errno;
+
+use crate::driver::{DriverConfig, OpError};
+use crate::error::Error;
+
+pub use msg::{Connection, Listener};
+pub use node::{Node, Peer, PeerId, Request};
+
+/// How a transport endpoint is opened and how long it waits.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// The provider (`"tcp;ofi_rxm"`, `"shm"`, `"tcp"`, …).
+    pub provider: String,
+    /// The local node to open on (`Some("127.0.0.1")`); `None`: the
+    /// provider's choice (for shm, a name unique to the endpoint).
+    pub node: Option<String>,
+    /// The completion driver's settings (in-flight bound, progress mode).
+    pub driver: DriverConfig,
+    /// Operations in flight to one peer, at most.
+    pub peer_credits: usize,
+    /// How long any one operation or wait may take.
+    pub op_timeout: Duration,
+    /// The largest message a handler or receive accepts.
+    pub max_message: usize,
+}
+
+impl TransportConfig {
+    /// Defaults for `provider`: 1,024 operations in flight, 64 per peer,
+    /// 30 s per operation, messages up to 64 KiB.
+    pub fn new(provider: &str) -> Self {
+        TransportConfig {
+            provider: provider.to_string(),
+            node: None,
+            driver: DriverConfig::default(),
+            peer_credits: 64,
+            op_timeout: Duration::from_secs(30),
+            max_message: 64 * 1024,
+        }
+    }
+
+    /// The same, opened on `node`.
+    pub fn node(mut self, node: &str) -> Self {
+        self.node = Some(node.to_string());
+        self
+    }
+}
+
+/// Why opening, connecting or finding a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A libfabric call failed (or timed out: `FI_ETIMEDOUT`).
+    #[error(transparent)]
+    Fabric(#[from] Error),
+    /// The TCP address exchange failed.
+    #[error("address exchange: {0}")]
+    Exchange(#[from] std::io::Error),
+}
+
+impl From<OpError> for TransportError {
+    fn from(e: OpError) -> TransportError {
+        TransportError::Fabric(e.error)
+    }
+}
+
+/// `ETIMEDOUT` for `call`.
+pub(crate) fn timed_out(call: &'static str) -> Error {
+    Error::Call { call, errno: Errno::from_raw(libc::ETIMEDOUT) }
+}
+
+/// Awaits `op` for at most `limit`; on expiry the future is dropped (which
+/// cancels its operation) and the error names `call`.
+pub(crate) async fn bounded<T>(
+    call: &'static str,
+    limit: Duration,
+    op: impl Future<Output = Result<T, OpError>>,
+) -> Result<T, OpError> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(result) => result,
+        Err(_) => Err(OpError { error: timed_out(call), kind: None, buf: None }),
+    }
+}

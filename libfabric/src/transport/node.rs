@@ -1,0 +1,363 @@
+//! The connectionless transport: an RDM endpoint, its peers, messages,
+//! requests and handlers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use libfabric_sys::enums::{AvType, EpType};
+use libfabric_sys::flags::Caps;
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::av::{Address, AddressVector};
+use crate::cq::Entry;
+use crate::driver::{AsyncEndpoint, OpError};
+use crate::ep::{Bindings, Endpoint};
+use crate::error::Error;
+use crate::ops::Buf;
+
+use super::stack::{discover, Stack};
+use super::{bounded, exchange, timed_out, wire, TransportConfig, TransportError};
+
+/// A peer as this node knows it: its handle in this node's address vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+/// An RDM endpoint with its peers. Cloning gives another handle to the same node.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use libfabric::transport::{Node, TransportConfig};
+/// use libfabric::Buf;
+/// let node = Node::open(TransportConfig::new("tcp;ofi_rxm").node("127.0.0.1"))?;
+/// let server = node.dial("127.0.0.1:7000").await?;      // the other program runs accept_peer
+/// let answer = server.request(Buf::from(&b"ping"[..]), Buf::zeroed(64)).await?;
+/// println!("{:?}", &answer[..]);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    // Before `ep`: the endpoint holds the vector too, so the vector closes
+    // with the endpoint, while the driver is kept out of libfabric (a queue
+    // read racing the vector's close crashes tcp;ofi_rxm).
+    av: AddressVector,
+    ep: AsyncEndpoint,
+    config: TransportConfig,
+    name: Vec<u8>,
+    next_request: AtomicU64,
+    /// The peers added to the address vector, with their credits (shared by
+    /// every handle to a peer) and this node's handle there. Only these may
+    /// be sent to: a handle read off the wire is checked here first, since
+    /// libfabric would read out of bounds for one it never issued.
+    peers: Mutex<HashMap<PeerId, (Arc<Semaphore>, u64)>>,
+    // Last: the endpoint and queue close before the domain and fabric.
+    _stack: Stack,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node").field("provider", &self.inner.config.provider).field("ep", &self.inner.ep).finish()
+    }
+}
+
+/// A peer of a [`Node`]: where messages and requests go.
+#[derive(Clone)]
+pub struct Peer {
+    node: Node,
+    id: PeerId,
+    addr: Address,
+    /// This node's handle in the peer's address vector: sent with every
+    /// message so the peer knows who it is from.
+    me_there: u64,
+    credits: Arc<Semaphore>,
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peer").field("id", &self.id).field("me_there", &self.me_there).finish()
+    }
+}
+
+/// A request as a handler of [`Node::serve`] sees it.
+#[derive(Debug)]
+pub struct Request {
+    /// Who sent it.
+    pub peer: PeerId,
+    /// The bytes received.
+    pub body: Buf,
+}
+
+impl Node {
+    /// Opens an RDM endpoint of `config.provider` (tagged messages, remote CQ
+    /// data) with its address vector and a driver task; needs a tokio runtime.
+    pub fn open(config: TransportConfig) -> Result<Node, TransportError> {
+        let info = discover(&config, EpType::RDM, Caps::MSG | Caps::TAGGED, None)?;
+        let stack = Stack::open(info)?;
+        let driver = stack.driver(&config)?;
+        let av = AddressVector::open(&stack.domain, AvType::UNSPEC)?;
+        let ep = Endpoint::open(
+            &stack.domain,
+            &stack.info,
+            Bindings { cq: driver.completion_queue(), av: Some(&av), eq: None },
+        )?;
+        let name = ep.name()?;
+        driver.spawn();
+        let ep = AsyncEndpoint::new(ep, driver)?;
+        tracing::debug!(provider = %config.provider, "transport node open");
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                av,
+                ep,
+                config,
+                name,
+                next_request: AtomicU64::new(1),
+                peers: Mutex::new(HashMap::new()),
+                _stack: stack,
+            }),
+        })
+    }
+
+    /// This node's fabric address, for peers to insert.
+    pub fn name(&self) -> &[u8] {
+        &self.inner.name
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TransportConfig {
+        &self.inner.config
+    }
+
+    /// The async endpoint underneath, for operations the transport does not
+    /// wrap (RMA, atomics).
+    pub fn endpoint(&self) -> &AsyncEndpoint {
+        &self.inner.ep
+    }
+
+    /// Adds a peer by its fabric address; `me_there` is this node's handle
+    /// in the peer's address vector (what the exchange reports).
+    pub fn add_peer(&self, name: &[u8], me_there: u64) -> Result<Peer, TransportError> {
+        let addr = self.inner.av.insert_one(name)?;
+        Ok(self.peer_at(addr, me_there))
+    }
+
+    fn peer_at(&self, addr: Address, me_there: u64) -> Peer {
+        let id = PeerId(addr.raw());
+        let limit = self.inner.config.peer_credits.max(1);
+        let mut peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = peers.entry(id).or_insert_with(|| (Arc::new(Semaphore::new(limit)), me_there));
+        entry.1 = me_there;
+        Peer { node: self.clone(), id, addr, me_there, credits: entry.0.clone() }
+    }
+
+    /// Waits for a program dialing `listener` ([`dial`](Self::dial)) and
+    /// swaps addresses with it. The wait for a dialer is unbounded (that is
+    /// what a server does); the exchange itself is bounded by the operation
+    /// timeout.
+    pub async fn accept_peer(&self, listener: &TcpListener) -> Result<Peer, TransportError> {
+        let (mut stream, from) = listener.accept().await?;
+        let exchange = async {
+            let theirs = exchange::read_name(&mut stream).await?;
+            let addr = self.inner.av.insert_one(&theirs)?;
+            exchange::write_name(&mut stream, &self.inner.name).await?;
+            exchange::write_handle(&mut stream, addr.raw()).await?;
+            let me_there = exchange::read_handle(&mut stream).await?;
+            tracing::debug!(%from, peer = addr.raw(), "peer accepted");
+            Ok(self.peer_at(addr, me_there))
+        };
+        let limit = self.inner.config.op_timeout;
+        tokio::time::timeout(limit, exchange).await.map_err(|_| timed_out("accept_peer").into()).and_then(|r| r)
+    }
+
+    /// Finds the program that accepts peers at `server` and swaps addresses.
+    pub async fn dial(&self, server: impl ToSocketAddrs) -> Result<Peer, TransportError> {
+        let limit = self.inner.config.op_timeout;
+        let work = async {
+            let mut stream = TcpStream::connect(server).await?;
+            stream.set_nodelay(true)?;
+            exchange::write_name(&mut stream, &self.inner.name).await?;
+            let theirs = exchange::read_name(&mut stream).await?;
+            let me_there = exchange::read_handle(&mut stream).await?;
+            let addr = self.inner.av.insert_one(&theirs)?;
+            exchange::write_handle(&mut stream, addr.raw()).await?;
+            Ok(self.peer_at(addr, me_there))
+        };
+        tokio::time::timeout(limit, work).await.map_err(|_| timed_out("dial").into()).and_then(|r| r)
+    }
+
+    /// The peer this node knows as `id` (from a [`Request`] or
+    /// [`recv`](Self::recv)); `None` if no peer was added with that handle.
+    pub fn peer(&self, id: PeerId) -> Option<Peer> {
+        let peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let (credits, me_there) = peers.get(&id)?;
+        let addr = Address { raw: id.0, av: self.inner.av.inner.id };
+        Some(Peer { node: self.clone(), id, addr, me_there: *me_there, credits: credits.clone() })
+    }
+
+    /// Receives the next one-way message from any peer into `buf`, within
+    /// the operation timeout.
+    pub async fn recv(&self, buf: Buf) -> Result<(PeerId, Buf), OpError> {
+        let ep = &self.inner.ep;
+        let done = bounded(
+            "fi_trecv",
+            self.inner.config.op_timeout,
+            ep.trecv(buf, Address::UNSPEC, wire::MESSAGE, wire::ID_MASK),
+        )
+        .await?;
+        Ok((PeerId(done.entry.data().unwrap_or(u64::MAX)), done.buf))
+    }
+
+    /// Answers requests until an operation fails: each request goes to
+    /// `handler`, whose answer goes back to its sender. One peer's requests
+    /// are handled one at a time in the order they arrived; different peers'
+    /// concurrently. Waits for requests as long as it runs (no timeout);
+    /// answers are bounded by the operation timeout.
+    pub async fn serve<F, Fut>(&self, handler: F) -> Result<(), OpError>
+    where
+        F: Fn(Request) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Buf> + Send + 'static,
+    {
+        let mut queues: HashMap<PeerId, mpsc::Sender<(u64, Request)>> = HashMap::new();
+        let depth = self.inner.config.peer_credits.max(1);
+        loop {
+            let got = self
+                .inner
+                .ep
+                .trecv(Buf::zeroed(self.inner.config.max_message), Address::UNSPEC, wire::REQUEST, wire::ID_MASK)
+                .await?;
+            let (Some(tag), Some(from)) = (got.entry.tag(), got.entry.data()) else {
+                tracing::warn!("a request without a tag or sender; dropped");
+                continue;
+            };
+            let peer = PeerId(from);
+            if self.peer(peer).is_none() {
+                tracing::warn!(peer = from, "a request from a sender that is no known peer; dropped");
+                continue;
+            }
+            let request = (tag & wire::ID_MASK, Request { peer, body: got.buf });
+            let queue = queues.entry(peer).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(depth);
+                tokio::spawn(answer(self.clone(), peer, rx, handler.clone()));
+                tx
+            });
+            // A full queue slows this loop down: the peer's requests wait in
+            // the provider until its handler catches up.
+            if let Err(mpsc::error::SendError(request)) = queue.send(request).await {
+                tracing::warn!(peer = peer.0, id = request.0, "the peer's handler stopped; request dropped");
+            }
+        }
+    }
+}
+
+/// One peer's handler task: its requests in order, each answered.
+async fn answer<F, Fut>(node: Node, peer: PeerId, mut requests: mpsc::Receiver<(u64, Request)>, handler: F)
+where
+    F: Fn(Request) -> Fut,
+    Fut: Future<Output = Buf>,
+{
+    let Some(peer_handle) = node.peer(peer) else { return };
+    while let Some((id, request)) = requests.recv().await {
+        let response = handler(request).await;
+        if let Err(error) = peer_handle.send_tagged(response, wire::response(id)).await {
+            tracing::warn!(peer = peer.0, id, %error, "answer not delivered");
+        }
+    }
+}
+
+/// A posted receive that is detached, not cancelled, if dropped.
+struct Detached<'a>(Option<crate::driver::Op<'a, crate::TaggedEntry>>);
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        if let Some(op) = self.0.take() {
+            op.detach();
+        }
+    }
+}
+
+impl Peer {
+    /// This peer's handle in the node's address vector.
+    pub fn id(&self) -> PeerId {
+        self.id
+    }
+
+    /// The node's handle at the peer (sent with each message).
+    pub fn me_there(&self) -> u64 {
+        self.me_there
+    }
+
+    /// Sends a one-way message, received by the peer's [`Node::recv`];
+    /// returns the buffer once the provider is done with it.
+    pub async fn send(&self, buf: Buf) -> Result<Buf, OpError> {
+        self.send_tagged(buf, wire::MESSAGE).await
+    }
+
+    async fn send_tagged(&self, buf: Buf, tag: u64) -> Result<Buf, OpError> {
+        let Some(_credit) = self.credit().await else {
+            return Err(OpError { error: timed_out("peer credits"), kind: None, buf: Some(buf) });
+        };
+        self.send_now(buf, tag).await
+    }
+
+    /// One of the peer's credits, within the operation timeout.
+    async fn credit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(self.node.inner.config.op_timeout, self.credits.acquire()).await.ok()?.ok()
+    }
+
+    async fn send_now(&self, buf: Buf, tag: u64) -> Result<Buf, OpError> {
+        let node = &self.node.inner;
+        let sent = node.ep.tsend_data(buf, self.me_there, self.addr, tag);
+        Ok(bounded("fi_tsenddata", node.config.op_timeout, sent).await?.buf)
+    }
+
+    /// Sends `body` as a request and receives the answer into `response`
+    /// (cut to its length), within the operation timeout. The request holds
+    /// one of the peer's credits until its answer is in, so a peer never has
+    /// more than [`TransportConfig::peer_credits`] requests of this node to
+    /// hold at once.
+    pub async fn request(&self, body: Buf, response: Buf) -> Result<Buf, OpError> {
+        let node = &self.node.inner;
+        let id = node.next_request.fetch_add(1, Ordering::Relaxed);
+        let limit = node.config.op_timeout;
+        let work = async {
+            let Some(_credit) = self.credit().await else {
+                return Err(OpError { error: timed_out("peer credits"), kind: None, buf: Some(body) });
+            };
+            // The answer's receive is posted before the request leaves, so
+            // the answer can never arrive unexpected.
+            let answer = node.ep.post_trecv(response, Address::UNSPEC, wire::response(id), 0).await?;
+            self.send_now(body, wire::request(id)).await?;
+            // The request is out, so its answer will come: if this future is
+            // dropped from here on, the receive stays posted and takes the
+            // answer, which would otherwise sit in the provider unexpected
+            // for good (and, on udp;ofi_rxd, hold up the peer's later answers).
+            let mut answer = Detached(Some(answer));
+            let got = answer.0.as_mut().expect("the answer's receive").await;
+            answer.0 = None;
+            let got = got?;
+            // A provider that matched another tag would hand us someone
+            // else's answer: refuse it rather than return wrong data.
+            match got.entry.tag() {
+                Some(tag) if tag == wire::response(id) => Ok(got.buf),
+                other => Err(OpError {
+                    error: Error::InvalidArgument {
+                        call: "fi_trecv",
+                        reason: format!(
+                            "the answer to request {id} came with tag {other:x?}, not {:x}",
+                            wire::response(id)
+                        ),
+                    },
+                    kind: Some(got.kind),
+                    buf: Some(got.buf),
+                }),
+            }
+        };
+        bounded("request", limit, work).await
+    }
+}

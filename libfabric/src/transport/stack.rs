@@ -1,0 +1,91 @@
+//! Opening what every transport endpoint stands on: the info, fabric,
+//! domain and a driven completion queue.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use libfabric_sys::enums::{EpType, Threading, WaitObj};
+use libfabric_sys::flags::{Caps, MrMode};
+
+use crate::cq::{CompletionQueue, CqConfig};
+use crate::domain::Domain;
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::fabric::Fabric;
+use crate::info::{getinfo, Hints, Info, Target};
+
+use super::TransportConfig;
+
+/// The fabric and domain of one transport endpoint.
+pub(crate) struct Stack {
+    pub(crate) info: Info,
+    pub(crate) fabric: Fabric,
+    pub(crate) domain: Domain,
+}
+
+/// The first info of `config.provider` with `ep_type` and `caps`, as a
+/// source on the configured node (or, with `dest`, toward that node and service).
+pub(crate) fn discover(
+    config: &TransportConfig,
+    ep_type: EpType,
+    caps: Caps,
+    dest: Option<(&str, &str)>,
+) -> Result<Info> {
+    let hints = Hints::new()?
+        .provider(&config.provider)?
+        .ep_type(ep_type)
+        .caps(caps)
+        .threading(Threading::SAFE)
+        .mr_mode(MrMode::LOCAL | MrMode::VIRT_ADDR | MrMode::ALLOCATED | MrMode::PROV_KEY | MrMode::ENDPOINT);
+    let unique;
+    let node = match (&config.node, config.provider.as_str()) {
+        (Some(node), _) => Some(node.as_str()),
+        // shm names an endpoint after its node; without one, every endpoint
+        // of a process would share the process id as its name.
+        (None, "shm") => {
+            unique = unique_name();
+            Some(unique.as_str())
+        }
+        (None, _) => None,
+    };
+    let target = match (dest, node) {
+        (Some((host, service)), _) => Target::destination(host, Some(service)),
+        (None, Some(node)) => Target::source(node, None),
+        (None, None) => Target::default(),
+    };
+    getinfo(&target, &hints)?.into_iter().find(|i| i.ep_type() == ep_type).ok_or_else(|| Error::InvalidArgument {
+        call: "fi_getinfo",
+        reason: format!("provider {:?} offers no {ep_type:?} endpoint with {caps:?}", config.provider),
+    })
+}
+
+impl Stack {
+    pub(crate) fn open(info: Info) -> Result<Stack> {
+        let fabric = Fabric::open(&info)?;
+        let domain = Domain::open(&fabric, &info)?;
+        Ok(Stack { info, fabric, domain })
+    }
+
+    /// A completion queue with a wait descriptor when the provider has one
+    /// (the driver sleeps on it), else one the driver polls. Not spawned
+    /// yet: the caller spawns it once its endpoint is bound (udp;ofi_rxd
+    /// crashes reading a queue while an endpoint is being bound to it).
+    pub(crate) fn driver(&self, config: &TransportConfig) -> Result<Driver> {
+        let size = config.driver.in_flight.max(64);
+        // tcp;ofi_rxm crashes now and then inside fi_trywait on its queue
+        // (tests/libfabric-known-issues.md, "Open"), so its queue is polled.
+        let wait_obj = if self.info.provider().contains("ofi_rxm") { WaitObj::NONE } else { WaitObj::FD };
+        let cq = match CompletionQueue::open(&self.domain, &CqConfig { size, wait_obj }) {
+            Ok(cq) => cq,
+            Err(e) if e.errno().raw() == libc::ENOSYS => {
+                CompletionQueue::open(&self.domain, &CqConfig { size, wait_obj: WaitObj::NONE })?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Driver::new(cq, config.driver.clone()))
+    }
+}
+
+fn unique_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("libfabric-rs-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}

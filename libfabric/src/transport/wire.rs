@@ -1,0 +1,44 @@
+//! How transport messages are told apart on an RDM endpoint: the tag says
+//! what a message is and which request it belongs to; the remote CQ data
+//! says who sent it (the sender's handle in the receiver's address vector),
+//! so no header is copied in front of the caller's bytes.
+
+/// The two top bits of a tag: what the message is.
+const KIND_SHIFT: u32 = 62;
+/// The bits that carry a request's id.
+pub(crate) const ID_MASK: u64 = (1 << KIND_SHIFT) - 1;
+
+/// A one-way message ([`Peer::send`](super::Peer::send)).
+pub(crate) const MESSAGE: u64 = 0;
+/// A request awaiting a response.
+pub(crate) const REQUEST: u64 = 1 << KIND_SHIFT;
+/// The response to the request with the same id.
+pub(crate) const RESPONSE: u64 = 2 << KIND_SHIFT;
+
+/// The tag of a response to request `id`.
+pub(crate) fn response(id: u64) -> u64 {
+    RESPONSE | (id & ID_MASK)
+}
+
+/// The tag of request `id`.
+pub(crate) fn request(id: u64) -> u64 {
+    REQUEST | (id & ID_MASK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(tag: u64) -> u64 {
+        tag & !ID_MASK
+    }
+
+    #[test]
+    fn kinds_and_ids_do_not_overlap() {
+        let id = u64::MAX;
+        assert_eq!(kind(request(id)), REQUEST);
+        assert_eq!(kind(response(id)), RESPONSE);
+        assert_eq!(response(id) & ID_MASK, ID_MASK);
+        assert_eq!(kind(MESSAGE | 5), MESSAGE);
+    }
+}

@@ -1,0 +1,388 @@
+//! The async transport between two processes: echo and request/response on
+//! tcp (MSG), tcp;ofi_rxm, udp;ofi_rxd and shm (RDM); ten thousand futures
+//! at once; futures dropped at random points; a slow receiver; a killed peer.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libfabric::transport::{Connection, Listener, Node, Peer, TransportConfig};
+use libfabric::{Buf, EpType};
+use libfabric_tests::{payload, peer_role, spawn_peer, Case, Oob, DEADLINE};
+use tokio::net::TcpListener;
+
+/// The transport's lanes: one MSG provider and three RDM ones.
+const LANES: &[&str] = &["tcp/msg", "tcp;ofi_rxm/rdm", "udp;ofi_rxd/rdm", "shm/rdm"];
+const MESSAGES: u64 = 200;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+fn config(case: &Case) -> TransportConfig {
+    let config = TransportConfig::new(case.provider);
+    if case.provider == "shm" {
+        config
+    } else {
+        config.node("127.0.0.1")
+    }
+}
+
+fn lanes() -> impl Iterator<Item = Case> {
+    LANES.iter().map(|n| Case::named(n).expect("a lane of the matrix")).filter(|c| {
+        let offered = c.provider_offered();
+        if !offered {
+            println!("{}: provider not offered by fi_getinfo; skipped", c.name());
+        }
+        offered
+    })
+}
+
+/// Sizes that cross every provider's inject and eager limits.
+fn size(seq: u64) -> usize {
+    [0, 1, 63, 64, 1000, 4096, 16_384, 65_536][(seq % 8) as usize]
+}
+
+// ---- the peer process ----
+
+#[test]
+fn peer_process() {
+    let Some((role, case, port)) = peer_role() else { return };
+    let mut oob = Oob::connect(port);
+    runtime().block_on(async move {
+        if case.ep_type == EpType::MSG {
+            serve_connections(&role, &case, &mut oob).await
+        } else {
+            serve_node(&role, &case, &mut oob).await
+        }
+    });
+}
+
+/// Echo each connection's messages until it closes.
+async fn serve_connections(role: &str, case: &Case, oob: &mut Oob) {
+    let port = libfabric_tests::pingpong::free_port();
+    let listener = Listener::bind(config(case), "127.0.0.1", port).expect("listen");
+    oob.send(port.to_string().as_bytes());
+    loop {
+        let conn = listener.accept().await.expect("accept");
+        if role == "mute" {
+            std::mem::forget(conn); // holds the connection, never answers
+            continue;
+        }
+        tokio::spawn(async move {
+            while let Ok(msg) = conn.recv(Buf::zeroed(1 << 16)).await {
+                if conn.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Accept peers and answer their requests (slowly for "slow", never for
+/// "mute"); echo their one-way messages ("echo", "slow") or swallow them
+/// ("sink").
+async fn serve_node(role: &str, case: &Case, oob: &mut Oob) {
+    let node = Node::open(config(case)).expect("open the node");
+    let exchange = TcpListener::bind("127.0.0.1:0").await.expect("exchange listener");
+    oob.send(exchange.local_addr().expect("address").port().to_string().as_bytes());
+    let accepting = node.clone();
+    tokio::spawn(async move {
+        loop {
+            accepting.accept_peer(&exchange).await.expect("accept a peer");
+        }
+    });
+    if role == "mute" {
+        std::future::pending::<()>().await;
+    }
+    let echo = node.clone();
+    let role = role.to_string();
+    let slow = role == "slow";
+    tokio::spawn(async move {
+        loop {
+            match echo.recv(Buf::zeroed(1 << 16)).await {
+                Ok((_, _)) if role == "sink" => {}
+                Ok((from, msg)) => {
+                    let peer = echo.peer(from).expect("a known peer");
+                    peer.send(msg).await.expect("echo");
+                }
+                Err(e) if e.error.is_timeout() => {}
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+    });
+    node.serve(move |request| async move {
+        if slow {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        request.body
+    })
+    .await
+    .expect("serve");
+}
+
+// ---- the test side ----
+
+struct Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+fn start(role: &str, case: &Case) -> Server {
+    let oob_listener = Oob::listener();
+    let child = spawn_peer(role, case, &oob_listener);
+    let mut oob = Oob::accept(&oob_listener);
+    let port = String::from_utf8(oob.recv()).expect("port").parse().expect("port");
+    Server { child, port }
+}
+
+impl Server {
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn dial(case: &Case, config: TransportConfig, port: u16) -> (Node, Peer) {
+    let node = Node::open(config).unwrap_or_else(|e| panic!("{}: open: {e}", case.name()));
+    let peer = node.dial(("127.0.0.1", port)).await.unwrap_or_else(|e| panic!("{}: dial: {e}", case.name()));
+    (node, peer)
+}
+
+#[test]
+fn echo_and_request_response_between_processes() {
+    for case in lanes() {
+        let server = start("echo", &case);
+        runtime().block_on(async {
+            if case.ep_type == EpType::MSG {
+                let conn = Connection::connect(config(&case), "127.0.0.1", server.port).await.expect("connect");
+                for seq in 0..MESSAGES {
+                    let sent = payload(seq, size(seq));
+                    conn.send(Buf::from(sent.clone())).await.expect("send");
+                    let got = conn.recv(Buf::zeroed(1 << 16)).await.expect("recv");
+                    assert_eq!(&got[..], &sent[..], "{}: echo {seq}", case.name());
+                }
+                conn.shutdown().expect("shutdown");
+                return;
+            }
+            let (node, peer) = dial(&case, config(&case), server.port).await;
+            for seq in 0..MESSAGES {
+                let sent = payload(seq, size(seq));
+                peer.send(Buf::from(sent.clone())).await.expect("send");
+                let (from, got) = node.recv(Buf::zeroed(1 << 16)).await.expect("recv");
+                assert_eq!(from, peer.id(), "{}: the echo's sender", case.name());
+                assert_eq!(&got[..], &sent[..], "{}: echo {seq}", case.name());
+                let answer = peer.request(Buf::from(sent.clone()), Buf::zeroed(1 << 16)).await.expect("request");
+                assert_eq!(&answer[..], &sent[..], "{}: answer {seq}", case.name());
+            }
+        });
+        server.kill();
+        println!("{}: {MESSAGES} echoes and {MESSAGES} requests verified", case.name());
+    }
+}
+
+#[test]
+fn ten_thousand_futures_in_flight_across_tasks() {
+    const FUTURES: u64 = 10_000;
+    const TASKS: u64 = 8;
+    // shm is left out: with many requests outstanding its receiver stops
+    // seeing messages until more arrive (tests/libfabric-known-issues.md,
+    // "Open"; not yet reduced to a C reproduction).
+    for case in lanes().filter(|c| c.ep_type == EpType::RDM && c.provider != "shm") {
+        let server = start("echo", &case);
+        let mut config = config(&case);
+        // Every future is in flight at once; how many of them are on the
+        // wire at a time is the peer's credits (shm holds 1,024 messages).
+        config.peer_credits = 512;
+        runtime().block_on(async {
+            let (node, peer) = dial(&case, config, server.port).await;
+            let mut tasks = tokio::task::JoinSet::new();
+            for t in 0..TASKS {
+                let peer = peer.clone();
+                tasks.spawn(async move {
+                    let mut ops = tokio::task::JoinSet::new();
+                    for i in 0..FUTURES / TASKS {
+                        let (peer, seq) = (peer.clone(), t * FUTURES + i);
+                        ops.spawn(async move {
+                            let sent = payload(seq, 8 + (seq % 64) as usize);
+                            let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(128)).await?;
+                            assert_eq!(&got[..], &sent[..], "answer {seq}");
+                            Ok::<_, libfabric::driver::OpError>(())
+                        });
+                    }
+                    let mut done = 0;
+                    while let Some(r) = ops.join_next().await {
+                        r.expect("task").expect("request");
+                        done += 1;
+                    }
+                    done
+                });
+            }
+            let mut done = 0;
+            while let Some(r) = tasks.join_next().await {
+                done += r.expect("task");
+            }
+            assert_eq!(done, FUTURES / TASKS * TASKS);
+            println!(
+                "{}: {done} requests at once, all answered; driver {:?}",
+                case.name(),
+                node.endpoint().driver().stats()
+            );
+        });
+        server.kill();
+    }
+}
+
+/// A tiny deterministic generator (no dependency): xorshift.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn futures_dropped_at_random_points_leave_nothing_behind() {
+    const DROPS: usize = 1000;
+    // shm is left out: after cancelled tagged receives it has delivered a
+    // message into a receive posted for another tag (tests/libfabric-known-issues.md,
+    // "Open"; the transport refuses such an answer with an error).
+    for case in lanes().filter(|c| c.ep_type == EpType::RDM && c.provider != "shm") {
+        // The server swallows one-way messages, and messages stay within
+        // every provider's eager size: a rendezvous send completes only
+        // when the receiver matches it, so one whose receive was dropped
+        // would rightly stay in flight.
+        let server = start("sink", &case);
+        runtime().block_on(async {
+            let (node, peer) = dial(&case, config(&case), server.port).await;
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            for i in 0..DROPS {
+                let after = Duration::from_micros(next(&mut rng) % 300);
+                let sent = payload(i as u64, size(i as u64).min(4096));
+                // Each future is dropped when `after` runs out, wherever it is.
+                match next(&mut rng) % 3 {
+                    0 => drop(tokio::time::timeout(after, peer.request(Buf::from(sent), Buf::zeroed(1 << 16))).await),
+                    1 => drop(tokio::time::timeout(after, node.recv(Buf::zeroed(1 << 16))).await),
+                    _ => drop(tokio::time::timeout(after, peer.send(Buf::from(sent))).await),
+                }
+            }
+            // Every dropped operation is cancelled or completes, and its
+            // entry is freed: nothing stays in flight.
+            let driver = node.endpoint().driver();
+            let start = Instant::now();
+            while driver.in_flight() > 0 {
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "{}: {} operations still in flight",
+                    case.name(),
+                    driver.in_flight()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // And the endpoint still works.
+            let sent = payload(7, 4096);
+            let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(1 << 16)).await.expect("request after drops");
+            assert_eq!(&got[..], &sent[..]);
+            println!("{}: {DROPS} futures dropped; {:?}", case.name(), driver.stats());
+        });
+        server.kill();
+    }
+}
+
+#[test]
+fn a_slow_receiver_slows_the_sender_and_loses_nothing() {
+    const TASKS: usize = 32;
+    const EACH: u64 = 40;
+    const CREDITS: usize = 4;
+    let case = Case::named("tcp;ofi_rxm/rdm").expect("lane");
+    if !case.provider_offered() {
+        return println!("{}: provider not offered; skipped", case.name());
+    }
+    let server = start("slow", &case);
+    let mut config = config(&case);
+    config.peer_credits = CREDITS;
+    runtime().block_on(async {
+        let (node, peer) = dial(&case, config, server.port).await;
+        let most = Arc::new(AtomicUsize::new(0));
+        let watcher = {
+            let (node, most) = (node.clone(), most.clone());
+            tokio::spawn(async move {
+                loop {
+                    most.fetch_max(node.endpoint().driver().in_flight(), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..TASKS as u64 {
+            let peer = peer.clone();
+            tasks.spawn(async move {
+                for i in 0..EACH {
+                    let sent = payload(t * 1000 + i, 512);
+                    let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(1024)).await.expect("request");
+                    assert_eq!(&got[..], &sent[..]);
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("task");
+        }
+        watcher.abort();
+        let most = most.load(Ordering::Relaxed);
+        // Each task has at most its answer's receive and one request posted,
+        // and only CREDITS requests may be with the provider at once.
+        assert!(most <= TASKS + CREDITS, "{most} operations in flight at once");
+        println!(
+            "{}: {} requests to a slow handler in {:?}; at most {most} operations in flight",
+            case.name(),
+            TASKS as u64 * EACH,
+            started.elapsed()
+        );
+    });
+    server.kill();
+}
+
+#[test]
+fn a_killed_peer_fails_every_pending_future_in_bounded_time() {
+    const PENDING: usize = 50;
+    let limit = Duration::from_secs(3);
+    for case in lanes().filter(|c| ["tcp/msg", "tcp;ofi_rxm/rdm"].contains(&c.name().as_str())) {
+        let server = start("mute", &case);
+        let mut config = config(&case);
+        config.op_timeout = limit;
+        runtime().block_on(async {
+            let mut pending = tokio::task::JoinSet::new();
+            let conn;
+            let _node;
+            if case.ep_type == EpType::MSG {
+                conn = Some(Connection::connect(config, "127.0.0.1", server.port).await.expect("connect"));
+                for _ in 0..PENDING {
+                    let conn = conn.clone().expect("connection");
+                    pending.spawn(async move { conn.recv(Buf::zeroed(64)).await.map(drop) });
+                }
+            } else {
+                let (node, peer) = dial(&case, config, server.port).await;
+                _node = node;
+                for i in 0..PENDING {
+                    let peer = peer.clone();
+                    pending.spawn(async move {
+                        peer.request(Buf::from(payload(i as u64, 64)), Buf::zeroed(64)).await.map(drop)
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let killed = Instant::now();
+            server.kill();
+            let mut failed = 0;
+            while let Some(r) = pending.join_next().await {
+                assert!(r.expect("task").is_err(), "{}: a future succeeded with its peer dead", case.name());
+                failed += 1;
+            }
+            let took = killed.elapsed();
+            assert_eq!(failed, PENDING);
+            assert!(took < limit + Duration::from_secs(2), "{}: took {took:?}", case.name());
+            println!("{}: {failed} pending futures failed within {took:?} of the kill", case.name());
+        });
+    }
+}
