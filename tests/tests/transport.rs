@@ -386,3 +386,44 @@ fn a_killed_peer_fails_every_pending_future_in_bounded_time() {
         });
     }
 }
+
+#[test]
+fn operations_are_counted_and_timed_through_the_metrics_facade() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let case = Case::named("tcp;ofi_rxm/rdm").expect("lane");
+    if !case.provider_offered() {
+        return println!("{}: provider not offered; skipped", case.name());
+    }
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    runtime().block_on(async {
+        // The handles are registered when the nodes open: with this recorder.
+        let (server, client) = metrics::with_local_recorder(&recorder, || {
+            (Node::open(config(&case)).expect("server"), Node::open(config(&case)).expect("client"))
+        });
+        let to_server = client.add_peer(server.name(), 0).expect("peer");
+        server.add_peer(client.name(), 0).expect("peer");
+        let serving = server.clone();
+        tokio::spawn(async move { serving.serve(|r| async move { r.body }).await });
+        for i in 0..10 {
+            let got = to_server.request(Buf::from(payload(i, 100)), Buf::zeroed(128)).await.expect("request");
+            assert_eq!(got.len(), 100);
+        }
+    });
+    let mut sends = 0;
+    let mut timed = 0;
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<_> = key.key().labels().map(|l| (l.key().to_string(), l.value().to_string())).collect();
+        let is = |k: &str, v: &str| labels.iter().any(|(a, b)| a == k && b == v);
+        assert!(is("provider", "tcp;ofi_rxm") && labels.iter().any(|(k, _)| k == "ep_type"), "{labels:?}");
+        match (key.key().name(), value) {
+            ("libfabric_operations_total", DebugValue::Counter(n)) if is("operation", "tsend_data") => sends += n,
+            ("libfabric_operation_seconds", DebugValue::Histogram(v)) if is("operation", "trecv") => timed += v.len(),
+            _ => {}
+        }
+    }
+    // The client's ten requests and the server's ten answers.
+    assert_eq!(sends, 20, "sends counted");
+    assert!(timed >= 20, "receives timed: {timed}");
+    println!("{}: {sends} sends counted, {timed} receives timed", case.name());
+}

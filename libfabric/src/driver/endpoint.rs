@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::ops::{Buf, Completion, PostError};
 use crate::rma::RemoteMemory;
 
+use super::observe::Observer;
 use super::op::Op;
 use super::{Driver, OpError};
 
@@ -42,11 +43,18 @@ pub struct AsyncEndpoint<E: Entry = crate::TaggedEntry> {
     /// Credits for transmits (sends, RMA, atomics) and for receives.
     tx: Arc<Semaphore>,
     rx: Arc<Semaphore>,
+    observer: Arc<Observer>,
 }
 
 impl<E: Entry> Clone for AsyncEndpoint<E> {
     fn clone(&self) -> Self {
-        AsyncEndpoint { ep: self.ep.clone(), driver: self.driver.clone(), tx: self.tx.clone(), rx: self.rx.clone() }
+        AsyncEndpoint {
+            ep: self.ep.clone(),
+            driver: self.driver.clone(),
+            tx: self.tx.clone(),
+            rx: self.rx.clone(),
+            observer: self.observer.clone(),
+        }
     }
 }
 
@@ -93,7 +101,8 @@ impl<E: Entry> AsyncEndpoint<E> {
         let tx = credits(ep.info().tx_attr().map_or(0, |a| a.size()));
         let rx = credits(ep.info().rx_attr().map_or(0, |a| a.size()));
         let ep = Arc::new(Gated { ep: ManuallyDrop::new(ep), driver: driver.clone() });
-        Ok(AsyncEndpoint { ep, driver, tx, rx })
+        let observer = Arc::new(Observer::new(ep.info()));
+        Ok(AsyncEndpoint { ep, driver, tx, rx, observer })
     }
 
     /// The endpoint, for what is not asynchronous (names, options, inject).
@@ -109,34 +118,34 @@ impl<E: Entry> AsyncEndpoint<E> {
     /// Sends `buf` to `dest` (`fi_send`); resolves when the provider is done
     /// with it, returning it.
     pub async fn send(&self, buf: Buf, dest: Address) -> Result<Completion<E>, OpError> {
-        self.submit(&self.tx, buf, |ep, buf, token| ep.send(buf, dest, token)).await
+        self.submit("send", &self.tx, buf, |ep, buf, token| ep.send(buf, dest, token)).await
     }
 
     /// Sends `buf` with remote CQ data (`fi_senddata`).
     pub async fn send_data(&self, buf: Buf, data: u64, dest: Address) -> Result<Completion<E>, OpError> {
-        self.submit(&self.tx, buf, |ep, buf, token| ep.send_data(buf, data, dest, token)).await
+        self.submit("send_data", &self.tx, buf, |ep, buf, token| ep.send_data(buf, data, dest, token)).await
     }
 
     /// Receives into `buf` from `src` (`Address::UNSPEC`: anyone); the buffer
     /// comes back cut to the received length.
     pub async fn recv(&self, buf: Buf, src: Address) -> Result<Completion<E>, OpError> {
-        self.submit(&self.rx, buf, |ep, buf, token| ep.recv(buf, src, token)).await
+        self.submit("recv", &self.rx, buf, |ep, buf, token| ep.recv(buf, src, token)).await
     }
 
     /// Sends a tagged message (`fi_tsend`).
     pub async fn tsend(&self, buf: Buf, dest: Address, tag: u64) -> Result<Completion<E>, OpError> {
-        self.submit(&self.tx, buf, |ep, buf, token| ep.tsend(buf, dest, tag, token)).await
+        self.submit("tsend", &self.tx, buf, |ep, buf, token| ep.tsend(buf, dest, tag, token)).await
     }
 
     /// Sends a tagged message with remote CQ data (`fi_tsenddata`).
     pub async fn tsend_data(&self, buf: Buf, data: u64, dest: Address, tag: u64) -> Result<Completion<E>, OpError> {
-        self.submit(&self.tx, buf, |ep, buf, token| ep.tsend_data(buf, data, dest, tag, token)).await
+        self.submit("tsend_data", &self.tx, buf, |ep, buf, token| ep.tsend_data(buf, data, dest, tag, token)).await
     }
 
     /// Receives a tagged message whose tag matches `tag` outside the `ignore`
     /// bits (`fi_trecv`); the entry reports the tag that arrived.
     pub async fn trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64) -> Result<Completion<E>, OpError> {
-        self.submit(&self.rx, buf, |ep, buf, token| ep.trecv(buf, src, tag, ignore, token)).await
+        self.submit("trecv", &self.rx, buf, |ep, buf, token| ep.trecv(buf, src, tag, ignore, token)).await
     }
 
     /// Writes `buf` into the peer's memory at `offset` (`fi_write`).
@@ -147,7 +156,7 @@ impl<E: Entry> AsyncEndpoint<E> {
         remote: &RemoteMemory,
         offset: u64,
     ) -> Result<Completion<E>, OpError> {
-        self.submit(&self.tx, buf, |ep, buf, token| ep.write(buf, dest, remote, offset, token)).await
+        self.submit("write", &self.tx, buf, |ep, buf, token| ep.write(buf, dest, remote, offset, token)).await
     }
 
     /// Reads the peer's memory at `offset` into all of `buf` (`fi_read`).
@@ -158,7 +167,7 @@ impl<E: Entry> AsyncEndpoint<E> {
         remote: &RemoteMemory,
         offset: u64,
     ) -> Result<Completion<E>, OpError> {
-        self.submit(&self.tx, buf, |ep, buf, token| ep.read(buf, dest, remote, offset, token)).await
+        self.submit("read", &self.tx, buf, |ep, buf, token| ep.read(buf, dest, remote, offset, token)).await
     }
 
     /// `remote[offset..] op= operands` (`fi_atomic`); see
@@ -171,7 +180,8 @@ impl<E: Entry> AsyncEndpoint<E> {
         remote: &RemoteMemory,
         offset: u64,
     ) -> Result<Completion<E>, OpError> {
-        self.submit(&self.tx, buf, |ep, buf, token| ep.atomic::<T>(op, buf, dest, remote, offset, token)).await
+        self.submit("atomic", &self.tx, buf, |ep, buf, token| ep.atomic::<T>(op, buf, dest, remote, offset, token))
+            .await
     }
 
     /// Fetching atomic (`fi_fetch_atomic`); see [`Endpoint::fetch_atomic`].
@@ -183,7 +193,10 @@ impl<E: Entry> AsyncEndpoint<E> {
         remote: &RemoteMemory,
         offset: u64,
     ) -> Result<Completion<E>, OpError> {
-        self.submit(&self.tx, buf, |ep, buf, token| ep.fetch_atomic::<T>(op, buf, dest, remote, offset, token)).await
+        self.submit("fetch_atomic", &self.tx, buf, |ep, buf, token| {
+            ep.fetch_atomic::<T>(op, buf, dest, remote, offset, token)
+        })
+        .await
     }
 
     /// Compare atomic (`fi_compare_atomic`); see [`Endpoint::compare_atomic`].
@@ -195,30 +208,34 @@ impl<E: Entry> AsyncEndpoint<E> {
         remote: &RemoteMemory,
         offset: u64,
     ) -> Result<Completion<E>, OpError> {
-        self.submit(&self.tx, buf, |ep, buf, token| ep.compare_atomic::<T>(op, buf, dest, remote, offset, token)).await
+        self.submit("compare_atomic", &self.tx, buf, |ep, buf, token| {
+            ep.compare_atomic::<T>(op, buf, dest, remote, offset, token)
+        })
+        .await
     }
 
     /// Posts a tagged receive and returns once libfabric has it, so that a
     /// message sent after this returns can never arrive unexpected; await
     /// the [`Op`] for the message.
     pub async fn post_trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64) -> Result<Op<'_, E>, OpError> {
-        self.post(&self.rx, buf, |ep, buf, token| ep.trecv(buf, src, tag, ignore, token)).await
+        self.post("trecv", &self.rx, buf, |ep, buf, token| ep.trecv(buf, src, tag, ignore, token)).await
     }
 
     /// Posts a receive and returns once libfabric has it; see
     /// [`post_trecv`](Self::post_trecv).
     pub async fn post_recv(&self, buf: Buf, src: Address) -> Result<Op<'_, E>, OpError> {
-        self.post(&self.rx, buf, |ep, buf, token| ep.recv(buf, src, token)).await
+        self.post("recv", &self.rx, buf, |ep, buf, token| ep.recv(buf, src, token)).await
     }
 
     /// Posts, then awaits the completion.
     async fn submit(
         &self,
+        name: &'static str,
         credits: &Arc<Semaphore>,
         buf: Buf,
         post: impl FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
     ) -> Result<Completion<E>, OpError> {
-        self.post(credits, buf, post).await?.await
+        self.post(name, credits, buf, post).await?.await
     }
 
     /// Takes a credit and posts with `post`, retrying while the provider's
@@ -226,18 +243,24 @@ impl<E: Entry> AsyncEndpoint<E> {
     /// timeout.
     async fn post(
         &self,
+        name: &'static str,
         credits: &Arc<Semaphore>,
         mut buf: Buf,
         mut post: impl FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
     ) -> Result<Op<'_, E>, OpError> {
         let shared = &*self.driver.shared;
+        let started = Instant::now();
+        let failed = |e: OpError| {
+            self.observer.record::<E>(name, started, || shared.lock().len(), Err(&e));
+            Err(e)
+        };
         // The semaphore is never closed, so acquiring never fails.
         let Ok(permit) = credits.clone().acquire_owned().await else {
-            return Err(OpError { error: closed(), kind: None, buf: Some(buf) });
+            return failed(OpError { error: closed(), kind: None, buf: Some(buf) });
         };
         let token = shared.lock().insert(permit);
         // From here, dropping `op` frees or cancels the entry.
-        let mut op = Op::new(shared, &self.ep, token);
+        let mut op = Op::new(shared, &self.ep, token).reported(name, started, &self.observer);
         let mut deadline = None;
         loop {
             match post(&self.ep, buf, token) {
@@ -250,17 +273,17 @@ impl<E: Entry> AsyncEndpoint<E> {
                     let give_up = *deadline.get_or_insert_with(|| Instant::now() + shared.config.post_timeout);
                     if Instant::now() >= give_up {
                         let error = Error::Call { call: e.error.call(), errno: Errno::from_raw(libc::ETIMEDOUT) };
-                        return Err(OpError { error, kind: None, buf: Some(e.buf) });
+                        return failed(OpError { error, kind: None, buf: Some(e.buf) });
                     }
                     buf = e.buf;
                     // Read completions (this frees room) and let other
                     // tasks run before trying again.
                     if let Err(error) = shared.progress() {
-                        return Err(OpError { error, kind: None, buf: Some(buf) });
+                        return failed(OpError { error, kind: None, buf: Some(buf) });
                     }
                     YieldNow(false).await;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return failed(e.into()),
             }
         }
     }

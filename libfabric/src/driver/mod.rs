@@ -24,6 +24,7 @@
 //!   [`DriverConfig::post_timeout`].
 
 mod endpoint;
+mod observe;
 mod op;
 mod pending;
 #[cfg(feature = "tokio")]

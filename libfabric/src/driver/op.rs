@@ -4,12 +4,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use crate::cq::Entry;
 use crate::ep::{Endpoint, OpId};
 use crate::error::Error;
 use crate::ops::{Buf, Completion, OpKind, PostError};
 
+use super::observe::Observer;
 use super::Shared;
 
 /// Why an async operation failed, with its buffer when it has come back.
@@ -62,15 +64,22 @@ pub struct Op<'a, E: Entry> {
     /// Set once libfabric has the operation.
     pub(crate) op: Option<OpId>,
     done: bool,
+    /// What to report when it finishes: its name, when it was posted, and to whom.
+    report: Option<(&'static str, Instant, &'a Observer)>,
 }
 
 impl<'a, E: Entry> Op<'a, E> {
     pub(crate) fn new(shared: &'a Shared<E>, ep: &'a Endpoint<E>, token: u64) -> Self {
-        Op { shared, ep, token, op: None, done: false }
+        Op { shared, ep, token, op: None, done: false, report: None }
     }
 }
 
-impl<E: Entry> Op<'_, E> {
+impl<'a, E: Entry> Op<'a, E> {
+    pub(crate) fn reported(mut self, name: &'static str, started: Instant, observer: &'a Observer) -> Self {
+        self.report = Some((name, started, observer));
+        self
+    }
+
     /// Asks libfabric to cancel the operation (`fi_cancel`). Awaiting it
     /// then gives `FI_ECANCELED` with the buffer, or the completion if the
     /// operation finished first.
@@ -110,6 +119,9 @@ impl<E: Entry> Future for Op<'_, E> {
         match taken.and_then(|t| t.result) {
             Some(result) => {
                 self.done = true;
+                if let Some((name, started, observer)) = self.report {
+                    observer.record(name, started, || self.shared.lock().len(), result.as_ref());
+                }
                 Poll::Ready(result)
             }
             None => Poll::Pending,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use libfabric_sys::enums::{EpType, Errno};
 use libfabric_sys::flags::Caps;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::av::Address;
 use crate::driver::{AsyncEndpoint, OpError};
@@ -115,6 +116,8 @@ struct ConnInner {
     /// Becomes `true` when the peer closes (`FI_SHUTDOWN`) or the connection fails.
     closed: watch::Receiver<bool>,
     watcher: tokio::task::JoinHandle<()>,
+    /// Every operation of the connection runs in it.
+    span: tracing::Span,
     _stack: Option<Stack>,
 }
 
@@ -168,22 +171,28 @@ impl Connection {
             }
         }
         let (tx, closed) = watch::channel(false);
-        let watcher = tokio::spawn(async move {
-            loop {
-                match events.next().await {
-                    Ok(Event::Shutdown { .. }) => break,
-                    Ok(other) => tracing::debug!(?other, "connection: event ignored"),
-                    Err(error) => {
-                        tracing::debug!(%error, "connection: error event");
-                        break;
+        let span = tracing::debug_span!("connection", provider = %config.provider);
+        tracing::debug!(parent: &span, "connected");
+        let watcher = tokio::spawn(
+            async move {
+                loop {
+                    match events.next().await {
+                        Ok(Event::Shutdown { .. }) => break,
+                        Ok(other) => tracing::debug!(?other, "connection: event ignored"),
+                        Err(error) => {
+                            tracing::debug!(%error, "connection: error event");
+                            break;
+                        }
                     }
                 }
+                tracing::debug!("closed by the peer");
+                let _ = tx.send(true);
             }
-            let _ = tx.send(true);
-        });
+            .instrument(span.clone()),
+        );
         driver.spawn();
         let ep = AsyncEndpoint::new(ep, driver)?;
-        Ok(Connection { inner: Arc::new(ConnInner { ep, config, closed, watcher, _stack: stack }) })
+        Ok(Connection { inner: Arc::new(ConnInner { ep, config, closed, watcher, span, _stack: stack }) })
     }
 
     /// True once the peer has closed the connection (or it failed).
@@ -232,7 +241,7 @@ impl Connection {
                 Err(_) => Err(OpError { error: peer_closed(call), kind: None, buf: None }),
             }
         };
-        bounded(call, limit, work).await
+        bounded(call, limit, work).instrument(self.inner.span.clone()).await
     }
 
     /// Closes the connection gracefully (`fi_shutdown`): the peer sees it closed.

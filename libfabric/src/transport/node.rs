@@ -11,6 +11,7 @@ use libfabric_sys::enums::{AvType, EpType};
 use libfabric_sys::flags::Caps;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument;
 
 use crate::av::{Address, AddressVector};
 use crate::cq::Entry;
@@ -282,6 +283,11 @@ impl Drop for Detached<'_> {
 }
 
 impl Peer {
+    /// The span a peer's operations run in: the node's provider and the peer.
+    fn span(&self) -> tracing::Span {
+        tracing::debug_span!("peer", provider = %self.node.inner.config.provider, peer = self.id.0)
+    }
+
     /// This peer's handle in the node's address vector.
     pub fn id(&self) -> PeerId {
         self.id
@@ -313,7 +319,8 @@ impl Peer {
     async fn send_now(&self, buf: Buf, tag: u64) -> Result<Buf, OpError> {
         let node = &self.node.inner;
         let sent = node.ep.tsend_data(buf, self.me_there, self.addr, tag);
-        Ok(bounded("fi_tsenddata", node.config.op_timeout, sent).await?.buf)
+        let sent = bounded("fi_tsenddata", node.config.op_timeout, sent);
+        Ok(sent.instrument(self.span()).await?.buf)
     }
 
     /// Sends `body` as a request and receives the answer into `response`
@@ -358,6 +365,6 @@ impl Peer {
                 }),
             }
         };
-        bounded("request", limit, work).await
+        bounded("request", limit, work).instrument(self.span()).await
     }
 }
