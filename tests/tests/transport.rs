@@ -185,9 +185,9 @@ fn echo_and_request_response_between_processes() {
 fn ten_thousand_futures_in_flight_across_tasks() {
     const FUTURES: u64 = 10_000;
     const TASKS: u64 = 8;
-    // shm is left out: with many requests outstanding its receiver stops
-    // seeing messages until more arrive (tests/libfabric-known-issues.md,
-    // "Open"; not yet reduced to a C reproduction).
+    // shm is left out: with many tagged requests outstanding, its receiver
+    // stops matching them (tests/libfabric-known-issues.md, 4; C
+    // reproduction in tests/repro/shm_many_requests.c).
     for case in lanes().filter(|c| c.ep_type == EpType::RDM && c.provider != "shm") {
         let server = start("echo", &case);
         let mut config = config(&case);
@@ -294,15 +294,19 @@ fn a_slow_receiver_slows_the_sender_and_loses_nothing() {
     const TASKS: usize = 32;
     const EACH: u64 = 40;
     const CREDITS: usize = 4;
-    let case = Case::named("tcp;ofi_rxm/rdm").expect("lane");
-    if !case.provider_offered() {
-        return println!("{}: provider not offered; skipped", case.name());
+    // shm is left out: with even 4 requests outstanding its receiver stops
+    // matching them (tests/libfabric-known-issues.md, 4).
+    for case in lanes().filter(|c| c.ep_type == EpType::RDM && c.provider != "shm") {
+        slow_receiver(&case, TASKS, EACH, CREDITS);
     }
-    let server = start("slow", &case);
-    let mut config = config(&case);
-    config.peer_credits = CREDITS;
+}
+
+fn slow_receiver(case: &Case, tasks: usize, each: u64, credits: usize) {
+    let server = start("slow", case);
+    let mut config = config(case);
+    config.peer_credits = credits;
     runtime().block_on(async {
-        let (node, peer) = dial(&case, config, server.port).await;
+        let (node, peer) = dial(case, config, server.port).await;
         let most = Arc::new(AtomicUsize::new(0));
         let watcher = {
             let (node, most) = (node.clone(), most.clone());
@@ -314,29 +318,29 @@ fn a_slow_receiver_slows_the_sender_and_loses_nothing() {
             })
         };
         let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for t in 0..TASKS as u64 {
+        let mut running = tokio::task::JoinSet::new();
+        for t in 0..tasks as u64 {
             let peer = peer.clone();
-            tasks.spawn(async move {
-                for i in 0..EACH {
+            running.spawn(async move {
+                for i in 0..each {
                     let sent = payload(t * 1000 + i, 512);
                     let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(1024)).await.expect("request");
                     assert_eq!(&got[..], &sent[..]);
                 }
             });
         }
-        while let Some(r) = tasks.join_next().await {
+        while let Some(r) = running.join_next().await {
             r.expect("task");
         }
         watcher.abort();
         let most = most.load(Ordering::Relaxed);
         // Each task has at most its answer's receive and one request posted,
-        // and only CREDITS requests may be with the provider at once.
-        assert!(most <= TASKS + CREDITS, "{most} operations in flight at once");
+        // and only credits requests may be with the provider at once.
+        assert!(most <= tasks + credits, "{most} operations in flight at once");
         println!(
             "{}: {} requests to a slow handler in {:?}; at most {most} operations in flight",
             case.name(),
-            TASKS as u64 * EACH,
+            tasks as u64 * each,
             started.elapsed()
         );
     });
@@ -347,7 +351,7 @@ fn a_slow_receiver_slows_the_sender_and_loses_nothing() {
 fn a_killed_peer_fails_every_pending_future_in_bounded_time() {
     const PENDING: usize = 50;
     let limit = Duration::from_secs(3);
-    for case in lanes().filter(|c| ["tcp/msg", "tcp;ofi_rxm/rdm"].contains(&c.name().as_str())) {
+    for case in lanes() {
         let server = start("mute", &case);
         let mut config = config(&case);
         config.op_timeout = limit;
