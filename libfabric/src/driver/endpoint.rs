@@ -79,8 +79,13 @@ impl<E: Entry> Deref for Gated<E> {
 
 impl<E: Entry> Drop for Gated<E> {
     fn drop(&mut self) {
-        // SAFETY: dropped exactly once, here; `ep` is not used afterwards.
-        self.driver.exclusive(|| unsafe { ManuallyDrop::drop(&mut self.ep) });
+        let shared = &self.driver.shared;
+        self.driver.exclusive(|| {
+            // Set before the gate opens again: the driver checks it under the gate.
+            shared.endpoint_closed.store(true, std::sync::atomic::Ordering::Release);
+            // SAFETY: dropped exactly once, here; `ep` is not used afterwards.
+            unsafe { ManuallyDrop::drop(&mut self.ep) }
+        });
     }
 }
 

@@ -115,6 +115,10 @@ pub(crate) struct Shared<E: Entry> {
     /// here crash when a queue is read while an endpoint bound to it closes
     /// (tcp, in `fi_trywait`) or is being bound (udp;ofi_rxd, in `fi_cq_read`).
     pub(crate) gate: Arc<RwLock<()>>,
+    /// Set once an endpoint bound to the queue has closed: from then on the
+    /// driver polls, since tcp;ofi_rxm crashes in `fi_trywait` on such a
+    /// queue (tests/libfabric-known-issues.md, 5).
+    pub(crate) endpoint_closed: AtomicBool,
 }
 
 /// Reads a completion queue and hands completions to the futures of
@@ -174,6 +178,7 @@ impl<E: Entry> Driver<E> {
             closing: AtomicBool::new(false),
             counters: Counters::default(),
             gate: Arc::new(RwLock::new(())),
+            endpoint_closed: AtomicBool::new(false),
         });
         Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
     }
@@ -213,8 +218,11 @@ impl<E: Entry> Driver<E> {
 
     /// `fi_trywait` on the queue: `Ok(true)` when it is safe to sleep on
     /// [`wait_fd`](Self::wait_fd), `Ok(false)` when there is work to read.
+    /// Once an endpoint of an [`AsyncEndpoint`] on this queue has closed it
+    /// is always `Ok(false)` (poll from then on): tcp;ofi_rxm crashes in
+    /// `fi_trywait` on such a queue.
     pub fn trywait(&self) -> Result<bool> {
-        self.shared.trywait()
+        self.shared.trywait_while_open().unwrap_or(Ok(false))
     }
 
     /// Runs `f` while the driver is not inside libfabric: open (bind) or
@@ -241,9 +249,14 @@ impl<E: Entry> Shared<E> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn trywait(&self) -> Result<bool> {
+    /// `fi_trywait`, or `None` once an endpoint bound to the queue has
+    /// closed (checked under the gate, so no close slips in between).
+    pub(crate) fn trywait_while_open(&self) -> Option<Result<bool>> {
         let _open = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        self.cq.trywait()
+        if self.endpoint_closed.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.cq.trywait())
     }
 
     pub(crate) fn progress(&self) -> Result<usize> {

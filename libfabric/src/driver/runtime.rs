@@ -90,7 +90,11 @@ async fn wait_loop<E: Entry>(shared: &Arc<Shared<E>>, fd: &AsyncFd<WaitFd<E>>) {
             tokio::task::yield_now().await;
             continue;
         }
-        match shared.trywait() {
+        let Some(ready) = shared.trywait_while_open() else {
+            // An endpoint of this queue closed: see `Shared::endpoint_closed`.
+            return poll_loop(shared).await;
+        };
+        match ready {
             Ok(true) => {}
             // Work is pending inside the provider that a read has not yet
             // turned into a completion: let others run, then read again.

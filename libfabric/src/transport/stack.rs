@@ -71,10 +71,7 @@ impl Stack {
     /// crashes reading a queue while an endpoint is being bound to it).
     pub(crate) fn driver(&self, config: &TransportConfig) -> Result<Driver> {
         let size = config.driver.in_flight.max(64);
-        // tcp;ofi_rxm crashes now and then inside fi_trywait on its queue
-        // (tests/libfabric-known-issues.md, "Open"), so its queue is polled.
-        let wait_obj = if self.info.provider().contains("ofi_rxm") { WaitObj::NONE } else { WaitObj::FD };
-        let cq = match CompletionQueue::open(&self.domain, &CqConfig { size, wait_obj }) {
+        let cq = match CompletionQueue::open(&self.domain, &CqConfig { size, wait_obj: WaitObj::FD }) {
             Ok(cq) => cq,
             Err(e) if e.errno().raw() == libc::ENOSYS => {
                 CompletionQueue::open(&self.domain, &CqConfig { size, wait_obj: WaitObj::NONE })?
