@@ -28,7 +28,7 @@ mod observe;
 mod op;
 mod pending;
 #[cfg(feature = "tokio")]
-mod runtime;
+pub(crate) mod runtime;
 
 use std::fmt;
 use std::os::fd::BorrowedFd;

@@ -18,11 +18,11 @@ use super::{Driver, ProgressMode, Shared};
 const SPIN: Duration = Duration::from_micros(200);
 /// How often an idle polling driver looks at a queue without a wait
 /// descriptor (tokio's timer resolution).
-const POLL_TICK: Duration = Duration::from_millis(1);
+pub(crate) const POLL_TICK: Duration = Duration::from_millis(1);
 /// How long a driver sleeping on the wait descriptor sleeps at most: a safety
 /// net should a provider's descriptor miss an edge, so a completion is late
 /// at worst, never lost.
-const WAIT_TICK: Duration = Duration::from_millis(50);
+pub(crate) const WAIT_TICK: Duration = Duration::from_millis(50);
 
 impl<E: Entry> Driver<E> {
     /// Starts a tokio task that reads the queue and wakes futures, until the
@@ -38,10 +38,7 @@ impl<E: Entry> Driver<E> {
         let fd = self.wait_fd().map(|fd| fd.as_raw_fd()).filter(|_| shared.config.mode == ProgressMode::Wait);
         tokio::spawn(async move {
             let Some(fd) = fd else { return poll_loop(&shared).await };
-            let owner = WaitFd { fd, _cq: shared.cq.clone() };
-            // SAFETY: `owner` keeps the queue, and so its descriptor, open and
-            // unchanged for as long as the AsyncFd holds it.
-            match unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) } {
+            match watch(fd, shared.cq.clone()) {
                 Ok(fd) => wait_loop(&shared, &fd).await,
                 Err(error) => {
                     tracing::warn!(%error, "the CQ's wait descriptor cannot be watched; polling instead");
@@ -52,16 +49,25 @@ impl<E: Entry> Driver<E> {
     }
 }
 
-/// The queue's wait descriptor, with the queue that owns it.
-struct WaitFd<E: Entry> {
+/// A queue's wait descriptor, with the queue (completion or event queue)
+/// that owns it and so keeps it open.
+pub(crate) struct WaitFd<Q> {
     fd: RawFd,
-    _cq: CompletionQueue<E>,
+    _queue: Q,
 }
 
-impl<E: Entry> AsRawFd for WaitFd<E> {
+impl<Q> AsRawFd for WaitFd<Q> {
     fn as_raw_fd(&self) -> RawFd {
         self.fd
     }
+}
+
+/// Registers `fd`, the wait descriptor of `queue`, with tokio's reactor.
+pub(crate) fn watch<Q>(fd: RawFd, queue: Q) -> std::io::Result<AsyncFd<WaitFd<Q>>> {
+    let owner = WaitFd { fd, _queue: queue };
+    // SAFETY: `owner` holds the queue, which keeps its descriptor open and
+    // unchanged for as long as the AsyncFd holds `owner`.
+    unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) }.map_err(Into::into)
 }
 
 fn closing<E: Entry>(shared: &Shared<E>) -> bool {
@@ -81,7 +87,7 @@ async fn progress<E: Entry>(shared: &Shared<E>) -> usize {
     }
 }
 
-async fn wait_loop<E: Entry>(shared: &Arc<Shared<E>>, fd: &AsyncFd<WaitFd<E>>) {
+async fn wait_loop<E: Entry>(shared: &Arc<Shared<E>>, fd: &AsyncFd<WaitFd<CompletionQueue<E>>>) {
     while !closing(shared) {
         // Yield after every read: the futures just woken may sit in this
         // worker's LIFO slot, where no other worker can steal them, so a

@@ -1,32 +1,14 @@
 //! Reading an event queue asynchronously: its wait descriptor in tokio's
 //! reactor after `fi_trywait`, polling where there is none.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 
+use crate::driver::runtime::{watch, WaitFd, POLL_TICK, WAIT_TICK};
 use crate::eq::{Event, EventQueue};
 use crate::error::Result;
-
-/// How often a queue without a usable descriptor is read, and the longest
-/// sleep on one that has it (a missed edge delays an event, never loses it).
-const POLL_TICK: Duration = Duration::from_millis(1);
-const WAIT_TICK: Duration = Duration::from_millis(50);
-
-/// The queue's descriptor, with the queue that owns it.
-struct EqFd {
-    fd: RawFd,
-    _eq: EventQueue,
-}
-
-impl AsRawFd for EqFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd
-    }
-}
 
 impl Drop for AsyncEq {
     /// The queue may be the last reference to an event queue bound to the
@@ -44,7 +26,7 @@ impl Drop for AsyncEq {
 pub(crate) struct AsyncEq {
     // Both taken (and closed) in `drop`, under the gate.
     eq: Option<EventQueue>,
-    fd: Option<AsyncFd<EqFd>>,
+    fd: Option<AsyncFd<WaitFd<EventQueue>>>,
     /// The driver's gate of the endpoint bound to this queue: reading the
     /// queue must not race the endpoint's close.
     gate: Option<Arc<RwLock<()>>>,
@@ -53,12 +35,7 @@ pub(crate) struct AsyncEq {
 impl AsyncEq {
     /// Needs a tokio runtime (the reactor the descriptor joins).
     pub(crate) fn new(eq: EventQueue, gate: Option<Arc<RwLock<()>>>) -> AsyncEq {
-        let fd = eq.wait_fd().ok().map(|fd| fd.as_raw_fd()).and_then(|fd| {
-            let owner = EqFd { fd, _eq: eq.clone() };
-            // SAFETY: `owner` keeps the queue, and so its descriptor, open
-            // and unchanged for as long as the AsyncFd holds it.
-            unsafe { AsyncFd::register_with_interest(owner, Interest::READABLE) }.ok()
-        });
+        let fd = eq.wait_fd().ok().and_then(|fd| watch(fd.as_raw_fd(), eq.clone()).ok());
         AsyncEq { eq: Some(eq), fd, gate }
     }
 

@@ -19,7 +19,7 @@ use crate::ops::Buf;
 use crate::pep::PassiveEndpoint;
 
 use super::events::AsyncEq;
-use super::stack::{discover, Stack};
+use super::stack::{discover, Place, Stack};
 use super::{bounded, timed_out, TransportConfig, TransportError};
 
 /// After the peer closed, how long a receive still waits for a completion
@@ -57,7 +57,7 @@ impl Listener {
     pub fn bind(config: TransportConfig, host: &str, port: u16) -> Result<Listener, TransportError> {
         let config = TransportConfig { node: Some(host.to_string()), ..config };
         let service = port.to_string();
-        let info = discover_source(&config, host, &service)?;
+        let info = discover(&config, EpType::MSG, Caps::MSG, Place::Listening(&service))?;
         let stack = Stack::open(info)?;
         let eq = EventQueue::open(&stack.fabric)?;
         let pep = PassiveEndpoint::listen(&stack.fabric, &stack.info, &eq)?;
@@ -87,20 +87,6 @@ impl Listener {
         ep.accept(&[])?;
         Connection::established(self.config.clone(), ep, driver, eq, None).await
     }
-}
-
-/// `discover` as a source on `host:service` (a listener's address).
-fn discover_source(config: &TransportConfig, host: &str, service: &str) -> Result<crate::Info, Error> {
-    let hints = crate::Hints::new()?
-        .provider(&config.provider)?
-        .ep_type(EpType::MSG)
-        .caps(Caps::MSG)
-        .threading(libfabric_sys::enums::Threading::SAFE);
-    let infos = crate::getinfo(&crate::Target::source(host, Some(service)), &hints)?;
-    infos.into_iter().find(|i| i.ep_type() == EpType::MSG).ok_or_else(|| Error::InvalidArgument {
-        call: "fi_getinfo",
-        reason: format!("provider {:?} offers no MSG endpoint on {host}:{service}", config.provider),
-    })
 }
 
 /// A connected MSG endpoint. Cloning gives another handle to the same
@@ -136,7 +122,7 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Connects to a [`Listener`] at `host:port`.
     pub async fn connect(config: TransportConfig, host: &str, port: u16) -> Result<Connection, TransportError> {
-        let info = discover(&config, EpType::MSG, Caps::MSG, Some((host, &port.to_string())))?;
+        let info = discover(&config, EpType::MSG, Caps::MSG, Place::Toward(host, &port.to_string()))?;
         let stack = Stack::open(info)?;
         let driver = stack.driver(&config)?;
         let eq = EventQueue::open(&stack.fabric)?;

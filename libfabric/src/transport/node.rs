@@ -20,7 +20,7 @@ use crate::ep::{Bindings, Endpoint};
 use crate::error::Error;
 use crate::ops::Buf;
 
-use super::stack::{discover, Stack};
+use super::stack::{discover, Place, Stack};
 use super::{bounded, exchange, timed_out, wire, TransportConfig, TransportError};
 
 /// A peer as this node knows it: its handle in this node's address vector.
@@ -99,7 +99,7 @@ impl Node {
     /// Opens an RDM endpoint of `config.provider` (tagged messages, remote CQ
     /// data) with its address vector and a driver task; needs a tokio runtime.
     pub fn open(config: TransportConfig) -> Result<Node, TransportError> {
-        let info = discover(&config, EpType::RDM, Caps::MSG | Caps::TAGGED, None)?;
+        let info = discover(&config, EpType::RDM, Caps::MSG | Caps::TAGGED, Place::Local)?;
         let stack = Stack::open(info)?;
         let driver = stack.driver(&config)?;
         let av = AddressVector::open(&stack.domain, AvType::UNSPEC)?;

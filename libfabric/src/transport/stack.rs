@@ -22,14 +22,18 @@ pub(crate) struct Stack {
     pub(crate) domain: Domain,
 }
 
-/// The first info of `config.provider` with `ep_type` and `caps`, as a
-/// source on the configured node (or, with `dest`, toward that node and service).
-pub(crate) fn discover(
-    config: &TransportConfig,
-    ep_type: EpType,
-    caps: Caps,
-    dest: Option<(&str, &str)>,
-) -> Result<Info> {
+/// Where an endpoint is to be opened.
+pub(crate) enum Place<'a> {
+    /// On the configured node, any port (RDM nodes).
+    Local,
+    /// On the configured node, this service (a listener).
+    Listening(&'a str),
+    /// Toward this node and service (a connecting client).
+    Toward(&'a str, &'a str),
+}
+
+/// The first info of `config.provider` with `ep_type` and `caps` for `place`.
+pub(crate) fn discover(config: &TransportConfig, ep_type: EpType, caps: Caps, place: Place<'_>) -> Result<Info> {
     let hints = Hints::new()?
         .provider(&config.provider)?
         .ep_type(ep_type)
@@ -47,10 +51,11 @@ pub(crate) fn discover(
         }
         (None, _) => None,
     };
-    let target = match (dest, node) {
-        (Some((host, service)), _) => Target::destination(host, Some(service)),
-        (None, Some(node)) => Target::source(node, None),
-        (None, None) => Target::default(),
+    let target = match (place, node) {
+        (Place::Toward(host, service), _) => Target::destination(host, Some(service)),
+        (Place::Listening(service), node) => Target::source(node.unwrap_or("0.0.0.0"), Some(service)),
+        (Place::Local, Some(node)) => Target::source(node, None),
+        (Place::Local, None) => Target::default(),
     };
     getinfo(&target, &hints)?.into_iter().find(|i| i.ep_type() == ep_type).ok_or_else(|| Error::InvalidArgument {
         call: "fi_getinfo",
