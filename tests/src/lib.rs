@@ -8,6 +8,7 @@
 
 use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -262,4 +263,32 @@ pub fn post_with_progress<E: libfabric::Entry, M: libfabric::ThreadModel>(
             Err(e) => panic!("post failed: {}", e.error),
         }
     }
+}
+
+/// Builds the example `name` of `libfabric-examples` with the `cargo` running
+/// the tests; its path, read from cargo's JSON messages, so any target
+/// directory or profile works.
+pub fn example(name: &str) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace");
+    let output = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "libfabric-examples", "--example", name, "--message-format=json"])
+        .current_dir(workspace)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "cargo build of the {name} example failed: {}", output.status);
+    executable(&String::from_utf8_lossy(&output.stdout), name)
+        .unwrap_or_else(|| panic!("cargo reports the {name} example's executable"))
+}
+
+/// The `executable` of example `name` in cargo's `--message-format=json`
+/// output (one JSON object a line; read without a JSON parser, as the line of
+/// the example's artifact is the only one naming it with an executable).
+fn executable(messages: &str, name: &str) -> Option<PathBuf> {
+    const KEY: &str = "\"executable\":\"";
+    let named = format!("\"name\":\"{name}\"");
+    let line = messages.lines().find(|l| l.contains("\"kind\":[\"example\"]") && l.contains(&named))?;
+    let start = line.find(KEY)? + KEY.len();
+    let len = line[start..].find('"')?;
+    Some(PathBuf::from(&line[start..start + len]))
 }

@@ -25,32 +25,10 @@ fn c_fi_info() -> &'static Path {
     path
 }
 
-/// The example, built once per test binary with `cargo build`; its path is
-/// read from cargo's JSON messages, so any target directory or profile works.
+/// The example, built once per test binary.
 fn rust_fi_info() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace");
-        let output = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "libfabric-examples", "--example", "info", "--message-format=json"])
-            .current_dir(workspace)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(output.status.success(), "cargo build of the info example failed: {}", output.status);
-        executable(&String::from_utf8_lossy(&output.stdout)).expect("cargo reports the info example's executable")
-    })
-}
-
-/// The `executable` of the `info` example in cargo's `--message-format=json`
-/// output (one JSON object a line; read without a JSON parser, as the line of
-/// the example's artifact is the only one naming it with an executable).
-fn executable(messages: &str) -> Option<PathBuf> {
-    const KEY: &str = "\"executable\":\"";
-    let line = messages.lines().find(|l| l.contains("\"kind\":[\"example\"]") && l.contains("\"name\":\"info\""))?;
-    let start = line.find(KEY)? + KEY.len();
-    let len = line[start..].find('"')?;
-    Some(PathBuf::from(&line[start..start + len]))
+    BUILT.get_or_init(|| libfabric_tests::example("info"))
 }
 
 /// What one run printed and how it ended.

@@ -58,6 +58,9 @@ struct NodeInner {
     /// be sent to: a handle read off the wire is checked here first, since
     /// libfabric would read out of bounds for one it never issued.
     peers: Mutex<HashMap<PeerId, (Arc<Semaphore>, u64)>>,
+    /// Answered requests' buffers, for the next requests to be received
+    /// into ([`Node::serve`]): a served request allocates nothing.
+    spare: Mutex<Vec<Buf>>,
     // Last: the endpoint and queue close before the domain and fabric.
     _stack: Stack,
 }
@@ -120,6 +123,7 @@ impl Node {
                 name,
                 next_request: AtomicU64::new(1),
                 peers: Mutex::new(HashMap::new()),
+                spare: Mutex::new(Vec::new()),
                 _stack: stack,
             }),
         })
@@ -227,11 +231,7 @@ impl Node {
         let mut queues: HashMap<PeerId, mpsc::Sender<(u64, Request)>> = HashMap::new();
         let depth = self.inner.config.peer_credits.max(1);
         loop {
-            let got = self
-                .inner
-                .ep
-                .trecv(Buf::zeroed(self.inner.config.max_message), Address::UNSPEC, wire::REQUEST, wire::ID_MASK)
-                .await?;
+            let got = self.inner.ep.trecv(self.request_buffer(), Address::UNSPEC, wire::REQUEST, wire::ID_MASK).await?;
             let (Some(tag), Some(from)) = (got.entry.tag(), got.entry.data()) else {
                 tracing::warn!("a request without a tag or sender; dropped");
                 continue;
@@ -256,6 +256,24 @@ impl Node {
     }
 }
 
+impl Node {
+    /// A buffer to receive a request into: an answered request's, or a new one.
+    fn request_buffer(&self) -> Buf {
+        let spare = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        spare.unwrap_or_else(|| Buf::zeroed(self.inner.config.max_message))
+    }
+
+    /// Keeps `buf` for a later request if it can take any request and
+    /// fewer than a peer's credits are kept already.
+    fn recycle(&self, buf: Buf) {
+        let config = &self.inner.config;
+        let mut spare = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if buf.capacity() == config.max_message && spare.len() < config.peer_credits {
+            spare.push(buf);
+        }
+    }
+}
+
 /// One peer's handler task: its requests in order, each answered.
 async fn answer<F, Fut>(node: Node, peer: PeerId, mut requests: mpsc::Receiver<(u64, Request)>, handler: F)
 where
@@ -265,10 +283,17 @@ where
     let Some(peer_handle) = node.peer(peer) else { return };
     while let Some((id, request)) = requests.recv().await {
         let response = handler(request).await;
-        if let Err(error) = peer_handle.send_tagged(response, wire::response(id)).await {
-            tracing::warn!(peer = peer.0, id, %error, "answer not delivered");
+        match peer_handle.send_tagged(response, wire::response(id)).await {
+            Ok(sent) => node.recycle(sent),
+            Err(error) => tracing::warn!(peer = peer.0, id, %error, "answer not delivered"),
         }
     }
+}
+
+/// A peer's credits are never closed; should they be, the operation fails.
+fn credits_closed(buf: Buf) -> OpError {
+    let error = Error::InvalidArgument { call: "peer credits", reason: "closed".into() };
+    OpError { error, kind: None, buf: Some(buf) }
 }
 
 /// A posted receive that is detached, not cancelled, if dropped.
@@ -305,22 +330,14 @@ impl Peer {
     }
 
     async fn send_tagged(&self, buf: Buf, tag: u64) -> Result<Buf, OpError> {
-        let Some(_credit) = self.credit().await else {
-            return Err(OpError { error: timed_out("peer credits"), kind: None, buf: Some(buf) });
-        };
-        self.send_now(buf, tag).await
-    }
-
-    /// One of the peer's credits, within the operation timeout.
-    async fn credit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        tokio::time::timeout(self.node.inner.config.op_timeout, self.credits.acquire()).await.ok()?.ok()
-    }
-
-    async fn send_now(&self, buf: Buf, tag: u64) -> Result<Buf, OpError> {
         let node = &self.node.inner;
-        let sent = node.ep.tsend_data(buf, self.me_there, self.addr, tag);
-        let sent = bounded("fi_tsenddata", node.config.op_timeout, sent);
-        Ok(sent.instrument(self.span()).await?.buf)
+        let work = async {
+            let Ok(_credit) = self.credits.acquire().await else {
+                return Err(credits_closed(buf));
+            };
+            Ok(node.ep.tsend_data(buf, self.me_there, self.addr, tag).await?.buf)
+        };
+        bounded("fi_tsenddata", node.config.op_timeout, work).instrument(self.span()).await
     }
 
     /// Sends `body` as a request and receives the answer into `response`
@@ -333,13 +350,13 @@ impl Peer {
         let id = node.next_request.fetch_add(1, Ordering::Relaxed);
         let limit = node.config.op_timeout;
         let work = async {
-            let Some(_credit) = self.credit().await else {
-                return Err(OpError { error: timed_out("peer credits"), kind: None, buf: Some(body) });
+            let Ok(_credit) = self.credits.acquire().await else {
+                return Err(credits_closed(body));
             };
             // The answer's receive is posted before the request leaves, so
             // the answer can never arrive unexpected.
             let answer = node.ep.post_trecv(response, Address::UNSPEC, wire::response(id), 0).await?;
-            self.send_now(body, wire::request(id)).await?;
+            node.ep.tsend_data(body, self.me_there, self.addr, wire::request(id)).await?;
             // The request is out, so its answer will come: if this future is
             // dropped from here on, the receive stays posted and takes the
             // answer, which would otherwise sit in the provider unexpected

@@ -1,13 +1,16 @@
 //! `cargo xtask bench`: the Rust pingpong (examples/fi_pingpong) beside
 //! libfabric's C `fi_pingpong`, run alternately in one session, per provider
 //! and size; median latency and bandwidth of each, the ratio Rust/C, and the
-//! instructions per round trip of both counted by callgrind. Writes
+//! instructions per round trip of both counted by callgrind; then message
+//! rate against the work, and the async transport beside the synchronous
+//! tools. Writes
 //! `docs/benchmarks.md` and `docs/benchmarks.svg`.
 
 mod callgrind;
 mod pingpong;
 mod report;
 mod scaling;
+mod transport;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,7 +79,11 @@ pub fn run(root: &Path, plan: Plan) -> Result<String, String> {
         results.push(report::LaneResult { lane: *lane, timing, counts });
     }
     let scaling = scaling::measure(&msgrate, plan.messages)?;
-    let markdown = report::markdown(&results, &scaling, plan);
+    let async_bench = build_example(root, "async_bench")?;
+    let tools = transport::Tools { pingpong: &rust, msgrate: &msgrate, async_bench: &async_bench };
+    let round_trips = pingpong::iterations(64, plan.scale_down) as u64;
+    let transport = transport::measure(&tools, plan.rounds, round_trips, plan.messages)?;
+    let markdown = report::markdown(&results, &scaling, &transport, plan);
     let docs = root.join("docs");
     std::fs::write(docs.join("benchmarks.md"), &markdown).map_err(|e| format!("docs/benchmarks.md: {e}"))?;
     std::fs::write(docs.join("benchmarks.svg"), report::svg(&results))

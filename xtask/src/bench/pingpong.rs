@@ -34,7 +34,7 @@ pub struct SizeResult {
 }
 
 /// The C tool's round trips for a size (its `size_to_count`), scaled down.
-fn iterations(size: usize, scale_down: usize) -> usize {
+pub fn iterations(size: usize, scale_down: usize) -> usize {
     let n = if size >= 1 << 20 {
         100
     } else if size >= 1 << 16 {
@@ -90,7 +90,7 @@ pub fn lane_args(lane: &Lane) -> Vec<String> {
     ["-p", lane.provider, "-e", lane.ep].iter().map(|s| s.to_string()).collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

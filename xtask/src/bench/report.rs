@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::callgrind::Counts;
 use super::pingpong::SizeResult;
 use super::scaling::Point;
+use super::transport::Row;
 use super::{Lane, Plan};
 
 pub struct LaneResult {
@@ -14,7 +15,7 @@ pub struct LaneResult {
     pub counts: Counts,
 }
 
-pub fn markdown(results: &[LaneResult], scaling: &[Point], plan: Plan) -> String {
+pub fn markdown(results: &[LaneResult], scaling: &[Point], transport: &[Row], plan: Plan) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks: Rust pingpong beside C `fi_pingpong`\n");
     let _ = writeln!(
@@ -76,7 +77,44 @@ pub fn markdown(results: &[LaneResult], scaling: &[Point], plan: Plan) -> String
         "\nPeers stop at 256 on shm (its address vector's limit) and at 16 on tcp;ofi_rxm (each rxm \
          endpoint preallocates about 100 MB of buffers, so 1,024 peers would need about 100 GB)."
     );
+    async_transport(&mut md, transport, plan);
     md
+}
+
+fn async_transport(md: &mut String, rows: &[Row], plan: Plan) {
+    let _ = writeln!(md, "\n## The async transport beside the synchronous tools\n");
+    let _ = writeln!(
+        md,
+        "Latency: `examples/async_bench -m latency`, 64-byte requests one at a time through \
+         `Peer::request` against `Node::serve` (tagged send, answer receive posted first, a handler task \
+         per peer), half the round trip, against the Rust pingpong (`-e rdm -S 64`, one way). Message \
+         rate: `async_bench -m rate`, 64-byte `Peer::send`s from 16 tasks to 16 receiving tasks, against \
+         `examples/msgrate -n 1 -W 16`. Both sides of the async runs on one thread (tokio's current-thread \
+         runtime), the driver either busy-polling (`ProgressMode::BusyPoll`) or waiting (the default: \
+         the CQ's wait descriptor where the provider has one, else polling with a 1 ms tick after 200 µs \
+         of spinning). {} rounds, the order rotating; medians.\n",
+        plan.rounds
+    );
+    let _ = writeln!(md, "Targets (issue 5): latency ≤ 1.15× and message rate ≥ 0.9× of the synchronous tools.\n");
+    let _ = writeln!(md, "| lane | sync µs | async busy µs | ratio | async wait µs | ratio | sync msg/s | async busy msg/s | ratio | async wait msg/s | ratio |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
+            r.lane,
+            r.usec[0],
+            r.usec[1],
+            r.usec[1] / r.usec[0],
+            r.usec[2],
+            r.usec[2] / r.usec[0],
+            r.rate[0],
+            r.rate[1],
+            r.rate[1] / r.rate[0],
+            r.rate[2],
+            r.rate[2] / r.rate[0]
+        );
+    }
 }
 
 fn size(bytes: usize) -> String {

@@ -1,0 +1,247 @@
+//! The async transport's latency and message rate, for `cargo xtask bench`
+//! to set beside the synchronous pingpong and msgrate on the same provider.
+//!
+//! - `-m latency`: `-I` requests of `-S` bytes, one at a time, each answered
+//!   with its own bytes ([`Peer::request`] against [`Node::serve`]); prints
+//!   the one-way time (half the round trip), as `fi_pingpong` does.
+//! - `-m rate`: `-I` one-way messages of `-S` bytes from `-W` tasks, each
+//!   with one send in flight, to `-W` receiving tasks; timed until a last
+//!   request confirms the server has them all.
+//!
+//! ```text
+//! cargo run --release -p libfabric-examples --example async_bench -- -p shm -m rate -W 16 -B 9300            # server
+//! cargo run --release -p libfabric-examples --example async_bench -- -p shm -m rate -W 16 -P 9300 127.0.0.1  # client
+//! ```
+//!
+//! `--busy` makes the driver busy-poll ([`ProgressMode::BusyPoll`]) instead
+//! of sleeping on the queue's wait descriptor. Both sides run on one thread
+//! (a current-thread runtime), as the synchronous tools do. The client
+//! prints one line: `mode provider size iterations window seconds usec/xfer msgs/s`.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use libfabric::driver::ProgressMode;
+use libfabric::transport::{Node, Peer, TransportConfig};
+use libfabric::Buf;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// Requests before the timed ones (connection setup, first-touch of buffers).
+const WARMUP: u64 = 100;
+
+#[derive(Debug, Clone)]
+struct Options {
+    provider: String,
+    rate: bool,
+    size: usize,
+    iterations: u64,
+    window: usize,
+    busy: bool,
+    port: u16,
+    server: Option<String>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        provider: "tcp;ofi_rxm".into(),
+        rate: false,
+        size: 64,
+        iterations: 10_000,
+        window: 16,
+        busy: false,
+        port: 9300,
+        server: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        let number = |v: String| v.parse::<u64>().map_err(|_| format!("{arg}: not a number: {v}"));
+        match arg.as_str() {
+            "-p" => o.provider = value()?,
+            "-m" => {
+                o.rate = match value()?.as_str() {
+                    "latency" => false,
+                    "rate" => true,
+                    other => return Err(format!("-m: latency or rate, not {other}")),
+                }
+            }
+            "-S" => o.size = number(value()?)? as usize,
+            "-I" => o.iterations = number(value()?)?.max(1),
+            "-W" => o.window = number(value()?)?.max(1) as usize,
+            "-B" | "-P" => o.port = u16::try_from(number(value()?)?).map_err(|_| format!("{arg}: not a port"))?,
+            "--busy" => o.busy = true,
+            host if !host.starts_with('-') => o.server = Some(host.to_string()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    // A one-way message of no bytes ends the server: real ones have some.
+    o.size = o.size.max(1);
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let o = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("async_bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("async_bench: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match o.server.clone() {
+            Some(host) => client(&o, &host).await,
+            None => server(&o).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("async_bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(o: &Options) -> Result<Node, String> {
+    let mut config = TransportConfig::new(&o.provider);
+    if o.provider != "shm" {
+        config = config.node("127.0.0.1");
+    }
+    config.peer_credits = config.peer_credits.max(o.window);
+    config.max_message = config.max_message.max(o.size);
+    if o.busy {
+        config.driver.mode = ProgressMode::BusyPoll;
+    }
+    Node::open(config).map_err(|e| format!("open a {} node: {e}", o.provider))
+}
+
+/// Answers requests with their own bytes and counts one-way messages, until
+/// a message of no bytes arrives.
+async fn server(o: &Options) -> Result<(), String> {
+    let exchange = TcpListener::bind(("127.0.0.1", o.port)).await.map_err(|e| format!("listen: {e}"))?;
+    let node = open(o)?;
+    node.accept_peer(&exchange).await.map_err(|e| format!("accept the peer: {e}"))?;
+    let received = Arc::new(AtomicU64::new(0));
+    let arrived = Arc::new(Notify::new());
+    let (expected, fence_count, fence_wake) = (o.iterations, received.clone(), arrived.clone());
+    let serving = node.clone();
+    tokio::spawn(async move {
+        let served = serving.serve(move |request| {
+            let (count, wake) = (fence_count.clone(), fence_wake.clone());
+            async move {
+                // An empty request is the rate client's fence: answered once
+                // every message is in.
+                while request.body.is_empty() {
+                    // Registered before the check, so no wake-up is missed.
+                    let woken = wake.notified();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
+                    if count.load(Ordering::Acquire) >= expected {
+                        break;
+                    }
+                    woken.await;
+                }
+                request.body
+            }
+        });
+        if let Err(e) = served.await {
+            eprintln!("async_bench: serve: {e}");
+        }
+    });
+    let done = Arc::new(Notify::new());
+    let receivers = if o.rate { o.window } else { 1 };
+    for _ in 0..receivers {
+        let (node, received, arrived, done, size) =
+            (node.clone(), received.clone(), arrived.clone(), done.clone(), o.size);
+        tokio::spawn(async move {
+            let mut buf = Buf::zeroed(size);
+            loop {
+                match node.recv(buf).await {
+                    Ok((_, msg)) if msg.is_empty() => break done.notify_one(),
+                    Ok((_, mut msg)) => {
+                        received.fetch_add(1, Ordering::AcqRel);
+                        arrived.notify_waiters();
+                        msg.resize(size).expect("within the buffer's capacity");
+                        buf = msg;
+                    }
+                    Err(e) if e.error.is_timeout() => buf = e.buf.unwrap_or_else(|| Buf::zeroed(size)),
+                    Err(e) => {
+                        eprintln!("async_bench: recv: {e}");
+                        break done.notify_one();
+                    }
+                }
+            }
+        });
+    }
+    done.notified().await;
+    Ok(())
+}
+
+async fn client(o: &Options, host: &str) -> Result<(), String> {
+    let node = open(o)?;
+    let peer = node.dial((host, o.port)).await.map_err(|e| format!("dial {host}:{}: {e}", o.port))?;
+    let (seconds, round_trips) = if o.rate { rate(o, &peer).await? } else { latency(o, &peer).await? };
+    peer.send(Buf::zeroed(0)).await.map_err(|e| format!("the closing message: {e}"))?;
+    let iterations = o.iterations as f64;
+    let usec = if o.rate { seconds * 1e6 / iterations } else { seconds * 1e6 / round_trips as f64 / 2.0 };
+    println!(
+        "{} {} {} {} {} {:.6} {:.3} {:.0}",
+        if o.rate { "rate" } else { "latency" },
+        o.provider.replace(' ', "_"),
+        o.size,
+        o.iterations,
+        if o.rate { o.window } else { 1 },
+        seconds,
+        usec,
+        iterations / seconds
+    );
+    Ok(())
+}
+
+/// One request at a time. (Each request's body is a new buffer: a request
+/// keeps its body until the answer is in and returns only the answer.)
+async fn latency(o: &Options, peer: &Peer) -> Result<(f64, u64), String> {
+    let mut answer = Buf::zeroed(o.size);
+    let mut start = Instant::now();
+    for i in 0..WARMUP + o.iterations {
+        if i == WARMUP {
+            start = Instant::now();
+        }
+        answer = peer.request(Buf::zeroed(o.size), answer).await.map_err(|e| format!("request {i}: {e}"))?;
+        answer.resize(o.size).map_err(|e| format!("resize: {e}"))?;
+    }
+    Ok((start.elapsed().as_secs_f64(), o.iterations))
+}
+
+/// `-W` senders, each with its own buffer and one send in flight.
+async fn rate(o: &Options, peer: &Peer) -> Result<(f64, u64), String> {
+    let start = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    let each = o.iterations / o.window as u64;
+    for s in 0..o.window as u64 {
+        let (peer, size) = (peer.clone(), o.size);
+        let count = if s == 0 { each + o.iterations % o.window as u64 } else { each };
+        senders.spawn(async move {
+            let mut buf = Buf::zeroed(size);
+            for i in 0..count {
+                buf = peer.send(buf).await.map_err(|e| format!("send {i}: {e}"))?;
+            }
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(sent) = senders.join_next().await {
+        sent.map_err(|e| format!("sender: {e}"))??;
+    }
+    peer.request(Buf::zeroed(0), Buf::zeroed(0)).await.map_err(|e| format!("the fence: {e}"))?;
+    Ok((start.elapsed().as_secs_f64(), o.iterations))
+}

@@ -1,0 +1,113 @@
+//! Request/response over tagged messages on a reliable datagram (RDM)
+//! endpoint, on the `tokio` feature's transport. The server accepts peers
+//! through an address exchange on a TCP port and answers each request with
+//! its bytes reversed; the client sends requests, checks every answer and
+//! prints its round-trip time.
+//!
+//! ```text
+//! cargo run -p libfabric-examples --example async_request                        # both, in one process, on loopback
+//! cargo run -p libfabric-examples --example async_request -- server              # terminal 1
+//! cargo run -p libfabric-examples --example async_request -- client 127.0.0.1    # terminal 2
+//! ```
+//!
+//! Options: `-p PROVIDER` (default `tcp;ofi_rxm`; also `udp;ofi_rxd`, `shm`),
+//! `-P PORT` of the address exchange (default 7200), `-n REQUESTS`
+//! (default 10), `-S BYTES` (default 64).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use libfabric::transport::{Node, Request, TransportConfig};
+use libfabric::Buf;
+use libfabric_examples::cli::{Args, Role};
+use tokio::net::TcpListener;
+
+fn main() -> ExitCode {
+    let args = match Args::parse("async_request", "tcp;ofi_rxm", 7200) {
+        Ok(args) => args,
+        Err(usage) => return usage,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return failed(format!("tokio runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match &args.role {
+            Role::Server(host) => serve(&args, host).await,
+            Role::Client(host) => client(&args, host).await,
+            Role::Both => {
+                let exchange = listen("127.0.0.1", args.port).await?;
+                let node = open(&args, "127.0.0.1")?;
+                tokio::spawn(accept_and_answer(node, exchange));
+                client(&args, "127.0.0.1").await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(e),
+    }
+}
+
+fn failed(message: String) -> ExitCode {
+    eprintln!("async_request: {message}");
+    ExitCode::FAILURE
+}
+
+/// A node of the chosen provider on `host` (shm picks its own name).
+fn open(args: &Args, host: &str) -> Result<Node, String> {
+    let config = TransportConfig::new(&args.provider);
+    let config = if args.provider == "shm" { config } else { config.node(host) };
+    Node::open(config).map_err(|e| format!("open a {} node: {e}", args.provider))
+}
+
+async fn listen(host: &str, port: u16) -> Result<TcpListener, String> {
+    TcpListener::bind((host, port)).await.map_err(|e| format!("listen on {host}:{port}: {e}"))
+}
+
+async fn serve(args: &Args, host: &str) -> Result<(), String> {
+    let exchange = listen(host, args.port).await?;
+    let node = open(args, host)?;
+    println!("answering requests; peers dial {host}:{} ({})", args.port, args.provider);
+    accept_and_answer(node, exchange).await
+}
+
+/// Accepts peers on one task and answers every peer's requests (each
+/// peer's in order) until an operation fails.
+async fn accept_and_answer(node: Node, exchange: TcpListener) -> Result<(), String> {
+    let accepting = node.clone();
+    tokio::spawn(async move {
+        loop {
+            match accepting.accept_peer(&exchange).await {
+                Ok(peer) => println!("peer {:?} joined", peer.id()),
+                Err(e) => eprintln!("accept a peer: {e}"),
+            }
+        }
+    });
+    node.serve(|request: Request| async move {
+        let mut answer = request.body;
+        answer.reverse(); // in place: the received buffer goes back out
+        answer
+    })
+    .await
+    .map_err(|e| format!("serve: {e}"))
+}
+
+async fn client(args: &Args, host: &str) -> Result<(), String> {
+    let node = open(args, "127.0.0.1")?;
+    let server = node.dial((host, args.port)).await.map_err(|e| format!("dial {host}:{}: {e}", args.port))?;
+    for seq in 0..args.messages {
+        let body: Vec<u8> = (0..args.size).map(|i| (seq as usize * 7 + i) as u8).collect();
+        let start = Instant::now();
+        let answer = server
+            .request(Buf::from(body.clone()), Buf::zeroed(args.size))
+            .await
+            .map_err(|e| format!("request {seq}: {e}"))?;
+        let elapsed = start.elapsed();
+        if !answer.iter().eq(body.iter().rev()) {
+            return Err(format!("answer {seq}: not the request reversed"));
+        }
+        println!("request {seq}: {} bytes answered in {:.1} µs", answer.len(), elapsed.as_secs_f64() * 1e6);
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The command line the async examples share:
+//! `[-p PROVIDER] [-P PORT] [-n MESSAGES] [-S BYTES] [server [HOST] | client HOST]`.
+
+use std::process::ExitCode;
+
+/// Which side this process plays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Serve on this host (default 127.0.0.1).
+    Server(String),
+    /// Talk to the server on this host.
+    Client(String),
+    /// Both, in one process, on loopback.
+    Both,
+}
+
+/// The parsed command line.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub provider: String,
+    pub port: u16,
+    pub messages: u64,
+    pub size: usize,
+    pub role: Role,
+}
+
+impl Args {
+    /// Parses `std::env::args`; on `-h` or a bad argument prints the usage
+    /// (and the reason) and returns the exit code to end with.
+    pub fn parse(program: &str, provider: &str, port: u16) -> Result<Args, ExitCode> {
+        Args::parse_from(std::env::args().skip(1), provider, port).map_err(|why| {
+            let usage = format!(
+                "usage: {program} [-p PROVIDER (default {provider})] [-P PORT (default {port})] \
+                 [-n MESSAGES] [-S BYTES] [server [HOST] | client HOST]"
+            );
+            match why {
+                None => {
+                    println!("{usage}");
+                    ExitCode::SUCCESS
+                }
+                Some(why) => {
+                    eprintln!("{program}: {why}\n{usage}");
+                    ExitCode::from(2)
+                }
+            }
+        })
+    }
+
+    /// Parses `args`; `Err(None)` asks for the usage, `Err(Some(why))` is a
+    /// mistake.
+    pub fn parse_from(
+        args: impl IntoIterator<Item = String>,
+        provider: &str,
+        port: u16,
+    ) -> Result<Args, Option<String>> {
+        let mut parsed = Args { provider: provider.to_string(), port, messages: 10, size: 64, role: Role::Both };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or_else(|| Some(format!("{arg} needs a value")));
+            let number = |v: String| v.parse::<u64>().map_err(|_| Some(format!("{arg}: not a number: {v}")));
+            match arg.as_str() {
+                "-p" => parsed.provider = value()?,
+                "-P" => {
+                    parsed.port = u16::try_from(number(value()?)?).map_err(|_| Some(format!("{arg}: not a port")))?
+                }
+                "-n" => parsed.messages = number(value()?)?,
+                "-S" => parsed.size = number(value()?)? as usize,
+                "-h" | "--help" => return Err(None),
+                "server" => parsed.role = Role::Server(args.next().unwrap_or_else(|| "127.0.0.1".into())),
+                "client" => parsed.role = Role::Client(value()?),
+                other => return Err(Some(format!("unknown argument {other:?}"))),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, Option<String>> {
+        Args::parse_from(args.iter().map(|s| s.to_string()), "tcp", 7100)
+    }
+
+    #[test]
+    fn defaults_run_both_sides() {
+        let args = parse(&[]).expect("defaults");
+        assert_eq!((args.provider.as_str(), args.port, args.role), ("tcp", 7100, Role::Both));
+    }
+
+    #[test]
+    fn roles_and_options() {
+        let args = parse(&["-p", "shm", "-n", "5", "client", "10.0.0.1"]).expect("client");
+        assert_eq!((args.provider.as_str(), args.messages), ("shm", 5));
+        assert_eq!(args.role, Role::Client("10.0.0.1".into()));
+        assert_eq!(parse(&["server"]).expect("server").role, Role::Server("127.0.0.1".into()));
+    }
+
+    #[test]
+    fn mistakes_are_reported() {
+        assert_eq!(parse(&["-P", "70000"]).unwrap_err(), Some("-P: not a port".into()));
+        assert_eq!(parse(&["-n"]).unwrap_err(), Some("-n needs a value".into()));
+        assert_eq!(parse(&["-h"]).unwrap_err(), None);
+    }
+}

@@ -1,0 +1,85 @@
+//! The async transport beside the synchronous tools on the same provider:
+//! request/response latency of `examples/async_bench` against the Rust
+//! pingpong, and its pipelined message rate against `examples/msgrate`,
+//! alternating which goes first, with the driver busy-polling and waiting.
+
+use std::path::Path;
+
+use super::pingpong::{median, pair, run_pair};
+
+/// RDM lanes of the transport (shm, and tcp;ofi_rxm as the tcp lane).
+const LANES: [&str; 2] = ["shm", "tcp;ofi_rxm"];
+/// Sends in flight for the message rate.
+const WINDOW: usize = 16;
+
+/// Executables measured.
+pub struct Tools<'a> {
+    pub pingpong: &'a Path,
+    pub msgrate: &'a Path,
+    pub async_bench: &'a Path,
+}
+
+/// Medians of one lane: latency in µs one way and rate in messages/s, each
+/// as [synchronous, async busy-polling, async waiting].
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub lane: &'static str,
+    pub usec: [f64; 3],
+    pub rate: [f64; 3],
+}
+
+pub fn measure(tools: &Tools, rounds: usize, round_trips: u64, messages: u64) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for lane in LANES {
+        eprintln!("bench: async transport on {lane}");
+        let mut usec: [Vec<f64>; 3] = Default::default();
+        let mut rate: [Vec<f64>; 3] = Default::default();
+        for round in 0..rounds {
+            // Rotate the order, so no kind always runs first.
+            for k in (0..3).map(|i| (i + round) % 3) {
+                usec[k].push(latency(tools, lane, k, round_trips)?);
+                rate[k].push(message_rate(tools, lane, k, messages)?);
+            }
+        }
+        rows.push(Row { lane, usec: usec.map(median), rate: rate.map(median) });
+    }
+    Ok(rows)
+}
+
+/// Kind 0 is synchronous; 1 async busy-polling; 2 async waiting.
+fn async_args(lane: &str, kind: usize, mode: &str, n: u64) -> Vec<String> {
+    let mut args: Vec<String> = ["-p", lane, "-m", mode, "-S", "64", "-I", &n.to_string(), "-W", &WINDOW.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if kind == 1 {
+        args.push("--busy".into());
+    }
+    args
+}
+
+fn latency(tools: &Tools, lane: &str, kind: usize, n: u64) -> Result<f64, String> {
+    if kind == 0 {
+        let args: Vec<String> =
+            ["-p", lane, "-e", "rdm", "-S", "64", "-I", &n.to_string()].iter().map(|s| s.to_string()).collect();
+        let row = run_pair(tools.pingpong, &args)?.ok_or_else(|| format!("{lane}: pingpong printed no row"))?;
+        return Ok(row.0);
+    }
+    field(&pair(tools.async_bench, &async_args(lane, kind, "latency", n), &[])?, 6)
+}
+
+fn message_rate(tools: &Tools, lane: &str, kind: usize, n: u64) -> Result<f64, String> {
+    if kind == 0 {
+        let args: Vec<String> = ["-p", lane, "-n", "1", "-W", &WINDOW.to_string(), "-N", &n.to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        return field(&pair(tools.msgrate, &args, &[])?, 5);
+    }
+    field(&pair(tools.async_bench, &async_args(lane, kind, "rate", n), &[])?, 7)
+}
+
+/// The `i`th number of a tool's one-line result.
+fn field(out: &str, i: usize) -> Result<f64, String> {
+    out.split_whitespace().nth(i).and_then(|v| v.parse().ok()).ok_or_else(|| format!("unexpected output {out:?}"))
+}
