@@ -97,11 +97,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // On a task rather than in `block_on`: the runtime polls its tasks
+    // first and the `block_on` future only between rounds of them.
     let result = runtime.block_on(async {
-        match o.server.clone() {
-            Some(host) => client(&o, &host).await,
-            None => server(&o).await,
-        }
+        let o = o.clone();
+        let work = tokio::spawn(async move {
+            match o.server.clone() {
+                Some(host) => client(&o, &host).await,
+                None => server(&o).await,
+            }
+        });
+        work.await.unwrap_or_else(|e| Err(format!("the benchmark task: {e}")))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -246,10 +246,13 @@ fn next(state: &mut u64) -> u64 {
 
 #[test]
 fn futures_dropped_at_random_points_leave_nothing_behind() {
-    const DROPS: usize = 1000;
-    // shm is left out: after cancelled tagged receives it has delivered a
-    // message into a receive posted for another tag (tests/libfabric-known-issues.md,
-    // "Open"; the transport refuses such an answer with an error).
+    // Fewer under valgrind (scripts/memcheck sets it).
+    let drops: usize = std::env::var("LIBFABRIC_TRANSPORT_DROPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    // shm is left out: once a receive with ignore bits was posted, an
+    // answer waiting unexpected (its receive cancelled) is taken by a later
+    // receive posted for another tag (tests/libfabric-known-issues.md, 6; C
+    // reproduction in tests/repro/shm_cancel_wrong_tag.c). The transport
+    // refuses such an answer with an error.
     for case in lanes().filter(|c| c.ep_type == EpType::RDM && c.provider != "shm") {
         // The server swallows one-way messages, and messages stay within
         // every provider's eager size: a rendezvous send completes only
@@ -259,7 +262,7 @@ fn futures_dropped_at_random_points_leave_nothing_behind() {
         runtime().block_on(async {
             let (node, peer) = dial(&case, config(&case), server.port).await;
             let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-            for i in 0..DROPS {
+            for i in 0..drops {
                 let after = Duration::from_micros(next(&mut rng) % 300);
                 let sent = payload(i as u64, size(i as u64).min(4096));
                 // Each future is dropped when `after` runs out, wherever it is.
@@ -286,7 +289,7 @@ fn futures_dropped_at_random_points_leave_nothing_behind() {
             let sent = payload(7, 4096);
             let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(1 << 16)).await.expect("request after drops");
             assert_eq!(&got[..], &sent[..]);
-            println!("{}: {DROPS} futures dropped; {:?}", case.name(), driver.stats());
+            println!("{}: {drops} futures dropped; {:?}", case.name(), driver.stats());
         });
         server.kill();
     }

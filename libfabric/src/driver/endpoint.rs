@@ -1,12 +1,9 @@
 //! An endpoint whose operations are futures.
 
 use std::fmt;
-use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use libfabric_sys::enums::{AtomicOp, Errno};
@@ -22,7 +19,7 @@ use crate::rma::RemoteMemory;
 
 use super::observe::Observer;
 use super::op::Op;
-use super::{Driver, OpError};
+use super::{yield_now, Driver, OpError};
 
 /// An endpoint whose data operations return futures. Cloning is cheap (the
 /// endpoint and driver are shared), so each task can hold its own.
@@ -286,7 +283,7 @@ impl<E: Entry> AsyncEndpoint<E> {
                     if let Err(error) = shared.progress() {
                         return failed(OpError { error, kind: None, buf: Some(buf) });
                     }
-                    YieldNow(false).await;
+                    yield_now().await;
                 }
                 Err(e) => return failed(e.into()),
             }
@@ -302,20 +299,4 @@ fn queue_full(error: &Error) -> bool {
 
 fn closed() -> Error {
     Error::InvalidArgument { call: "AsyncEndpoint", reason: "the driver is closed".into() }
-}
-
-/// Returns `Pending` once, waking itself: lets the executor run other tasks.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
 }

@@ -53,12 +53,15 @@ const BATCH: usize = 64;
 /// How a driver waits for completions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
-    /// Sleep on the queue's wait file descriptor when it has one (after
-    /// `fi_trywait`); otherwise poll, spinning briefly after each completion
-    /// and then checking every millisecond.
+    /// Spin for 200 µs after each completion or post (an answer usually
+    /// follows sooner than a wake-up could deliver it), then sleep on the
+    /// queue's wait file descriptor when it has one (after `fi_trywait`), or
+    /// else check it every millisecond.
     Wait,
     /// Never sleep: poll the queue, yielding to other tasks in between.
-    /// Lowest latency, one core busy.
+    /// Lowest latency, one core busy. On a current-thread runtime, run the
+    /// work on spawned tasks: such a runtime polls the `block_on` future
+    /// only between rounds of its tasks, and a busy driver is always one.
     BusyPoll,
 }
 
@@ -309,4 +312,28 @@ impl<E: Entry> Shared<E> {
             }
         }
     }
+}
+
+/// Lets the executor run other tasks, then continues: returns `Pending` once,
+/// waking itself. Unlike tokio's `yield_now`, which defers the task until the
+/// runtime has polled its I/O and timers (a system call each time), this
+/// reschedules at once, so a task that polls a queue in a loop costs no
+/// system call per turn; the runtime still polls I/O on its own schedule.
+pub(crate) fn yield_now() -> impl std::future::Future<Output = ()> {
+    struct YieldNow(bool);
+
+    impl std::future::Future for YieldNow {
+        type Output = ();
+
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+            if self.0 {
+                return std::task::Poll::Ready(());
+            }
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+
+    YieldNow(false)
 }

@@ -11,10 +11,10 @@ use tokio::task::JoinHandle;
 
 use crate::cq::{CompletionQueue, Entry};
 
-use super::{Driver, ProgressMode, Shared};
+use super::{yield_now, Driver, ProgressMode, Shared};
 
-/// After the last completion, how long a polling driver keeps spinning
-/// before it checks only once per [`POLL_TICK`].
+/// After the last completion, how long a driver keeps spinning before it
+/// sleeps on the wait descriptor, or polls only once per [`POLL_TICK`].
 const SPIN: Duration = Duration::from_micros(200);
 /// How often an idle polling driver looks at a queue without a wait
 /// descriptor (tokio's timer resolution).
@@ -88,12 +88,20 @@ async fn progress<E: Entry>(shared: &Shared<E>) -> usize {
 }
 
 async fn wait_loop<E: Entry>(shared: &Arc<Shared<E>>, fd: &AsyncFd<WaitFd<CompletionQueue<E>>>) {
+    let mut last = Instant::now();
     while !closing(shared) {
         // Yield after every read: the futures just woken may sit in this
         // worker's LIFO slot, where no other worker can steal them, so a
         // driver that loops without yielding would starve them.
         if progress(shared).await > 0 {
-            tokio::task::yield_now().await;
+            last = Instant::now();
+            yield_now().await;
+            continue;
+        }
+        // Spin a little before sleeping: an answer often follows within
+        // microseconds, far sooner than a wake-up through the descriptor.
+        if last.elapsed() < SPIN {
+            yield_now().await;
             continue;
         }
         let Some(ready) = shared.trywait_while_open() else {
@@ -105,7 +113,7 @@ async fn wait_loop<E: Entry>(shared: &Arc<Shared<E>>, fd: &AsyncFd<WaitFd<Comple
             // Work is pending inside the provider that a read has not yet
             // turned into a completion: let others run, then read again.
             Ok(false) => {
-                tokio::task::yield_now().await;
+                yield_now().await;
                 continue;
             }
             Err(error) => {
@@ -123,6 +131,8 @@ async fn wait_loop<E: Entry>(shared: &Arc<Shared<E>>, fd: &AsyncFd<WaitFd<Comple
             _ = shared.wake.notified() => {}
             _ = tokio::time::sleep(WAIT_TICK) => {}
         }
+        // Woken: by a completion, or a post whose completion may be near.
+        last = Instant::now();
     }
 }
 
@@ -132,11 +142,11 @@ async fn poll_loop<E: Entry>(shared: &Arc<Shared<E>>) {
     while !closing(shared) {
         if progress(shared).await > 0 {
             last = Instant::now();
-            tokio::task::yield_now().await;
+            yield_now().await;
             continue;
         }
         if busy || last.elapsed() < SPIN {
-            tokio::task::yield_now().await;
+            yield_now().await;
             continue;
         }
         tokio::select! {

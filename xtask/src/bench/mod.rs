@@ -81,8 +81,7 @@ pub fn run(root: &Path, plan: Plan) -> Result<String, String> {
     let scaling = scaling::measure(&msgrate, plan.messages)?;
     let async_bench = build_example(root, "async_bench")?;
     let tools = transport::Tools { pingpong: &rust, msgrate: &msgrate, async_bench: &async_bench };
-    let round_trips = pingpong::iterations(64, plan.scale_down) as u64;
-    let transport = transport::measure(&tools, plan.rounds, round_trips, plan.messages)?;
+    let transport = transport::measure(&tools, plan.rounds)?;
     let markdown = report::markdown(&results, &scaling, &transport, plan);
     let docs = root.join("docs");
     std::fs::write(docs.join("benchmarks.md"), &markdown).map_err(|e| format!("docs/benchmarks.md: {e}"))?;

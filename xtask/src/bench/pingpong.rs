@@ -34,7 +34,7 @@ pub struct SizeResult {
 }
 
 /// The C tool's round trips for a size (its `size_to_count`), scaled down.
-pub fn iterations(size: usize, scale_down: usize) -> usize {
+fn iterations(size: usize, scale_down: usize) -> usize {
     let n = if size >= 1 << 20 {
         100
     } else if size >= 1 << 16 {

@@ -11,6 +11,10 @@ use super::pingpong::{median, pair, run_pair};
 const LANES: [&str; 2] = ["shm", "tcp;ofi_rxm"];
 /// Sends in flight for the message rate.
 const WINDOW: usize = 16;
+/// Round trips per latency run and messages per rate run, in quick and full
+/// runs alike: shorter runs than these swing by 2× between rounds here.
+pub const ROUND_TRIPS: u64 = 10_000;
+pub const MESSAGES: u64 = 200_000;
 
 /// Executables measured.
 pub struct Tools<'a> {
@@ -28,7 +32,7 @@ pub struct Row {
     pub rate: [f64; 3],
 }
 
-pub fn measure(tools: &Tools, rounds: usize, round_trips: u64, messages: u64) -> Result<Vec<Row>, String> {
+pub fn measure(tools: &Tools, rounds: usize) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for lane in LANES {
         eprintln!("bench: async transport on {lane}");
@@ -37,8 +41,8 @@ pub fn measure(tools: &Tools, rounds: usize, round_trips: u64, messages: u64) ->
         for round in 0..rounds {
             // Rotate the order, so no kind always runs first.
             for k in (0..3).map(|i| (i + round) % 3) {
-                usec[k].push(latency(tools, lane, k, round_trips)?);
-                rate[k].push(message_rate(tools, lane, k, messages)?);
+                usec[k].push(latency(tools, lane, k, ROUND_TRIPS)?);
+                rate[k].push(message_rate(tools, lane, k, MESSAGES)?);
             }
         }
         rows.push(Row { lane, usec: usec.map(median), rate: rate.map(median) });
