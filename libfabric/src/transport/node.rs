@@ -318,6 +318,12 @@ impl Peer {
         self.id
     }
 
+    /// The peer's address in the node's address vector, for operations the
+    /// transport does not wrap, posted on [`Node::endpoint`] (RMA, atomics).
+    pub fn address(&self) -> Address {
+        self.addr
+    }
+
     /// The node's handle at the peer (sent with each message).
     pub fn me_there(&self) -> u64 {
         self.me_there
