@@ -63,8 +63,9 @@ pub fn markdown(results: &[LaneResult], scaling: &[Point], transport: &[Row], pl
     let _ = writeln!(
         md,
         "One client streams {} messages of 64 bytes to the server's endpoints (all in one address vector, \
-         round-robin), keeping `window` sends in flight; each server endpoint keeps `window` receives \
-         posted. Fixed buffers throughout: no allocation per message.\n",
+         round-robin), keeping `window` sends in flight, after one untimed message to each endpoint (the \
+         provider's per-peer setup: rxm connects, rxd handshakes); each server endpoint keeps `window` \
+         receives posted. Fixed buffers throughout: no allocation per message.\n",
         plan.messages
     );
     let _ = writeln!(md, "| lane | peers | window | messages/s | µs/message |");
@@ -75,7 +76,10 @@ pub fn markdown(results: &[LaneResult], scaling: &[Point], transport: &[Row], pl
     let _ = writeln!(
         md,
         "\nPeers stop at 256 on shm (its address vector's limit) and at 16 on tcp;ofi_rxm (each rxm \
-         endpoint preallocates about 100 MB of buffers, so 1,024 peers would need about 100 GB)."
+         endpoint preallocates about 100 MB of buffers, so 1,024 peers would need about 100 GB; 28 MB \
+         with `FI_OFI_RXM_*_SIZE=64`, still 28 GB); udp;ofi_rxd goes to 1,024. On rxd the cost per \
+         message grows with the peers even after each peer's handshake (its reliability protocol keeps \
+         a window and acknowledgements per peer; not looked into further)."
     );
     async_transport(&mut md, transport, plan);
     md
