@@ -49,11 +49,15 @@ pub struct TransportConfig {
     pub op_timeout: Duration,
     /// The largest message a handler or receive accepts.
     pub max_message: usize,
+    /// Receives [`Node::serve`] keeps posted for requests, each of
+    /// `max_message` bytes.
+    pub serve_receives: usize,
 }
 
 impl TransportConfig {
     /// Defaults for `provider`: 1,024 operations in flight, 64 per peer,
-    /// 30 s per operation, messages up to 64 KiB.
+    /// 30 s per operation, messages up to 64 KiB, 16 request receives
+    /// posted by a serving node.
     pub fn new(provider: &str) -> Self {
         TransportConfig {
             provider: provider.to_string(),
@@ -62,6 +66,7 @@ impl TransportConfig {
             peer_credits: 64,
             op_timeout: Duration::from_secs(30),
             max_message: 64 * 1024,
+            serve_receives: 16,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The connectionless transport: an RDM endpoint, its peers, messages,
 //! requests and handlers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -219,7 +219,10 @@ impl Node {
     }
 
     /// Answers requests until an operation fails: each request goes to
-    /// `handler`, whose answer goes back to its sender. One peer's requests
+    /// `handler`, whose answer goes back to its sender. Keeps
+    /// [`TransportConfig::serve_receives`] receives posted, so requests
+    /// that come faster than they are taken wait in a posted receive rather
+    /// than in the provider's unexpected queue. One peer's requests
     /// are handled one at a time in the order they arrived; different peers'
     /// concurrently. Waits for requests as long as it runs (no timeout);
     /// answers are bounded by the operation timeout.
@@ -230,8 +233,20 @@ impl Node {
     {
         let mut queues: HashMap<PeerId, mpsc::Sender<(u64, Request)>> = HashMap::new();
         let depth = self.inner.config.peer_credits.max(1);
+        let ep = &self.inner.ep;
+        // Receives are matched, and so complete, in the order they were
+        // posted: awaiting the oldest first keeps the arrival order.
+        let mut posted = VecDeque::with_capacity(self.inner.config.serve_receives);
         loop {
-            let got = self.inner.ep.trecv(self.request_buffer(), Address::UNSPEC, wire::REQUEST, wire::ID_MASK).await?;
+            while posted.len() < self.inner.config.serve_receives.max(1) {
+                posted.push_back(
+                    ep.post_trecv(self.request_buffer(), Address::UNSPEC, wire::REQUEST, wire::ID_MASK).await?,
+                );
+            }
+            let oldest = posted.front_mut().expect("at least one receive is posted");
+            let got = oldest.await;
+            posted.pop_front();
+            let got = got?;
             let (Some(tag), Some(from)) = (got.entry.tag(), got.entry.data()) else {
                 tracing::warn!("a request without a tag or sender; dropped");
                 continue;

@@ -23,11 +23,8 @@ const WINDOWS: [usize; 5] = [1, 4, 16, 64, 256];
 /// 100 MB of buffers (28 MB with its queue sizes cut to 64), so these are as
 /// far as this 24 GiB machine goes; udp;ofi_rxd reaches 1,024 (about 5.6 GB
 /// for the server's 1,024 endpoints).
-const PEERS: [(&str, &[usize]); 3] = [
-    ("shm", &[1, 16, 64, 256]),
-    ("tcp;ofi_rxm", &[1, 4, 16]),
-    ("udp;ofi_rxd", &[1, 16, 64, 256, 1024]),
-];
+const PEERS: [(&str, &[usize]); 3] =
+    [("shm", &[1, 16, 64, 256]), ("tcp;ofi_rxm", &[1, 4, 16]), ("udp;ofi_rxd", &[1, 16, 64, 256, 1024])];
 
 pub fn measure(msgrate: &Path, messages: u64) -> Result<Vec<Point>, String> {
     let mut points = Vec::new();
