@@ -236,6 +236,45 @@ fn ten_thousand_futures_in_flight_across_tasks() {
     }
 }
 
+#[test]
+fn busy_polling_futures_read_the_queue_themselves_across_threads() {
+    const TASKS: u64 = 8;
+    const EACH: u64 = 200;
+    for case in lanes().filter(|c| c.ep_type == EpType::RDM) {
+        let server = start("echo", &case);
+        let mut config = config(&case);
+        config.driver.mode = libfabric::driver::ProgressMode::BusyPoll;
+        runtime().block_on(async {
+            let (node, peer) = dial(&case, config, server.port).await;
+            // Eight tasks on two worker threads, each future reading the
+            // queue itself: every answer must still reach its own request.
+            let mut tasks = tokio::task::JoinSet::new();
+            for t in 0..TASKS {
+                let peer = peer.clone();
+                tasks.spawn(async move {
+                    for i in 0..EACH {
+                        let seq = t * EACH + i;
+                        let sent = payload(seq, size(seq).min(4096));
+                        let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(4096)).await?;
+                        assert_eq!(&got[..], &sent[..], "answer {seq}");
+                    }
+                    Ok::<_, libfabric::driver::OpError>(())
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.expect("task").expect("request");
+            }
+            println!(
+                "{}: {} requests from busy-polling futures; {:?}",
+                case.name(),
+                TASKS * EACH,
+                node.endpoint().driver().stats()
+            );
+        });
+        server.kill();
+    }
+}
+
 /// A tiny deterministic generator (no dependency): xorshift.
 fn next(state: &mut u64) -> u64 {
     *state ^= *state << 13;

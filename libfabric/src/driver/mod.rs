@@ -58,8 +58,11 @@ pub enum ProgressMode {
     /// queue's wait file descriptor when it has one (after `fi_trywait`), or
     /// else check it every millisecond.
     Wait,
-    /// Never sleep: poll the queue, yielding to other tasks in between.
-    /// Lowest latency, one core busy. On a current-thread runtime, run the
+    /// Never sleep: poll the queue, yielding to other tasks in between; and
+    /// a future awaiting its operation reads the queue itself each time it
+    /// is polled (and asks to be polled again), rather than waiting for the
+    /// driver task to read it and wake it. Lowest latency; a core busy, more
+    /// on a multi-threaded runtime where several tasks await. On a current-thread runtime, run the
     /// work on spawned tasks: such a runtime polls the `block_on` future
     /// only between rounds of its tasks, and a busy driver is always one.
     BusyPoll,

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::ops::{Buf, Completion, OpKind, PostError};
 
 use super::observe::Observer;
-use super::Shared;
+use super::{ProgressMode, Shared};
 
 /// Why an async operation failed, with its buffer when it has come back.
 #[derive(Debug, thiserror::Error)]
@@ -115,17 +115,37 @@ impl<E: Entry> Future for Op<'_, E> {
     type Output = Result<Completion<E>, OpError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let taken = self.shared.lock().poll(self.token, cx.waker());
-        match taken.and_then(|t| t.result) {
-            Some(result) => {
-                self.done = true;
-                if let Some((name, started, observer)) = self.report {
-                    observer.record(name, started, || self.shared.lock().len(), result.as_ref());
-                }
-                Poll::Ready(result)
-            }
-            None => Poll::Pending,
+        if let Some(result) = self.take(cx) {
+            return Poll::Ready(result);
         }
+        if self.shared.config.mode == ProgressMode::BusyPoll {
+            // Read the queue here instead of waiting for the driver task to
+            // read it and wake this one: a scheduling hop less per
+            // operation. (A failed read is the driver task's to report.)
+            if matches!(self.shared.progress(), Ok(n) if n > 0) {
+                if let Some(result) = self.take(cx) {
+                    return Poll::Ready(result);
+                }
+            }
+            // And be polled again soon, as the driver task would poll.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+impl<E: Entry> Op<'_, E> {
+    /// The result if it is in (reported, and the operation done); else the
+    /// waker is left for the driver.
+    fn take(&mut self, cx: &Context<'_>) -> Option<Result<Completion<E>, OpError>> {
+        let taken = self.shared.lock().poll(self.token, cx.waker());
+        // The credit `taken` holds is released here, after the lock.
+        let result = taken?.result?;
+        self.done = true;
+        if let Some((name, started, observer)) = self.report {
+            observer.record(name, started, || self.shared.lock().len(), result.as_ref());
+        }
+        Some(result)
     }
 }
 
