@@ -292,3 +292,25 @@ fn executable(messages: &str, name: &str) -> Option<PathBuf> {
     let len = line[start..].find('"')?;
     Some(PathBuf::from(&line[start..start + len]))
 }
+
+/// Kills `child` (SIGKILL), reaps it, and removes the shared-memory files
+/// its shm endpoints left in `/dev/shm` (a process killed
+/// this way cannot unlink them). Left behind, 16 MiB each, they also make a
+/// later process that is given the same process id fail to open an shm
+/// endpoint (`fi_enable`: `FI_EBUSY`).
+pub fn kill_and_clean(child: &mut Child) {
+    let pid = child.id();
+    let _ = child.kill();
+    let _ = child.wait();
+    // shm's own names (`PID:…`) and the ones the tests and the transport
+    // give (`libfabric-rs-PID-…`).
+    let prefixes = [format!("{pid}:"), format!("libfabric-rs-{pid}-")];
+    if let Ok(entries) = std::fs::read_dir("/dev/shm") {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if prefixes.iter().any(|p| name.to_string_lossy().starts_with(p.as_str())) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}

@@ -40,7 +40,7 @@ fn finish(mut child: Child) -> Output {
     let start = Instant::now();
     while child.try_wait().expect("wait").is_none() {
         if start.elapsed() > libfabric_tests::DEADLINE {
-            let _ = child.kill();
+            libfabric_tests::kill_and_clean(&mut child);
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -80,8 +80,7 @@ fn each_example_runs_as_server_and_client() {
             wait_listening(port, &mut server);
             let client = run(&exe, &["-p", provider, "-P", &p, "-n", &MESSAGES.to_string(), "client", "127.0.0.1"]);
             let out = finish(client);
-            let _ = server.kill();
-            let _ = server.wait();
+            libfabric_tests::kill_and_clean(&mut server);
             assert_client(&format!("{name} on {provider}, two processes"), &out);
             println!("{name} on {provider}: {MESSAGES} messages verified between two processes");
         }

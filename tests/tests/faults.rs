@@ -249,8 +249,7 @@ fn killed_peer(case: Case) {
     exchange(&node, ep, peer, &mut oob);
     let mut pending: Vec<_> =
         (0..4).map(|i| ep.recv(Buf::zeroed(64), Address::UNSPEC, 100 + i).expect("fi_recv")).collect();
-    victim.kill().expect("SIGKILL the victim");
-    victim.wait().expect("reap the victim");
+    libfabric_tests::kill_and_clean(&mut victim);
     let mut stuck_send = false;
     if case.ep_type != EpType::MSG {
         // Refused outright (the connection is known dead) or posted: then it

@@ -144,8 +144,7 @@ fn start(role: &str, case: &Case) -> Server {
 
 impl Server {
     fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        libfabric_tests::kill_and_clean(&mut self.child);
     }
 }
 

@@ -87,7 +87,12 @@ impl Stack {
     }
 }
 
+/// A shm endpoint name no other endpoint uses: the process id, a counter,
+/// and the start time, since a process killed before it closed its
+/// endpoints leaves their files in `/dev/shm`, and a later process given the
+/// same id would otherwise fail to open (`FI_EBUSY`).
 fn unique_name() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("libfabric-rs-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("libfabric-rs-{}-{}-{nanos:x}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
