@@ -31,6 +31,10 @@ use tokio::sync::Notify;
 
 /// Requests before the timed ones (connection setup, first-touch of buffers).
 const WARMUP: u64 = 100;
+/// How long a server waits for its client's closing message at most.
+const SERVER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+/// The largest message (`-S`).
+const MAX_SIZE: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -68,7 +72,12 @@ fn options() -> Result<Options, String> {
                     other => return Err(format!("-m: latency or rate, not {other}")),
                 }
             }
-            "-S" => o.size = number(value()?)? as usize,
+            "-S" => {
+                o.size = usize::try_from(number(value()?)?)
+                    .ok()
+                    .filter(|&n| n <= MAX_SIZE)
+                    .ok_or_else(|| format!("{arg}: at most {MAX_SIZE} bytes"))?
+            }
             "-I" => o.iterations = number(value()?)?.max(1),
             "-W" => o.window = number(value()?)?.max(1) as usize,
             "-B" | "-P" => o.port = u16::try_from(number(value()?)?).map_err(|_| format!("{arg}: not a port"))?,
@@ -132,22 +141,23 @@ fn open(o: &Options) -> Result<Node, String> {
 }
 
 /// Answers requests with their own bytes and counts one-way messages, until
-/// a message of no bytes arrives.
+/// a message of no bytes arrives (or [`SERVER_DEADLINE`] passes).
 async fn server(o: &Options) -> Result<(), String> {
     let exchange = TcpListener::bind(("127.0.0.1", o.port)).await.map_err(|e| format!("listen: {e}"))?;
     let node = open(o)?;
     node.accept_peer(&exchange).await.map_err(|e| format!("accept the peer: {e}"))?;
     let received = Arc::new(AtomicU64::new(0));
     let arrived = Arc::new(Notify::new());
-    let (expected, fence_count, fence_wake) = (o.iterations, received.clone(), arrived.clone());
+    let (rate, fence_count, fence_wake) = (o.rate, received.clone(), arrived.clone());
     let serving = node.clone();
     tokio::spawn(async move {
         let served = serving.serve(move |request| {
             let (count, wake) = (fence_count.clone(), fence_wake.clone());
             async move {
-                // An empty request is the rate client's fence: answered once
-                // every message is in.
-                while request.body.is_empty() {
+                // In rate mode a request is the client's fence, carrying the
+                // count of messages it sent: answered once they are all in.
+                let expected = if rate { fence(&request.body) } else { 0 };
+                loop {
                     // Registered before the check, so no wake-up is missed.
                     let woken = wake.notified();
                     tokio::pin!(woken);
@@ -164,33 +174,42 @@ async fn server(o: &Options) -> Result<(), String> {
             eprintln!("async_bench: serve: {e}");
         }
     });
-    let done = Arc::new(Notify::new());
+    // Each receiving task reports how it ended: the closing message, or an error.
     let receivers = if o.rate { o.window } else { 1 };
+    let (ended, mut end) = tokio::sync::mpsc::channel::<Result<(), String>>(receivers);
     for _ in 0..receivers {
-        let (node, received, arrived, done, size) =
-            (node.clone(), received.clone(), arrived.clone(), done.clone(), o.size);
+        let (node, received, arrived, ended, size) =
+            (node.clone(), received.clone(), arrived.clone(), ended.clone(), o.size);
         tokio::spawn(async move {
             let mut buf = Buf::zeroed(size);
-            loop {
+            let outcome = loop {
                 match node.recv(buf).await {
-                    Ok((_, msg)) if msg.is_empty() => break done.notify_one(),
+                    Ok((_, msg)) if msg.is_empty() => break Ok(()),
                     Ok((_, mut msg)) => {
                         received.fetch_add(1, Ordering::AcqRel);
                         arrived.notify_waiters();
-                        msg.resize(size).expect("within the buffer's capacity");
+                        if let Err(e) = msg.resize(size) {
+                            break Err(format!("resize: {e}"));
+                        }
                         buf = msg;
                     }
                     Err(e) if e.error.is_timeout() => buf = e.buf.unwrap_or_else(|| Buf::zeroed(size)),
-                    Err(e) => {
-                        eprintln!("async_bench: recv: {e}");
-                        break done.notify_one();
-                    }
+                    Err(e) => break Err(format!("recv: {e}")),
                 }
-            }
+            };
+            let _ = ended.send(outcome).await;
         });
     }
-    done.notified().await;
-    Ok(())
+    match tokio::time::timeout(SERVER_DEADLINE, end.recv()).await {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => Err("every receiving task ended without a word".into()),
+        Err(_) => Err(format!("no closing message within {SERVER_DEADLINE:?}")),
+    }
+}
+
+/// The message count a rate fence carries (8 bytes, big-endian).
+fn fence(body: &[u8]) -> u64 {
+    body.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes)
 }
 
 async fn client(o: &Options, host: &str) -> Result<(), String> {
@@ -248,6 +267,7 @@ async fn rate(o: &Options, peer: &Peer) -> Result<(f64, u64), String> {
     while let Some(sent) = senders.join_next().await {
         sent.map_err(|e| format!("sender: {e}"))??;
     }
-    peer.request(Buf::zeroed(0), Buf::zeroed(0)).await.map_err(|e| format!("the fence: {e}"))?;
+    let count = Buf::from(o.iterations.to_be_bytes().to_vec());
+    peer.request(count, Buf::zeroed(8)).await.map_err(|e| format!("the fence: {e}"))?;
     Ok((start.elapsed().as_secs_f64(), o.iterations))
 }

@@ -17,10 +17,7 @@ use std::time::Instant;
 
 use libfabric::transport::{Connection, Listener, TransportConfig};
 use libfabric::Buf;
-use libfabric_examples::cli::{Args, Role};
-
-/// The largest message the server takes.
-const MAX_MESSAGE: usize = 1 << 20;
+use libfabric_examples::cli::{Args, Role, MAX_SIZE};
 
 fn main() -> ExitCode {
     let args = match Args::parse("async_echo", "tcp", 7100) {
@@ -39,7 +36,11 @@ fn main() -> ExitCode {
             Role::Both => {
                 // Listen first, so the client finds the port open.
                 let listener = bind(&config, "127.0.0.1", args.port)?;
-                tokio::spawn(accept_forever(listener));
+                tokio::spawn(async {
+                    if let Err(e) = accept_forever(listener).await {
+                        eprintln!("async_echo: server: {e}");
+                    }
+                });
                 client(&config, "127.0.0.1", &args).await
             }
         }
@@ -71,7 +72,7 @@ async fn accept_forever(listener: Listener) -> Result<(), String> {
         let conn = listener.accept().await.map_err(|e| format!("accept: {e}"))?;
         tokio::spawn(async move {
             // Ends when the peer closes (the receive then fails).
-            while let Ok(msg) = conn.recv(Buf::zeroed(MAX_MESSAGE)).await {
+            while let Ok(msg) = conn.recv(Buf::zeroed(MAX_SIZE)).await {
                 if let Err(e) = conn.send(msg).await {
                     eprintln!("echo: {e}");
                     break;

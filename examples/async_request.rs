@@ -38,7 +38,11 @@ fn main() -> ExitCode {
             Role::Both => {
                 let exchange = listen("127.0.0.1", args.port).await?;
                 let node = open(&args, "127.0.0.1")?;
-                tokio::spawn(accept_and_answer(node, exchange));
+                tokio::spawn(async {
+                    if let Err(e) = accept_and_answer(node, exchange).await {
+                        eprintln!("async_request: server: {e}");
+                    }
+                });
                 client(&args, "127.0.0.1").await
             }
         }
@@ -59,6 +63,15 @@ fn open(args: &Args, host: &str) -> Result<Node, String> {
     let config = TransportConfig::new(&args.provider);
     let config = if args.provider == "shm" { config } else { config.node(host) };
     Node::open(config).map_err(|e| format!("open a {} node: {e}", args.provider))
+}
+
+/// This machine's address on the way to `host`: the node opens there, so
+/// that the server's answers can reach it. (A UDP socket's `connect` only
+/// picks the route; it sends nothing.)
+fn local_address(host: &str, port: u16) -> Result<String, String> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("a local address: {e}"))?;
+    socket.connect((host, port)).map_err(|e| format!("a route to {host}: {e}"))?;
+    Ok(socket.local_addr().map_err(|e| format!("a local address: {e}"))?.ip().to_string())
 }
 
 async fn listen(host: &str, port: u16) -> Result<TcpListener, String> {
@@ -94,7 +107,7 @@ async fn accept_and_answer(node: Node, exchange: TcpListener) -> Result<(), Stri
 }
 
 async fn client(args: &Args, host: &str) -> Result<(), String> {
-    let node = open(args, "127.0.0.1")?;
+    let node = open(args, &local_address(host, args.port)?)?;
     let server = node.dial((host, args.port)).await.map_err(|e| format!("dial {host}:{}: {e}", args.port))?;
     for seq in 0..args.messages {
         let body: Vec<u8> = (0..args.size).map(|i| (seq as usize * 7 + i) as u8).collect();

@@ -14,13 +14,21 @@ pub enum Role {
     Both,
 }
 
+/// The largest message the examples send (`-S`).
+pub const MAX_SIZE: usize = 1 << 20;
+
 /// The parsed command line.
 #[derive(Debug, Clone)]
 pub struct Args {
+    /// `-p`: the libfabric provider.
     pub provider: String,
+    /// `-P`: the server's TCP port (listening, or address exchange).
     pub port: u16,
+    /// `-n`: how many messages or requests the client sends.
     pub messages: u64,
+    /// `-S`: bytes per message, at most [`MAX_SIZE`].
     pub size: usize,
+    /// Which side (or both) this process plays.
     pub role: Role,
 }
 
@@ -64,9 +72,18 @@ impl Args {
                     parsed.port = u16::try_from(number(value()?)?).map_err(|_| Some(format!("{arg}: not a port")))?
                 }
                 "-n" => parsed.messages = number(value()?)?,
-                "-S" => parsed.size = number(value()?)? as usize,
+                "-S" => {
+                    parsed.size = usize::try_from(number(value()?)?)
+                        .ok()
+                        .filter(|&n| n <= MAX_SIZE)
+                        .ok_or_else(|| Some(format!("{arg}: at most {MAX_SIZE} bytes")))?
+                }
                 "-h" | "--help" => return Err(None),
-                "server" => parsed.role = Role::Server(args.next().unwrap_or_else(|| "127.0.0.1".into())),
+                "server" => parsed.role = Role::Server("127.0.0.1".into()),
+                // A host right after `server` is where to serve.
+                host if matches!(parsed.role, Role::Server(_)) && !host.starts_with('-') => {
+                    parsed.role = Role::Server(host.to_string())
+                }
                 "client" => parsed.role = Role::Client(value()?),
                 other => return Err(Some(format!("unknown argument {other:?}"))),
             }
@@ -95,6 +112,9 @@ mod tests {
         assert_eq!((args.provider.as_str(), args.messages), ("shm", 5));
         assert_eq!(args.role, Role::Client("10.0.0.1".into()));
         assert_eq!(parse(&["server"]).expect("server").role, Role::Server("127.0.0.1".into()));
+        assert_eq!(parse(&["server", "10.0.0.2"]).expect("server").role, Role::Server("10.0.0.2".into()));
+        let args = parse(&["server", "-p", "shm"]).expect("an option after server");
+        assert_eq!((args.provider.as_str(), args.role), ("shm", Role::Server("127.0.0.1".into())));
     }
 
     #[test]
@@ -102,5 +122,6 @@ mod tests {
         assert_eq!(parse(&["-P", "70000"]).unwrap_err(), Some("-P: not a port".into()));
         assert_eq!(parse(&["-n"]).unwrap_err(), Some("-n needs a value".into()));
         assert_eq!(parse(&["-h"]).unwrap_err(), None);
+        assert_eq!(parse(&["-S", "99999999999"]).unwrap_err(), Some("-S: at most 1048576 bytes".into()));
     }
 }

@@ -130,9 +130,19 @@ pub fn finish(side: Side, mut child: Child) -> Outcome {
     Outcome { ok: status.success(), stdout, stderr }
 }
 
-/// A port nobody listens on now.
+/// A port nobody listens on now, below the kernel's ephemeral range
+/// (32768 and up here), so that no socket another test opens meanwhile is
+/// given it: a server that then failed to listen there would look ready to
+/// [`wait_listening`], which sees every socket of the namespace.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("an ephemeral port").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Each test binary starts at its own point of the range (its process id).
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 10_000) as u16;
+    (0..12_000)
+        .map(|_| 20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port between 20000 and 32000")
 }
 
 /// Waits until the server listens on `port`, reading the socket table of

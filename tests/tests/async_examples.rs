@@ -104,10 +104,21 @@ fn async_bench_runs_each_mode() {
             let served = finish(server);
             let line = String::from_utf8_lossy(&out.stdout);
             let what = format!("async_bench {args:?}");
-            assert!(out.status.success(), "{what}: {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
-            assert!(served.status.success(), "{what}: the server: {}", String::from_utf8_lossy(&served.stderr));
+            let said = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+            assert!(
+                out.status.success() && served.status.success(),
+                "{what}: client {} ({}); server {} ({})",
+                out.status,
+                said(&out),
+                served.status,
+                said(&served)
+            );
             let fields: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!((fields.len(), fields[0], fields[3]), (8, mode, "500"), "{what}: printed {line:?}");
+            assert_eq!(
+                (fields.len(), fields.first().copied(), fields.get(3).copied()),
+                (8, Some(mode), Some("500")),
+                "{what}: printed {line:?}"
+            );
             println!("{what}: {}", line.trim());
         }
     }

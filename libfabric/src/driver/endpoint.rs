@@ -40,6 +40,8 @@ pub struct AsyncEndpoint<E: Entry = crate::TaggedEntry> {
     /// Credits for transmits (sends, RMA, atomics) and for receives.
     tx: Arc<Semaphore>,
     rx: Arc<Semaphore>,
+    /// How many credits each has in all: (transmits, receives).
+    limits: (usize, usize),
     observer: Arc<Observer>,
 }
 
@@ -50,6 +52,7 @@ impl<E: Entry> Clone for AsyncEndpoint<E> {
             driver: self.driver.clone(),
             tx: self.tx.clone(),
             rx: self.rx.clone(),
+            limits: self.limits,
             observer: self.observer.clone(),
         }
     }
@@ -99,12 +102,19 @@ impl<E: Entry> AsyncEndpoint<E> {
         }
         let limit = driver.config().in_flight;
         // A queue size of 0 means the provider did not say; the bound is ours then.
-        let credits = |size: usize| Arc::new(Semaphore::new(if size == 0 { limit } else { limit.min(size) }));
-        let tx = credits(ep.info().tx_attr().map_or(0, |a| a.size()));
-        let rx = credits(ep.info().rx_attr().map_or(0, |a| a.size()));
+        let bound = |size: usize| if size == 0 { limit } else { limit.min(size) };
+        let limits =
+            (bound(ep.info().tx_attr().map_or(0, |a| a.size())), bound(ep.info().rx_attr().map_or(0, |a| a.size())));
+        let (tx, rx) = (Arc::new(Semaphore::new(limits.0)), Arc::new(Semaphore::new(limits.1)));
         let ep = Arc::new(Gated { ep: ManuallyDrop::new(ep), driver: driver.clone() });
         let observer = Arc::new(Observer::new(ep.info()));
-        Ok(AsyncEndpoint { ep, driver, tx, rx, observer })
+        Ok(AsyncEndpoint { ep, driver, tx, rx, limits, observer })
+    }
+
+    /// Its credits: how many transmits (sends, RMA, atomics) and how many
+    /// receives it may have posted at once.
+    pub fn credits(&self) -> (usize, usize) {
+        self.limits
     }
 
     /// The endpoint, for what is not asynchronous (names, options, inject).

@@ -62,9 +62,10 @@ pub enum ProgressMode {
     /// a future awaiting its operation reads the queue itself each time it
     /// is polled (and asks to be polled again), rather than waiting for the
     /// driver task to read it and wake it. Lowest latency; a core busy, more
-    /// on a multi-threaded runtime where several tasks await. On a current-thread runtime, run the
-    /// work on spawned tasks: such a runtime polls the `block_on` future
-    /// only between rounds of its tasks, and a busy driver is always one.
+    /// on a multi-threaded runtime where several tasks await. On a
+    /// current-thread runtime, run the work on spawned tasks: such a runtime
+    /// polls the `block_on` future only between rounds of its tasks, and a
+    /// busy driver is always one.
     BusyPoll,
 }
 
@@ -319,9 +320,11 @@ impl<E: Entry> Shared<E> {
 
 /// Lets the executor run other tasks, then continues: returns `Pending` once,
 /// waking itself. Unlike tokio's `yield_now`, which defers the task until the
-/// runtime has polled its I/O and timers (a system call each time), this
-/// reschedules at once, so a task that polls a queue in a loop costs no
-/// system call per turn; the runtime still polls I/O on its own schedule.
+/// runtime has polled its I/O and timers (an `epoll_wait` each time), this
+/// reschedules at once; on a current-thread runtime a task that polls a
+/// queue in a loop then makes no system call per turn. (On a multi-thread
+/// runtime the self-wake may still unpark an idle worker.) The runtime still
+/// polls I/O on its own schedule.
 pub(crate) fn yield_now() -> impl std::future::Future<Output = ()> {
     struct YieldNow(bool);
 

@@ -24,8 +24,10 @@ pub struct OpError {
     pub error: Error,
     /// The operation, if it got as far as being posted.
     pub kind: Option<OpKind>,
-    /// The buffer, the caller's again (absent only when it never came back
-    /// from libfabric, which the driver then drops once libfabric is done).
+    /// The buffer, the caller's again. Absent when it never came back from
+    /// libfabric (the driver drops it once libfabric is done), or when a
+    /// deadline (e.g. the transport's operation timeout) dropped the future
+    /// that held it.
     pub buf: Option<Buf>,
 }
 

@@ -50,14 +50,17 @@ pub struct TransportConfig {
     /// The largest message a handler or receive accepts.
     pub max_message: usize,
     /// Receives [`Node::serve`] keeps posted for requests, each of
-    /// `max_message` bytes.
+    /// `max_message` bytes (at most half the endpoint's receive credits).
+    /// On shm, keep it at least the number of requests all peers together
+    /// may have outstanding: a request that finds no posted receive waits
+    /// unexpected, where shm may never match it (tests/libfabric-known-issues.md, 4).
     pub serve_receives: usize,
 }
 
 impl TransportConfig {
     /// Defaults for `provider`: 1,024 operations in flight, 64 per peer,
-    /// 30 s per operation, messages up to 64 KiB, 16 request receives
-    /// posted by a serving node.
+    /// 30 s per operation, messages up to 64 KiB, 64 request receives
+    /// posted by a serving node (as many as one peer's credits).
     pub fn new(provider: &str) -> Self {
         TransportConfig {
             provider: provider.to_string(),
@@ -66,7 +69,7 @@ impl TransportConfig {
             peer_credits: 64,
             op_timeout: Duration::from_secs(30),
             max_message: 64 * 1024,
-            serve_receives: 16,
+            serve_receives: 64,
         }
     }
 

@@ -218,11 +218,16 @@ impl Node {
         Ok((PeerId(done.entry.data().unwrap_or(u64::MAX)), done.buf))
     }
 
-    /// Answers requests until an operation fails: each request goes to
-    /// `handler`, whose answer goes back to its sender. Keeps
-    /// [`TransportConfig::serve_receives`] receives posted, so requests
-    /// that come faster than they are taken wait in a posted receive rather
-    /// than in the provider's unexpected queue. One peer's requests
+    /// Answers requests until posting a receive fails: each request goes to
+    /// `handler`, whose answer goes back to its sender (a request that
+    /// arrives failed, e.g. longer than [`TransportConfig::max_message`],
+    /// is logged and dropped). Keeps [`TransportConfig::serve_receives`]
+    /// receives posted (at most half the endpoint's receive credits), so
+    /// requests that come faster than they are taken wait in a posted
+    /// receive rather than in the provider's unexpected queue. When it
+    /// returns or is dropped, requests received but not yet handed to a
+    /// handler are dropped with the posted receives, and their senders'
+    /// requests time out. One peer's requests
     /// are handled one at a time in the order they arrived; different peers'
     /// concurrently. Waits for requests as long as it runs (no timeout);
     /// answers are bounded by the operation timeout.
@@ -234,11 +239,14 @@ impl Node {
         let mut queues: HashMap<PeerId, mpsc::Sender<(u64, Request)>> = HashMap::new();
         let depth = self.inner.config.peer_credits.max(1);
         let ep = &self.inner.ep;
-        // Receives are matched, and so complete, in the order they were
-        // posted: awaiting the oldest first keeps the arrival order.
-        let mut posted = VecDeque::with_capacity(self.inner.config.serve_receives);
+        // At most half the endpoint's receive credits: the rest stay for
+        // `recv` and for the answers to this node's own requests.
+        let receives = self.inner.config.serve_receives.clamp(1, (ep.credits().1 / 2).max(1));
+        // Receives with one tag are matched in the order they were posted:
+        // awaiting the oldest first keeps the arrival order.
+        let mut posted = VecDeque::with_capacity(receives);
         loop {
-            while posted.len() < self.inner.config.serve_receives.max(1) {
+            while posted.len() < receives {
                 posted.push_back(
                     ep.post_trecv(self.request_buffer(), Address::UNSPEC, wire::REQUEST, wire::ID_MASK).await?,
                 );
@@ -246,7 +254,19 @@ impl Node {
             let oldest = posted.front_mut().expect("at least one receive is posted");
             let got = oldest.await;
             posted.pop_front();
-            let got = got?;
+            let got = match got {
+                Ok(got) => got,
+                // One bad request (too long: FI_ETRUNC) does not stop the
+                // service; its sender's request times out.
+                Err(e) if e.kind.is_some() => {
+                    tracing::warn!(error = %e, "a request receive failed; dropped");
+                    if let Some(buf) = e.buf {
+                        self.recycle(buf);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let (Some(tag), Some(from)) = (got.entry.tag(), got.entry.data()) else {
                 tracing::warn!("a request without a tag or sender; dropped");
                 continue;
@@ -282,6 +302,11 @@ impl Node {
     /// fewer than a peer's credits are kept already.
     fn recycle(&self, buf: Buf) {
         let config = &self.inner.config;
+        // A registered buffer's access was chosen for the operation it
+        // was registered for (a send); a receive needs its own.
+        if buf.memory_region().is_some() {
+            return;
+        }
         let mut spare = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner());
         if buf.capacity() == config.max_message && spare.len() < config.peer_credits {
             spare.push(buf);

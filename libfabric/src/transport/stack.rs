@@ -88,7 +88,7 @@ impl Stack {
 }
 
 /// A shm endpoint name no other endpoint uses: the process id, a counter,
-/// and the start time, since a process killed before it closed its
+/// and the time the name is made, since a process killed before it closed its
 /// endpoints leaves their files in `/dev/shm`, and a later process given the
 /// same id would otherwise fail to open (`FI_EBUSY`).
 fn unique_name() -> String {

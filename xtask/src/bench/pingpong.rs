@@ -115,7 +115,15 @@ pub fn pair(exe: &Path, args: &[String], wrapper: &[String]) -> Result<String, S
         }
         None => spawn(exe, &client_args, true)?,
     };
-    let client_out = finish(client)?;
+    let client_out = match finish(client) {
+        Ok(out) => out,
+        Err(e) => {
+            // Its peer is gone: the server would wait out its own deadline.
+            let _ = server.kill();
+            let _ = server.wait();
+            return Err(e);
+        }
+    };
     finish(server)?;
     Ok(client_out)
 }

@@ -11,15 +11,19 @@ use super::pingpong::{median, pair, run_pair};
 const LANES: [&str; 2] = ["shm", "tcp;ofi_rxm"];
 /// Sends in flight for the message rate.
 const WINDOW: usize = 16;
-/// Round trips per latency run and messages per rate run, in quick and full
-/// runs alike: shorter runs than these swing by 2× between rounds here.
+/// Round trips per latency run, in quick and full runs alike: shorter runs
+/// than these swing by 2× between rounds here.
 pub const ROUND_TRIPS: u64 = 10_000;
+/// Messages per rate run, likewise.
 pub const MESSAGES: u64 = 200_000;
 
 /// Executables measured.
 pub struct Tools<'a> {
+    /// The synchronous Rust pingpong.
     pub pingpong: &'a Path,
+    /// The synchronous message-rate tool.
     pub msgrate: &'a Path,
+    /// The async transport's latency and rate tool.
     pub async_bench: &'a Path,
 }
 
@@ -27,11 +31,15 @@ pub struct Tools<'a> {
 /// as [synchronous, async busy-polling, async waiting].
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// The provider.
     pub lane: &'static str,
+    /// One-way latency, µs.
     pub usec: [f64; 3],
+    /// Messages per second.
     pub rate: [f64; 3],
 }
 
+/// Every lane, `rounds` times each kind, the order rotating; the medians.
 pub fn measure(tools: &Tools, rounds: usize) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for lane in LANES {
