@@ -85,25 +85,33 @@ async fn serve(args: &Args, host: &str) -> Result<(), String> {
     accept_and_answer(node, exchange).await
 }
 
-/// Accepts peers on one task and answers every peer's requests (each
-/// peer's in order) until an operation fails.
+/// Answers every peer's requests (each peer's in order) on one task and
+/// accepts peers on this one, until an operation fails. Serving starts
+/// first, so that a peer's first request finds a receive posted.
 async fn accept_and_answer(node: Node, exchange: TcpListener) -> Result<(), String> {
-    let accepting = node.clone();
-    tokio::spawn(async move {
-        loop {
-            match accepting.accept_peer(&exchange).await {
-                Ok(peer) => println!("peer {:?} joined", peer.id()),
-                Err(e) => eprintln!("accept a peer: {e}"),
-            }
-        }
+    let serving = node.clone();
+    let answering = tokio::spawn(async move {
+        serving
+            .serve(|request: Request| async move {
+                let mut answer = request.body;
+                answer.reverse(); // in place: the received buffer goes back out
+                answer
+            })
+            .await
     });
-    node.serve(|request: Request| async move {
-        let mut answer = request.body;
-        answer.reverse(); // in place: the received buffer goes back out
-        answer
-    })
-    .await
-    .map_err(|e| format!("serve: {e}"))
+    loop {
+        if answering.is_finished() {
+            return match answering.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("serve: {e}")),
+                Err(e) => Err(format!("serve: {e}")),
+            };
+        }
+        match node.accept_peer(&exchange).await {
+            Ok(peer) => println!("peer {:?} joined", peer.id()),
+            Err(e) => eprintln!("accept a peer: {e}"),
+        }
+    }
 }
 
 async fn client(args: &Args, host: &str) -> Result<(), String> {

@@ -227,7 +227,10 @@ impl Node {
     /// receive rather than in the provider's unexpected queue. When it
     /// returns or is dropped, requests received but not yet handed to a
     /// handler are dropped with the posted receives, and their senders'
-    /// requests time out. One peer's requests
+    /// requests time out. Start it before peers can send (before
+    /// [`accept_peer`](Self::accept_peer) returns): a request that comes
+    /// before any receive is posted waits unexpected, and on shm may never
+    /// be matched (tests/libfabric-known-issues.md, 4). One peer's requests
     /// are handled one at a time in the order they arrived; different peers'
     /// concurrently. Waits for requests as long as it runs (no timeout);
     /// answers are bounded by the operation timeout.
