@@ -44,7 +44,8 @@ struct Run {
 ///
 /// The one such value is the shm provider's address, `fi_shm://PID`: its
 /// name is the process id (`fi_info -v` prints it as `src_addr` and
-/// `dest_addr`), so exactly that string becomes `fi_shm://<pid>`. Lines of
+/// `dest_addr`), so exactly that string becomes `fi_shm://<pid>`, and its
+/// length (which depends on the id's digits) is masked too. Lines of
 /// libfabric's own log (`libfabric:PID:TIME:…`, on standard error, absent at
 /// the default level unless a provider warns) carry a process id and a time
 /// and are dropped.
@@ -59,10 +60,33 @@ fn run(program: &Path, args: &[&str]) -> Run {
         .unwrap_or_else(|e| panic!("{} does not start: {e}", program.display()));
     let pid = child.id();
     let Output { status, stdout, stderr } = child.wait_with_output().expect("the program's output is readable");
-    let mask = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).replace(&format!("fi_shm://{pid}"), "fi_shm://<pid>");
+    let mask = |bytes: Vec<u8>| mask_shm_address(&String::from_utf8_lossy(&bytes), pid);
     let stderr: String =
         mask(stderr).lines().filter(|l| !l.starts_with("libfabric:")).map(|l| format!("{l}\n")).collect();
     Run { status: status.code(), stdout: mask(stdout), stderr }
+}
+
+/// Masks the shm address `fi_shm://PID` and, in the blocks whose address
+/// format is `FI_ADDR_STR` (shm's), its length (`src_addrlen`,
+/// `dest_addrlen`: the string and its NUL), which depends on how many digits
+/// the process id has.
+fn mask_shm_address(text: &str, pid: u32) -> String {
+    let address = format!("fi_shm://{pid}");
+    let lengths = [format!("src_addrlen: {}", address.len() + 1), format!("dest_addrlen: {}", address.len() + 1)];
+    let mut string_format = false;
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with("addr_format:") {
+            string_format = trimmed.ends_with("FI_ADDR_STR");
+        }
+        if string_format && lengths.iter().any(|l| trimmed == l) {
+            out.push_str(&line.replace(&(address.len() + 1).to_string(), "<length of fi_shm://<pid>>"));
+        } else {
+            out.push_str(&line.replace(&address, "fi_shm://<pid>"));
+        }
+    }
+    out
 }
 
 /// The first line where `a` and `b` differ, for the failure message.
@@ -212,4 +236,18 @@ fn help_and_version() {
     let help = same(&["--help"], true);
     assert_eq!(help.status, Some(1));
     same_listing(&["--version"]);
+}
+
+#[test]
+fn shm_addresses_of_any_process_id_mask_alike() {
+    let block = |pid: u32| {
+        let len = format!("fi_shm://{pid}").len() + 1;
+        format!(
+            "    addr_format: FI_ADDR_STR\n    src_addrlen: {len}\n    dest_addrlen: {len}\n    \
+             src_addr: fi_shm://{pid}\n    addr_format: FI_SOCKADDR_IN\n    src_addrlen: 13\n"
+        )
+    };
+    assert_eq!(mask_shm_address(&block(442), 442), mask_shm_address(&block(32672), 32672));
+    // Outside an FI_ADDR_STR block a length is left as it is.
+    assert!(mask_shm_address(&block(442), 442).ends_with("src_addrlen: 13\n"));
 }
