@@ -475,6 +475,13 @@ fn operations_are_counted_and_timed_through_the_metrics_facade() {
             let got = to_server.request(Buf::from(payload(i, 100)), Buf::zeroed(128)).await.expect("request");
             assert_eq!(got.len(), 100);
         }
+        // The last answer's send completes at the server after its bytes
+        // reached the client: wait for its ten receives and ten sends.
+        let start = Instant::now();
+        while server.endpoint().driver().stats().completed < 20 {
+            assert!(start.elapsed() < DEADLINE, "the server's operations did not complete");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     });
     let mut sends = 0;
     let mut timed = 0;
