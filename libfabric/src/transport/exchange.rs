@@ -6,6 +6,7 @@
 //! | dialer → server | name length (u32, big-endian), the dialer's fabric name |
 //! | server → dialer | name length, the server's fabric name, the dialer's handle at the server (u64, big-endian) |
 //! | dialer → server | the server's handle at the dialer (u64, big-endian) |
+//! | server → dialer | one byte, 1: the dialer is now a known peer, so what it sends is taken |
 
 use std::io;
 
@@ -43,4 +44,16 @@ pub(crate) async fn write_handle(stream: &mut TcpStream, handle: u64) -> io::Res
 
 pub(crate) async fn read_handle(stream: &mut TcpStream) -> io::Result<u64> {
     stream.read_u64().await
+}
+
+/// The server's last word: the dialer is registered.
+pub(crate) async fn write_ready(stream: &mut TcpStream) -> io::Result<()> {
+    stream.write_all(&[1]).await
+}
+
+pub(crate) async fn read_ready(stream: &mut TcpStream) -> io::Result<()> {
+    match stream.read_u8().await? {
+        1 => Ok(()),
+        other => Err(protocol(format!("the peer sent {other} where 1 (ready) was due"))),
+    }
 }

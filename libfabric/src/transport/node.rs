@@ -173,8 +173,12 @@ impl Node {
             exchange::write_name(&mut stream, &self.inner.name).await?;
             exchange::write_handle(&mut stream, addr.raw()).await?;
             let me_there = exchange::read_handle(&mut stream).await?;
+            let peer = self.peer_at(addr, me_there);
+            // Only now may the dialer send: a message from a peer not yet
+            // registered would be refused.
+            exchange::write_ready(&mut stream).await?;
             tracing::debug!(%from, peer = addr.raw(), "peer accepted");
-            Ok(self.peer_at(addr, me_there))
+            Ok(peer)
         };
         let limit = self.inner.config.op_timeout;
         tokio::time::timeout(limit, exchange).await.map_err(|_| timed_out("accept_peer").into()).and_then(|r| r)
@@ -191,6 +195,7 @@ impl Node {
             let me_there = exchange::read_handle(&mut stream).await?;
             let addr = self.inner.av.insert_one(&theirs)?;
             exchange::write_handle(&mut stream, addr.raw()).await?;
+            exchange::read_ready(&mut stream).await?;
             Ok(self.peer_at(addr, me_there))
         };
         tokio::time::timeout(limit, work).await.map_err(|_| timed_out("dial").into()).and_then(|r| r)
