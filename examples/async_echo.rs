@@ -17,18 +17,10 @@ use std::time::Instant;
 
 use libfabric::transport::{Connection, Listener, TransportConfig};
 use libfabric::Buf;
-use libfabric_examples::cli::{Args, Role, MAX_SIZE};
+use libfabric_examples::cli::{self, Args, Role, MAX_SIZE};
 
 fn main() -> ExitCode {
-    let args = match Args::parse("async_echo", "tcp", 7100) {
-        Ok(args) => args,
-        Err(usage) => return usage,
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return failed(format!("tokio runtime: {e}")),
-    };
-    let result = runtime.block_on(async {
+    cli::run("async_echo", "tcp", 7100, |args| async move {
         let config = TransportConfig::new(&args.provider);
         match &args.role {
             Role::Server(host) => serve(&config, host, args.port).await,
@@ -44,16 +36,7 @@ fn main() -> ExitCode {
                 client(&config, "127.0.0.1", &args).await
             }
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => failed(e),
-    }
-}
-
-fn failed(message: String) -> ExitCode {
-    eprintln!("async_echo: {message}");
-    ExitCode::FAILURE
+    })
 }
 
 fn bind(config: &TransportConfig, host: &str, port: u16) -> Result<Listener, String> {

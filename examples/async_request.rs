@@ -19,19 +19,11 @@ use std::time::Instant;
 
 use libfabric::transport::{Node, Request, TransportConfig};
 use libfabric::Buf;
-use libfabric_examples::cli::{Args, Role};
+use libfabric_examples::cli::{self, Args, Role};
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
-    let args = match Args::parse("async_request", "tcp;ofi_rxm", 7200) {
-        Ok(args) => args,
-        Err(usage) => return usage,
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return failed(format!("tokio runtime: {e}")),
-    };
-    let result = runtime.block_on(async {
+    cli::run("async_request", "tcp;ofi_rxm", 7200, |args| async move {
         match &args.role {
             Role::Server(host) => serve(&args, host).await,
             Role::Client(host) => client(&args, host).await,
@@ -46,16 +38,7 @@ fn main() -> ExitCode {
                 client(&args, "127.0.0.1").await
             }
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => failed(e),
-    }
-}
-
-fn failed(message: String) -> ExitCode {
-    eprintln!("async_request: {message}");
-    ExitCode::FAILURE
+    })
 }
 
 /// A node of the chosen provider on `host` (shm picks its own name).

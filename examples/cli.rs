@@ -1,6 +1,7 @@
-//! The command line the async examples share:
+//! The command line the async examples share, and their `main` ([`run`]):
 //! `[-p PROVIDER] [-P PORT] [-n MESSAGES] [-S BYTES] [server [HOST] | client HOST]`.
 
+use std::future::Future;
 use std::process::ExitCode;
 
 /// Which side this process plays.
@@ -89,6 +90,30 @@ impl Args {
             }
         }
         Ok(parsed)
+    }
+}
+
+/// The `main` of an async example: parses the command line (defaults
+/// `provider` and `port`), runs `work` on a tokio runtime, and turns its
+/// outcome into the exit code, printing an error as `program: error`.
+pub fn run<F, Fut>(program: &str, provider: &str, port: u16, work: F) -> ExitCode
+where
+    F: FnOnce(Args) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let args = match Args::parse(program, provider, port) {
+        Ok(args) => args,
+        Err(usage) => return usage,
+    };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("tokio runtime: {e}"))
+        .and_then(|runtime| runtime.block_on(work(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
