@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 /// The transport's lanes: one MSG provider and three RDM ones.
 const LANES: &[&str] = &["tcp/msg", "tcp;ofi_rxm/rdm", "udp;ofi_rxd/rdm", "shm/rdm"];
 const MESSAGES: u64 = 200;
+/// Request receives the test server asks to keep posted: more than the 512
+/// requests a client may have outstanding in the ten-thousand test.
+const SERVE_RECEIVES: usize = 600;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
@@ -86,7 +89,7 @@ async fn serve_node(role: &str, case: &Case, oob: &mut Oob) {
     // More request receives posted than a client has credits (512 in the
     // ten-thousand test): no request waits unexpected, where shm would stop
     // matching it (tests/libfabric-known-issues.md, 4).
-    let node = Node::open(TransportConfig { serve_receives: 600, ..config(case) }).expect("open the node");
+    let node = Node::open(TransportConfig { serve_receives: SERVE_RECEIVES, ..config(case) }).expect("open the node");
     if role == "mute" {
         // Accepts peers, never answers.
         let exchange = TcpListener::bind("127.0.0.1:0").await.expect("exchange listener");
@@ -131,7 +134,7 @@ async fn serve_node(role: &str, case: &Case, oob: &mut Oob) {
     });
     // Let both tasks post their receives before a peer can be accepted:
     // serve's (at most half the receive credits) and echo's one.
-    let wanted = 1 + 600.min(node.endpoint().credits().1 / 2);
+    let wanted = 1 + SERVE_RECEIVES.min(node.endpoint().credits().1 / 2);
     let start = Instant::now();
     while node.endpoint().driver().in_flight() < wanted {
         assert!(start.elapsed() < DEADLINE, "the server's receives were not posted");
@@ -160,7 +163,15 @@ fn start(role: &str, case: &Case) -> Server {
 }
 
 impl Server {
-    fn kill(mut self) {
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+/// Also when a test fails before it kills its server: a peer left running
+/// would keep polling beside the tests that follow.
+impl Drop for Server {
+    fn drop(&mut self) {
         libfabric_tests::kill_and_clean(&mut self.child);
     }
 }
