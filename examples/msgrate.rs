@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use libfabric::{
     getinfo, Address, AddressVector, AvType, Bindings, Buf, Caps, CompletionQueue, CqConfig, Domain, Endpoint, EpType,
-    Fabric, FixedBuf, Hints, Info, MrMode, MsgEntry, Read, Target, Unsync, WaitObj,
+    Fabric, FixedBuf, FixedRead, Hints, Info, MrMode, MsgEntry, Target, Unsync, WaitObj,
 };
 use libfabric_examples::fi_pingpong::{Ctrl, DEFAULT_PORT};
 
@@ -138,16 +138,16 @@ fn serve(o: &Options) -> Result<(), String> {
     let mut last = Instant::now();
     // The client's warm-up message to each endpoint, then the timed ones.
     while received < o.messages + o.peers as u64 {
-        match f.cq.poll().map_err(|e| e.to_string())? {
-            Read::Fixed { token, .. } => {
+        match f.cq.poll_fixed().map_err(|e| e.to_string())? {
+            FixedRead::Fixed { token, .. } => {
                 let (e, i) = ((token >> 32) as usize, (token & 0xffff_ffff) as usize);
                 let (ep, bufs) = &mut eps[e];
                 ep.recv_fixed(&mut bufs[i], Address::UNSPEC, token).map_err(|e| e.to_string())?;
                 received += 1;
                 last = Instant::now();
             }
-            Read::Empty if last.elapsed() > STALL => return Err(format!("stalled after {received} messages")),
-            Read::Empty => {}
+            FixedRead::Empty if last.elapsed() > STALL => return Err(format!("stalled after {received} messages")),
+            FixedRead::Empty => {}
             other => return Err(format!("unexpected completion: {other:?}")),
         }
     }
@@ -230,14 +230,14 @@ impl Sending<'_> {
                     Err(e) => return Err(e.to_string()),
                 }
             }
-            match self.cq.poll().map_err(|e| e.to_string())? {
-                Read::Fixed { token, .. } => {
+            match self.cq.poll_fixed().map_err(|e| e.to_string())? {
+                FixedRead::Fixed { token, .. } => {
                     self.free.push(token as usize);
                     done += 1;
                     last = Instant::now();
                 }
-                Read::Empty if last.elapsed() > STALL => return Err(format!("stalled after {done} messages")),
-                Read::Empty => {}
+                FixedRead::Empty if last.elapsed() > STALL => return Err(format!("stalled after {done} messages")),
+                FixedRead::Empty => {}
                 other => return Err(format!("unexpected completion: {other:?}")),
             }
         }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use libfabric::{
     getinfo, Address, AddressVector, AvType, Bindings, Buf, Caps, CompletionQueue, CqConfig, Domain, EpType, Error,
-    Event, EventQueue, Fabric, FixedBuf, Hints, Info, MrMode, MsgEntry, OpFlags, PassiveEndpoint, Read, Target, Unsync,
-    WaitObj,
+    Event, EventQueue, Fabric, FixedBuf, FixedRead, Hints, Info, MrMode, MsgEntry, OpFlags, PassiveEndpoint, Read,
+    Target, Unsync, WaitObj,
 };
 use libfabric_sys::flags::Mode;
 
@@ -97,12 +97,18 @@ struct Wait {
 
 impl Wait {
     /// Counts an empty poll; fails once the wait exceeds [`COMPLETION_TIMEOUT`].
-    #[inline]
+    #[inline(always)]
     fn idle(&mut self, rx: &[FixedBuf]) -> Result<(), Failure> {
         self.empty_polls = self.empty_polls.wrapping_add(1);
         if self.empty_polls % 4096 != 0 {
             return Ok(());
         }
+        self.check_clock(rx)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_clock(&mut self, rx: &[FixedBuf]) -> Result<(), Failure> {
         if self.since.get_or_insert_with(Instant::now).elapsed() > COMPLETION_TIMEOUT {
             let posted = rx.iter().filter(|b| b.is_posted()).count();
             return Err(Failure::new(format!(
@@ -169,7 +175,7 @@ impl Session {
             max_transfer,
         };
         for i in 0..depth {
-            session.post_recv(i)?;
+            session.post_recv(i, &mut Wait::default())?;
         }
         Ok(session)
     }
@@ -191,32 +197,49 @@ impl Session {
         let buf = self.tx.get_mut().ok_or_else(|| Failure::new("the send buffer is still in flight"))?;
         buf.resize(size + self.tx_prefix)?;
         fill(&mut buf[self.tx_prefix..]);
-        if size < self.inject_size {
-            return self.inject();
-        }
-        self.retry(|s| {
-            if s.tagged {
-                s.ep.tsend_fixed(&mut s.tx, s.peer, TAG, 0)
-            } else {
-                s.ep.send_fixed(&mut s.tx, s.peer, 0)
-            }
-        })?;
         let mut wait = Wait::default();
+        if size < self.inject_size {
+            loop {
+                let injected =
+                    if self.tagged { self.ep.tinject(buf, self.peer, TAG) } else { self.ep.inject(buf, self.peer) };
+                match injected {
+                    Err(e) if e.is_again() => progress(&self.cq, &mut wait, &self.rx)?,
+                    other => return Ok(other?),
+                }
+            }
+        }
+        loop {
+            let posted = if self.tagged {
+                self.ep.tsend_fixed(&mut self.tx, self.peer, TAG, 0)
+            } else {
+                self.ep.send_fixed(&mut self.tx, self.peer, 0)
+            };
+            match posted {
+                Err(e) if e.is_again() => progress(&self.cq, &mut wait, &self.rx)?,
+                other => break other?,
+            }
+        }
         while self.tx.is_posted() {
-            self.progress(&mut wait)?;
+            progress(&self.cq, &mut wait, &self.rx)?;
         }
         Ok(())
     }
 
     /// Receives the next message and hands its bytes (after the prefix) to
     /// `check`, then posts the buffer again.
+    #[inline]
     pub fn recv<T>(&mut self, check: impl FnOnce(&[u8]) -> T) -> Result<T, Failure> {
         let next = self.next_rx;
-        self.wait_rx(next)?;
-        let bytes = self.rx[next].get().and_then(|b| b.get(self.rx_prefix..)).unwrap_or_default();
-        let out = check(bytes);
-        self.post_recv(next)?;
-        self.next_rx = (next + 1) % self.rx.len();
+        let mut wait = Wait::default();
+        let out = loop {
+            // The buffer is readable once its receive has completed.
+            if let Some(buf) = self.rx[next].get() {
+                break check(buf.get(self.rx_prefix..).unwrap_or_default());
+            }
+            progress(&self.cq, &mut wait, &self.rx)?;
+        };
+        self.post_recv(next, &mut wait)?;
+        self.next_rx = if next + 1 == self.rx.len() { 0 } else { next + 1 };
         Ok(out)
     }
 
@@ -246,7 +269,7 @@ impl Session {
             match self.cq.poll()? {
                 Read::Op(done) if done.token == FIN => break,
                 Read::Empty => wait.idle(&self.rx)?,
-                other => self.handle(other)?,
+                other => unexpected(other)?,
             }
         }
         let next = self.next_rx;
@@ -254,67 +277,57 @@ impl Session {
         Ok(self.rx[next].get().is_some_and(|b| b.starts_with(b"fin\0")))
     }
 
-    fn inject(&mut self) -> Result<(), Failure> {
-        self.retry(|s| {
-            let data = s.tx.get().map(|b| &b[..]).unwrap_or_default();
-            if s.tagged {
-                s.ep.tinject(data, s.peer, TAG)
-            } else {
-                s.ep.inject(data, s.peer)
-            }
-        })
-    }
-
-    fn post_recv(&mut self, i: usize) -> Result<(), Failure> {
-        self.retry(|s| {
-            if s.tagged {
-                s.ep.trecv_fixed(&mut s.rx[i], Address::UNSPEC, TAG, 0, i as u64)
-            } else {
-                s.ep.recv_fixed(&mut s.rx[i], Address::UNSPEC, i as u64)
-            }
-        })
-    }
-
-    /// Runs `post` until it is not refused with `FI_EAGAIN`, driving
-    /// progress in between (the queue is full, or a connection is still
-    /// being set up).
     #[inline]
-    fn retry(&mut self, mut post: impl FnMut(&mut Session) -> libfabric::Result<()>) -> Result<(), Failure> {
-        let mut wait = Wait::default();
+    fn post_recv(&mut self, i: usize, wait: &mut Wait) -> Result<(), Failure> {
+        let rx = &mut self.rx[..];
         loop {
-            match post(self) {
-                Err(e) if e.is_again() => self.progress(&mut wait)?,
+            let posted = if self.tagged {
+                self.ep.trecv_fixed(&mut rx[i], Address::UNSPEC, TAG, 0, i as u64)
+            } else {
+                self.ep.recv_fixed(&mut rx[i], Address::UNSPEC, i as u64)
+            };
+            match posted {
+                // The queue is full, or a connection is still being set up.
+                Err(e) if e.is_again() => progress(&self.cq, wait, rx)?,
                 other => return Ok(other?),
             }
         }
     }
 
-    fn wait_rx(&mut self, i: usize) -> Result<(), Failure> {
+    #[inline]
+    fn wait_rx(&self, i: usize) -> Result<(), Failure> {
         let mut wait = Wait::default();
-        while self.rx[i].is_posted() {
-            self.progress(&mut wait)?;
+        let rx = &self.rx[i];
+        while rx.is_posted() {
+            progress(&self.cq, &mut wait, &self.rx)?;
         }
         Ok(())
     }
 
-    /// Reads one completion, if there is one. A fixed buffer's completion
-    /// only has to happen: it hands the buffer back by itself.
-    #[inline]
-    fn progress(&mut self, wait: &mut Wait) -> Result<(), Failure> {
-        match self.cq.poll()? {
-            Read::Fixed { .. } => Ok(()),
-            Read::Empty => wait.idle(&self.rx),
-            other => self.handle(other),
-        }
+    fn progress(&self, wait: &mut Wait) -> Result<(), Failure> {
+        progress(&self.cq, wait, &self.rx)
     }
+}
 
-    #[cold]
-    fn handle(&mut self, read: Read<MsgEntry>) -> Result<(), Failure> {
-        match read {
-            Read::Fixed { .. } | Read::Empty => Ok(()),
-            Read::Failed { error, .. } | Read::FixedFailed { error, .. } => Err(error.into()),
-            other => Err(Failure::new(format!("fi_cq_read: a completion of no operation posted here: {other:?}"))),
-        }
+/// Reads one completion, if there is one. A fixed buffer's completion only
+/// has to happen: it hands the buffer back by itself.
+#[inline(always)]
+fn progress(cq: &Cq, wait: &mut Wait, rx: &[FixedBuf]) -> Result<(), Failure> {
+    match cq.poll_fixed()? {
+        FixedRead::Fixed { .. } => Ok(()),
+        FixedRead::Empty => wait.idle(rx),
+        FixedRead::Other(read) => unexpected(*read),
+    }
+}
+
+/// A completion the data path does not expect: an error, or an operation
+/// it did not post.
+#[cold]
+fn unexpected(read: Read<MsgEntry>) -> Result<(), Failure> {
+    match read {
+        Read::Fixed { .. } | Read::Empty => Ok(()),
+        Read::Failed { error, .. } | Read::FixedFailed { error, .. } => Err(error.into()),
+        other => Err(Failure::new(format!("fi_cq_read: a completion of no operation posted here: {other:?}"))),
     }
 }
 

@@ -233,6 +233,28 @@ pub enum Read<E> {
     },
 }
 
+/// What [`CompletionQueue::poll_fixed`] read: the answer of a loop over
+/// [`FixedBuf`](crate::FixedBuf)s, small enough to stay in registers.
+#[derive(Debug)]
+pub enum FixedRead<E> {
+    /// Nothing to read yet (`-FI_EAGAIN`).
+    Empty,
+    /// A fixed buffer's operation finished: the buffer is its owner's again
+    /// (for a receive, cut to the received length).
+    Fixed {
+        /// What the operation was.
+        kind: OpKind,
+        /// The token given when posting.
+        token: u64,
+        /// The completion entry.
+        entry: E,
+    },
+    /// Anything else, exactly as [`poll`](CompletionQueue::poll) reads it
+    /// (another operation's completion, a failure): boxed, so the common
+    /// answers stay small. Loops that mix fixed and moved buffers use `poll`.
+    Other(Box<Read<E>>),
+}
+
 impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// Opens a completion queue on `domain`.
     ///
@@ -385,6 +407,50 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
             return Ok(Read::Empty);
         }
         self.poll_failed(ret)
+    }
+
+    /// Like [`poll`](Self::poll), for loops over [`FixedBuf`](crate::FixedBuf)s:
+    /// a fixed buffer's completion is finished in place and comes back as
+    /// its kind, token and entry, without the general [`Read`] being built
+    /// and moved. Anything else comes back boxed in [`FixedRead::Other`].
+    ///
+    /// ```no_run
+    /// # fn demo(ep: &libfabric::Endpoint, cq: &libfabric::CompletionQueue) -> Result<(), Box<dyn std::error::Error>> {
+    /// use libfabric::{Address, Buf, FixedRead};
+    /// let mut rx = ep.fix(Buf::zeroed(4096))?;
+    /// ep.recv_fixed(&mut rx, Address::UNSPEC, 7)?;
+    /// loop {
+    ///     match cq.poll_fixed()? {
+    ///         FixedRead::Fixed { token: 7, .. } => break,
+    ///         FixedRead::Empty => std::hint::spin_loop(),
+    ///         other => return Err(format!("unexpected: {other:?}").into()),
+    ///     }
+    /// }
+    /// let message: &[u8] = rx.get().expect("completed");
+    /// # let _ = message; Ok(()) }
+    /// ```
+    #[inline(always)]
+    pub fn poll_fixed(&self) -> Result<FixedRead<E>> {
+        let mut e = [E::default()];
+        // SAFETY: `e` holds one entry of this queue's format.
+        let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
+        if ret == 1 {
+            if let Some((kind, token)) = self.inner.tables.complete_fixed(&e[0]) {
+                return Ok(FixedRead::Fixed { kind, token, entry: e[0] });
+            }
+            return Ok(self.not_fixed(e[0]));
+        }
+        if ret == -(libc::EAGAIN as isize) {
+            return Ok(FixedRead::Empty);
+        }
+        self.poll_failed(ret).map(|read| FixedRead::Other(Box::new(read)))
+    }
+
+    /// `poll_fixed` read an entry of no fixed buffer.
+    #[cold]
+    #[inline(never)]
+    fn not_fixed(&self, entry: E) -> FixedRead<E> {
+        FixedRead::Other(Box::new(self.claim(entry).unwrap_or(Read::Raw(entry))))
     }
 
     /// `poll` when `fi_cq_read` returned neither an entry nor `-FI_EAGAIN`.

@@ -426,10 +426,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         if addr == Address::UNSPEC || (addr.av != 0 && addr.av == self.inner.av_id) {
             return Ok(addr.raw);
         }
-        Err(Error::InvalidArgument {
-            call,
-            reason: format!("{addr:?} is not a handle of the address vector bound to this endpoint"),
-        })
+        Err(foreign_address(call, addr))
     }
 
     /// The raw handle of a destination: a handle of the bound address vector
@@ -437,14 +434,11 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// would read out of bounds for anything else.
     #[inline]
     pub(crate) fn destination(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
-        if addr == Address::UNSPEC && self.inner.av_id != 0 {
-            return Err(Error::InvalidArgument {
-                call,
-                reason: "a destination on an endpoint with an address vector must be one of its handles, not UNSPEC"
-                    .into(),
-            });
+        let av = self.inner.av_id;
+        if addr.av == av && (av != 0 || addr.raw == Address::UNSPEC.raw) {
+            return Ok(addr.raw);
         }
-        self.resolve(call, addr)
+        Err(bad_destination(call, addr))
     }
 
     /// Registers `buf` for local access when the provider needs it
@@ -761,10 +755,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     pub(crate) fn check_inject(&self, call: &'static str, data: &[u8]) -> Result<()> {
         let max = self.inner.inject_size;
         if data.len() > max {
-            return Err(Error::InvalidArgument {
-                call,
-                reason: format!("{} bytes exceed the inject size of {max}", data.len()),
-            });
+            return Err(too_large_to_inject(call, data.len(), max));
         }
         Ok(())
     }
@@ -853,4 +844,34 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     pub unsafe fn sendmsg_raw(&self, msg: &fi_msg, flags: OpFlags) -> Result<()> {
         check("fi_sendmsg", fi_sendmsg(self.as_raw(), msg, flags.bits())).map(drop)
     }
+}
+
+/// The error of an address from another address vector (or none).
+#[cold]
+#[inline(never)]
+fn foreign_address(call: &'static str, addr: Address) -> Error {
+    Error::InvalidArgument {
+        call,
+        reason: format!("{addr:?} is not a handle of the address vector bound to this endpoint"),
+    }
+}
+
+/// The error of a destination that is not one of the endpoint's peers.
+#[cold]
+#[inline(never)]
+fn bad_destination(call: &'static str, addr: Address) -> Error {
+    if addr == Address::UNSPEC {
+        return Error::InvalidArgument {
+            call,
+            reason: "a destination on an endpoint with an address vector must be one of its handles, not UNSPEC".into(),
+        };
+    }
+    foreign_address(call, addr)
+}
+
+/// The error of an inject larger than the endpoint allows.
+#[cold]
+#[inline(never)]
+fn too_large_to_inject(call: &'static str, len: usize, max: usize) -> Error {
+    Error::InvalidArgument { call, reason: format!("{len} bytes exceed the inject size of {max}") }
 }

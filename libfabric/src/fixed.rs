@@ -12,6 +12,7 @@
 //! the memory alive until the completion arrives.
 
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use libfabric_sys::flags::MrAccess;
@@ -21,7 +22,7 @@ use crate::av::Address;
 use crate::cq::Entry;
 use crate::error::{check, Error, Result};
 use crate::fid::ThreadModel;
-use crate::ops::{Buf, OpKind, OpTable, PostError};
+use crate::ops::{Buf, OpKind, OpTable, PostError, Slot};
 use crate::Endpoint;
 
 /// A buffer held by one endpoint for repeated operations without moving
@@ -41,7 +42,10 @@ use crate::Endpoint;
 /// # Ok(()) }
 /// ```
 pub struct FixedBuf {
+    /// Keeps the slots alive (and names the endpoint the buffer belongs to).
     table: Arc<OpTable>,
+    /// The buffer's slot in `table`, reached directly on every post and check.
+    slot: NonNull<Slot>,
     index: u32,
 }
 
@@ -52,10 +56,17 @@ impl fmt::Debug for FixedBuf {
 }
 
 impl FixedBuf {
+    #[inline(always)]
+    fn slot(&self) -> &Slot {
+        // SAFETY: `table` owns the slots and never moves or frees them while
+        // it lives, and this handle holds `table`.
+        unsafe { self.slot.as_ref() }
+    }
+
     /// True while an operation on the buffer is in flight.
     #[inline]
     pub fn is_posted(&self) -> bool {
-        self.table.is_posted(self.index)
+        self.slot().is_posted()
     }
 
     /// The buffer, unless an operation on it is in flight. After a receive
@@ -64,7 +75,7 @@ impl FixedBuf {
     pub fn get(&self) -> Option<&Buf> {
         // SAFETY: this handle owns the slot; the shared borrow of `self`
         // keeps any post (which takes `&mut self`) from overlapping it.
-        unsafe { self.table.fixed_buf(self.index) }
+        unsafe { self.slot().fixed_buf() }
     }
 
     /// The buffer, to fill before a send (`resize` sets how much is sent),
@@ -72,7 +83,7 @@ impl FixedBuf {
     #[inline]
     pub fn get_mut(&mut self) -> Option<&mut Buf> {
         // SAFETY: as in `get`, with an exclusive borrow.
-        unsafe { self.table.fixed_buf_mut(self.index) }
+        unsafe { self.slot().fixed_buf_mut() }
     }
 }
 
@@ -99,7 +110,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             return Err(PostError { error, buf });
         }
         match self.inner.ops.fix(buf) {
-            Ok(index) => Ok(FixedBuf { table: self.inner.ops.clone(), index }),
+            Ok(index) => Ok(FixedBuf { table: self.inner.ops.clone(), slot: self.inner.ops.slot(index), index }),
             Err(buf) => Err(PostError {
                 error: Error::Call { call: "fi_recv", errno: libfabric_sys::enums::Errno::from_raw(libc::EAGAIN) },
                 buf,
@@ -158,7 +169,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// ([`Read::FixedFailed`](crate::Read::FixedFailed)). Nothing in flight: `Ok`.
     pub fn cancel_fixed(&self, fixed: &FixedBuf) -> Result<()> {
         self.check_owner("fi_cancel", fixed)?;
-        let Some(ctx) = fixed.table.fixed_context(fixed.index) else { return Ok(()) };
+        let Some(ctx) = fixed.slot().fixed_context() else { return Ok(()) };
         // SAFETY: the slot cannot be reused while `fixed` lives, so the
         // context names this buffer's operation or one already finished.
         check("fi_cancel", unsafe { fi_cancel(self.fid(), ctx) }).map(drop)
@@ -184,11 +195,12 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         if fixed.is_posted() {
             return Err(Error::InvalidArgument { call, reason: "the fixed buffer is already posted".into() });
         }
+        let slot = fixed.slot();
         // SAFETY: `fixed` is this slot's handle, borrowed mutably, and not posted.
-        let (data, len, desc, ctx) = unsafe { self.inner.ops.post_fixed(fixed.index, kind, token, kind.receives()) };
+        let (data, len, desc, ctx) = unsafe { slot.post_fixed(kind, token) };
         let ret = post(data, len, desc, ctx);
         if ret < 0 {
-            self.inner.ops.unpost(fixed.index);
+            slot.unpost();
             return check(call, ret as i64).map(drop);
         }
         Ok(())

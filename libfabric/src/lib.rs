@@ -69,7 +69,7 @@ pub use atomic::{AtomicBuf, AtomicType};
 pub use av::{Address, AddressVector};
 pub use cntr::Counter;
 pub use collective::{AvSet, CollectiveGroup, GroupOp};
-pub use cq::{CompletionQueue, ContextEntry, CqConfig, DataEntry, Entry, MsgEntry, Read, TaggedEntry};
+pub use cq::{CompletionQueue, ContextEntry, CqConfig, DataEntry, Entry, FixedRead, MsgEntry, Read, TaggedEntry};
 pub use deferred::{CounterOp, DeferredCounterAdd};
 pub use domain::Domain;
 pub use ep::{Bindings, Endpoint, OpId, SharedTxContext};

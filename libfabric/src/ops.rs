@@ -11,6 +11,7 @@
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -132,14 +133,18 @@ impl From<&[u8]> for Buf {
 
 impl Deref for Buf {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        // SAFETY: `len` never exceeds `bytes.len()` (every setter clamps it).
+        unsafe { self.bytes.get_unchecked(..self.len) }
     }
 }
 
 impl DerefMut for Buf {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes[..self.len]
+        // SAFETY: as in `deref`.
+        unsafe { self.bytes.get_unchecked_mut(..self.len) }
     }
 }
 
@@ -228,13 +233,84 @@ impl From<PostError> for Error {
 /// One in-flight operation. `ctx` is first, so the operation context libfabric
 /// sees is the slot's address.
 #[repr(C)]
-struct Slot {
+pub(crate) struct Slot {
     ctx: UnsafeCell<fi_context2>,
     op: UnsafeCell<Option<(OpKind, u64, Buf)>>,
     /// `generation << 5 | ORPHAN | POSTED | FIXED | PINNED | BUSY`. The generation is bumped each time
     /// the slot is freed, so an [`OpId`](crate::OpId) of a finished operation
     /// never designates the slot's next operation.
     state: AtomicU32,
+}
+
+impl Slot {
+    /// The fixed buffer held here, while it is not posted.
+    ///
+    /// # Safety
+    /// The caller is the slot's [`FixedBuf`](crate::FixedBuf) handle, and the
+    /// borrow it returns is bounded by a borrow of that handle (so no post,
+    /// which takes the handle mutably, overlaps it).
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    pub(crate) unsafe fn fixed_buf_mut(&self) -> Option<&mut Buf> {
+        if self.is_posted() {
+            return None;
+        }
+        (*self.op.get()).as_mut().map(|(_, _, buf)| buf)
+    }
+
+    /// Like [`fixed_buf_mut`](Self::fixed_buf_mut), shared.
+    ///
+    /// # Safety
+    /// As for `fixed_buf_mut`, with a shared borrow of the handle.
+    #[inline]
+    pub(crate) unsafe fn fixed_buf(&self) -> Option<&Buf> {
+        if self.is_posted() {
+            return None;
+        }
+        (*self.op.get()).as_ref().map(|(_, _, buf)| buf)
+    }
+
+    /// Marks the fixed slot posted for (`kind`, `token`); returns the
+    /// buffer's data pointer and capacity (a receive) or length, its
+    /// descriptor and the context, for the post.
+    ///
+    /// # Safety
+    /// As for [`fixed_buf_mut`](Self::fixed_buf_mut), and the slot is not
+    /// posted. On a failed post the caller calls [`unpost`](Self::unpost).
+    #[inline]
+    pub(crate) unsafe fn post_fixed(
+        &self,
+        kind: OpKind,
+        token: u64,
+    ) -> (*mut u8, usize, *mut libc::c_void, *mut libc::c_void) {
+        let op = (*self.op.get()).as_mut().expect("a fixed slot holds its buffer");
+        op.0 = kind;
+        op.1 = token;
+        let buf = &mut op.2;
+        let (data, len) =
+            if kind.receives() { (buf.full_ptr(), buf.capacity()) } else { (buf.bytes.as_mut_ptr(), buf.len) };
+        let desc = buf.desc();
+        // From here on the completion, on any thread, may touch the slot.
+        self.state.fetch_or(POSTED, Ordering::Release);
+        (data, len, desc, self.ctx.get().cast())
+    }
+
+    /// Undoes [`post_fixed`](Self::post_fixed) after libfabric refused the post.
+    pub(crate) fn unpost(&self) {
+        self.state.fetch_and(!POSTED, Ordering::Release);
+    }
+
+    /// True while the fixed buffer held here is posted.
+    #[inline]
+    pub(crate) fn is_posted(&self) -> bool {
+        self.state.load(Ordering::Acquire) & POSTED != 0
+    }
+
+    /// The context of the fixed buffer's operation, while it is posted (for
+    /// `fi_cancel`).
+    pub(crate) fn fixed_context(&self) -> Option<*mut libc::c_void> {
+        self.is_posted().then(|| self.ctx.get().cast())
+    }
 }
 
 /// The slot holds an operation (reserved until its completion frees it).
@@ -435,6 +511,17 @@ impl OpTable {
         Some(Read::Op(Completion { kind, token, buf, entry, offset }))
     }
 
+    /// The completion of one of this table's posted fixed buffers, finished
+    /// in place; `None` for any other entry (left untouched).
+    #[inline(always)]
+    pub(crate) fn complete_fixed<E: Entry>(&self, entry: &E) -> Option<(OpKind, u64)> {
+        let index = self.index_of(entry.context())?;
+        if self.slots[index].state.load(Ordering::Relaxed) & FIXED == 0 {
+            return None;
+        }
+        Some(self.finish_fixed(index, Some(entry.len())))
+    }
+
     /// The operation of a failed completion, if it is one of ours.
     pub(crate) fn fail(&self, context: *mut libc::c_void) -> Option<Failed> {
         let index = self.index_of(context)?;
@@ -459,76 +546,10 @@ impl OpTable {
         Ok(index)
     }
 
-    /// The fixed buffer of slot `index`, while it is not posted.
-    ///
-    /// # Safety
-    /// The caller is the slot's [`FixedBuf`](crate::FixedBuf) handle, and the
-    /// borrow it returns is bounded by a borrow of that handle (so no post,
-    /// which takes the handle mutably, overlaps it).
-    #[allow(clippy::mut_from_ref)]
-    #[inline]
-    pub(crate) unsafe fn fixed_buf_mut(&self, index: u32) -> Option<&mut Buf> {
-        let slot = &self.slots[index as usize];
-        if slot.state.load(Ordering::Acquire) & POSTED != 0 {
-            return None;
-        }
-        (*slot.op.get()).as_mut().map(|(_, _, buf)| buf)
-    }
-
-    /// Like [`fixed_buf_mut`](Self::fixed_buf_mut), shared.
-    ///
-    /// # Safety
-    /// As for `fixed_buf_mut`, with a shared borrow of the handle.
-    #[inline]
-    pub(crate) unsafe fn fixed_buf(&self, index: u32) -> Option<&Buf> {
-        let slot = &self.slots[index as usize];
-        if slot.state.load(Ordering::Acquire) & POSTED != 0 {
-            return None;
-        }
-        (*slot.op.get()).as_ref().map(|(_, _, buf)| buf)
-    }
-
-    /// Marks fixed slot `index` posted for (`kind`, `token`); returns the
-    /// buffer's data pointer and capacity or length, its descriptor and the
-    /// context, for the post.
-    ///
-    /// # Safety
-    /// As for [`fixed_buf`](Self::fixed_buf), and the slot is not posted. On
-    /// a failed post the caller calls [`unpost`](Self::unpost).
-    #[inline]
-    pub(crate) unsafe fn post_fixed(
-        &self,
-        index: u32,
-        kind: OpKind,
-        token: u64,
-        receives: bool,
-    ) -> (*mut u8, usize, *mut libc::c_void, *mut libc::c_void) {
-        let slot = &self.slots[index as usize];
-        let op = (*slot.op.get()).as_mut().expect("a fixed slot holds its buffer");
-        op.0 = kind;
-        op.1 = token;
-        let buf = &mut op.2;
-        let (data, len) = if receives { (buf.full_ptr(), buf.capacity()) } else { (buf.bytes.as_mut_ptr(), buf.len) };
-        let desc = buf.desc();
-        // From here on the completion, on any thread, may touch the slot.
-        slot.state.fetch_or(POSTED, Ordering::Release);
-        (data, len, desc, slot.ctx.get().cast())
-    }
-
-    /// Undoes [`post_fixed`](Self::post_fixed) after libfabric refused the post.
-    pub(crate) fn unpost(&self, index: u32) {
-        self.slots[index as usize].state.fetch_and(!POSTED, Ordering::Release);
-    }
-
-    /// True while fixed slot `index` is posted.
-    #[inline]
-    pub(crate) fn is_posted(&self, index: u32) -> bool {
-        self.slots[index as usize].state.load(Ordering::Acquire) & POSTED != 0
-    }
-
-    /// The context of fixed slot `index`, while it is posted (for `fi_cancel`).
-    pub(crate) fn fixed_context(&self, index: u32) -> Option<*mut libc::c_void> {
-        self.is_posted(index).then(|| self.slots[index as usize].ctx.get().cast())
+    /// The slot at `index`, for a [`FixedBuf`](crate::FixedBuf) to reach
+    /// without looking it up again: the slots never move while the table lives.
+    pub(crate) fn slot(&self, index: u32) -> NonNull<Slot> {
+        NonNull::from(&self.slots[index as usize])
     }
 
     /// The completion of a posted fixed buffer: its length (for a receive),
@@ -607,6 +628,13 @@ impl TableSet {
             return Some(done);
         }
         self.more.lock().unwrap_or_else(|p| p.into_inner()).iter().find_map(|t| t.complete(entry))
+    }
+
+    /// The completion of a posted fixed buffer of the first table (see
+    /// [`OpTable::complete_fixed`]); `None` sends the entry down the general path.
+    #[inline(always)]
+    pub(crate) fn complete_fixed<E: Entry>(&self, entry: &E) -> Option<(OpKind, u64)> {
+        self.first.get()?.complete_fixed(entry)
     }
 
     /// The operation of a failed completion, if one of the tables posted it.

@@ -19,8 +19,8 @@ use libfabric::sys::{fi_context2, fi_msg, fi_msg_tagged, iovec, FI_ADDR_UNSPEC, 
 use libfabric::{
     getinfo, strerror, Address, AddressVector, AvInsertFlags, AvType, Bindings, Buf, Caps, Completion, CompletionFlags,
     CompletionQueue, ContextEntry, CqConfig, DataEntry, Domain, Endpoint, Entry, EpOption, EpType, EqEvent, Error,
-    Event, EventQueue, Fabric, Info, MemoryRegion, MrAccess, MrMode, MsgEntry, OpFlags, OpId, OpKind, PostError, Read,
-    TaggedEntry, Target, ThreadModel, ThreadSafe, Threading, Unsync, WaitObj,
+    Event, EventQueue, Fabric, FixedRead, Info, MemoryRegion, MrAccess, MrMode, MsgEntry, OpFlags, OpId, OpKind,
+    PostError, Read, TaggedEntry, Target, ThreadModel, ThreadSafe, Threading, Unsync, WaitObj,
 };
 use libfabric_tests::{payload, Case};
 
@@ -2066,6 +2066,76 @@ fn fixed_buffers_are_reposted_in_place() {
         assert!(matches!(foreign, Error::InvalidArgument { .. }), "{p}: {foreign:?}");
         pair.assert_idle();
         drop((rx, tx));
+    });
+}
+
+/// The next completion of B read with `poll_fixed` (A is driven with `poll`,
+/// its completions kept for later; one B's `poll` already took comes first).
+fn next_fixed(pair: &Pair) -> FixedRead<TaggedEntry> {
+    let start = Instant::now();
+    loop {
+        if let Some(read) = pair.b.pending.borrow_mut().pop_front() {
+            return match read {
+                Read::Fixed { kind, token, entry } => FixedRead::Fixed { kind, token, entry },
+                other => FixedRead::Other(Box::new(other)),
+            };
+        }
+        match pair.b.cq.poll_fixed() {
+            Ok(FixedRead::Empty) => pair.pull(Who::A),
+            Ok(read) => return read,
+            Err(e) => panic!("{}: poll_fixed: {e}", pair.provider),
+        };
+        assert!(start.elapsed() < DEADLINE, "{}: no completion on B within {DEADLINE:?}", pair.provider);
+    }
+}
+
+/// `poll_fixed` finishes a fixed buffer's completion in place and returns
+/// its kind, token and entry; every other completion (a moved buffer's, a
+/// failure) comes back whole, as `poll` would have read it.
+#[test]
+fn poll_fixed_answers_fixed_buffers_and_boxes_the_rest() {
+    each_provider("poll_fixed", RDM, |p| {
+        let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
+        let mut rx = pair.b.ep.fix(Buf::zeroed(256)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        for seq in 0..20u64 {
+            let data = payload(seq, 1 + seq as usize * 11);
+            let fixed = seq % 2 == 0;
+            if fixed {
+                pair.b.ep.recv_fixed(&mut rx, Address::UNSPEC, seq).expect("fi_recv");
+            } else {
+                pair.b.ep.recv(Buf::zeroed(256), Address::UNSPEC, seq).expect("fi_recv");
+            }
+            pair.send_ab(data.clone(), 1000 + seq);
+            match (fixed, next_fixed(&pair)) {
+                (true, FixedRead::Fixed { kind: OpKind::Recv, token, entry }) => {
+                    assert_eq!((token, entry.len()), (seq, data.len()), "{p}");
+                    assert_eq!(rx.get().map(|b| &b[..]), Some(&data[..]), "{p}: message {seq}");
+                }
+                // A moved buffer comes back with its completion, boxed.
+                (false, FixedRead::Other(read)) => match *read {
+                    Read::Op(done) => {
+                        assert_eq!((done.kind, done.token, &done.buf[..]), (OpKind::Recv, seq, &data[..]))
+                    }
+                    other => panic!("{p}: expected receive {seq}, got {other:?}"),
+                },
+                (_, other) => panic!("{p}: expected receive {seq} (fixed: {fixed}), got {other:?}"),
+            }
+            assert_eq!(pair.op(Who::A).token, 1000 + seq, "{p}: the send");
+        }
+        // A failed fixed operation is not a success: it comes back boxed too.
+        pair.b.ep.recv_fixed(&mut rx, Address::UNSPEC, 99).expect("fi_recv");
+        pair.b.ep.cancel_fixed(&rx).unwrap_or_else(|e| panic!("{p}: {e}"));
+        match next_fixed(&pair) {
+            FixedRead::Other(read) => match *read {
+                Read::FixedFailed { error, kind: OpKind::Recv, token: 99 } => {
+                    assert_eq!(error.errno(), Errno::ECANCELED, "{p}: {error}")
+                }
+                other => panic!("{p}: expected the cancelled fixed receive, got {other:?}"),
+            },
+            other => panic!("{p}: expected the cancelled fixed receive, got {other:?}"),
+        }
+        assert!(rx.get().is_some(), "{p}: the cancelled buffer is its owner's again");
+        pair.assert_idle();
     });
 }
 
