@@ -450,7 +450,12 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     #[cold]
     #[inline(never)]
     fn not_fixed(&self, entry: E) -> FixedRead<E> {
-        FixedRead::Other(Box::new(self.claim(entry).unwrap_or(Read::Raw(entry))))
+        match self.claim(entry) {
+            // A fixed buffer of an endpoint bound after the first.
+            Some(Read::Fixed { kind, token, entry }) => FixedRead::Fixed { kind, token, entry },
+            Some(read) => FixedRead::Other(Box::new(read)),
+            None => FixedRead::Other(Box::new(Read::Raw(entry))),
+        }
     }
 
     /// `poll` when `fi_cq_read` returned neither an entry nor `-FI_EAGAIN`.

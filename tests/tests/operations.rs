@@ -2122,6 +2122,27 @@ fn poll_fixed_answers_fixed_buffers_and_boxes_the_rest() {
             }
             assert_eq!(pair.op(Who::A).token, 1000 + seq, "{p}: the send");
         }
+        // A second endpoint on B's queue: its fixed buffers' completions
+        // (found past the first endpoint's table) are answered the same way.
+        let second =
+            Endpoint::open(&pair.domain, &pair.info, Bindings { cq: &pair.b.cq, av: Some(&pair.b.av), eq: None })
+                .unwrap_or_else(|e| panic!("{p}: {e}"));
+        let to_second = pair.a.av.insert_one(&second.name().expect("fi_getname")).expect("fi_av_insert");
+        let mut rx2 = second.fix(Buf::zeroed(256)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        for seq in 0..4u64 {
+            second.recv_fixed(&mut rx2, Address::UNSPEC, 500 + seq).expect("fi_recv");
+            let data = payload(seq, 33);
+            pair.post("fi_send", Buf::from(data.clone()), |b| pair.a.ep.send(b, to_second, 600 + seq));
+            match next_fixed(&pair) {
+                FixedRead::Fixed { kind: OpKind::Recv, token, .. } => assert_eq!(token, 500 + seq, "{p}"),
+                other => panic!("{p}: expected the second endpoint's fixed receive, got {other:?}"),
+            }
+            assert_eq!(rx2.get().map(|b| &b[..]), Some(&data[..]), "{p}: message {seq} to the second endpoint");
+            assert_eq!(pair.op(Who::A).token, 600 + seq, "{p}: the send");
+        }
+        drop(rx2);
+        drop(second);
+
         // A failed fixed operation is not a success: it comes back boxed too.
         pair.b.ep.recv_fixed(&mut rx, Address::UNSPEC, 99).expect("fi_recv");
         pair.b.ep.cancel_fixed(&rx).unwrap_or_else(|e| panic!("{p}: {e}"));
