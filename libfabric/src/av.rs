@@ -14,9 +14,12 @@ use libfabric_sys::{
     fid_av, FI_ADDR_NOTAVAIL, FI_ADDR_UNSPEC,
 };
 
+mod removals;
+
 use crate::domain::{Domain, DomainInner};
 use crate::error::{check, Error, Result};
 use crate::fid::{Object, ThreadModel, ThreadSafe};
+pub(crate) use removals::Removals;
 
 /// A peer's handle in an address vector (`fi_addr_t`), valid only with the
 /// address vector that made it.
@@ -25,11 +28,18 @@ use crate::fid::{Object, ThreadModel, ThreadSafe};
 /// address), carry the identity of their address vector, and an endpoint
 /// refuses one from another vector: libfabric itself would read out of bounds
 /// for a handle it never issued. [`Address::UNSPEC`] is accepted everywhere.
+///
+/// A handle removed from its vector ([`AddressVector::remove`]) is refused
+/// from then on, with [`Error::InvalidArgument`], even when libfabric hands
+/// its raw value out again for a later insert.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Address {
     pub(crate) raw: fi_addr_t,
     /// The address vector that issued it; 0 for `UNSPEC`/`NOTAVAIL`.
     pub(crate) av: u64,
+    /// Which peer of those libfabric gave this raw value to (see
+    /// [`Removals`]); 0 until the value is first removed.
+    pub(crate) generation: u32,
 }
 
 /// Identities of address vectors, never reused within a process.
@@ -37,10 +47,10 @@ static NEXT_AV_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Address {
     /// `FI_ADDR_UNSPEC`: any peer (receives), or the connected peer (MSG).
-    pub const UNSPEC: Address = Address { raw: FI_ADDR_UNSPEC, av: 0 };
+    pub const UNSPEC: Address = Address { raw: FI_ADDR_UNSPEC, av: 0, generation: 0 };
     /// `FI_ADDR_NOTAVAIL`: a source address libfabric could not resolve (the
     /// same value as `FI_ADDR_UNSPEC` in libfabric).
-    pub const NOTAVAIL: Address = Address { raw: FI_ADDR_NOTAVAIL, av: 0 };
+    pub const NOTAVAIL: Address = Address { raw: FI_ADDR_NOTAVAIL, av: 0, generation: 0 };
 
     /// The raw `fi_addr_t`.
     pub fn raw(self) -> fi_addr_t {
@@ -53,7 +63,7 @@ impl Address {
     /// `raw` is a live handle of `av` (inserted and not removed), or
     /// `FI_ADDR_UNSPEC`.
     pub unsafe fn from_raw<M: ThreadModel>(raw: fi_addr_t, av: &AddressVector<M>) -> Address {
-        Address { raw, av: av.inner.id }
+        av.handle(raw)
     }
 }
 
@@ -61,7 +71,8 @@ impl fmt::Debug for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Address::UNSPEC => f.write_str("Address(UNSPEC)"),
-            a => write!(f, "Address({} of av {})", a.raw, a.av),
+            a if a.generation == 0 => write!(f, "Address({} of av {})", a.raw, a.av),
+            a => write!(f, "Address({} of av {}, generation {})", a.raw, a.av, a.generation),
         }
     }
 }
@@ -79,6 +90,8 @@ pub(crate) struct AvInner {
     rx_ctx_bits: u32,
     /// Stamped on every handle this vector issues.
     pub(crate) id: u64,
+    /// The handles removed so far, so that none is used again.
+    pub(crate) removals: Removals,
 }
 
 /// An open address vector (`fi_av_open`).
@@ -146,6 +159,7 @@ impl<M: ThreadModel> AddressVector<M> {
                     .contains(&domain.info().addr_format()),
                 rx_ctx_bits,
                 id: NEXT_AV_ID.fetch_add(1, Ordering::Relaxed),
+                removals: Removals::new(rx_ctx_bits),
             }),
             _model: PhantomData,
         })
@@ -205,7 +219,12 @@ impl<M: ThreadModel> AddressVector<M> {
                 reason: format!("only {inserted} of {count} addresses were valid"),
             });
         }
-        Ok(raw.into_iter().map(|raw| Address { raw, av: self.inner.id }).collect())
+        let generations = self.inner.removals.issued(&raw);
+        Ok(raw
+            .into_iter()
+            .zip(generations)
+            .map(|(raw, generation)| Address { raw, av: self.inner.id, generation })
+            .collect())
     }
 
     /// Inserts one address.
@@ -229,18 +248,18 @@ impl<M: ThreadModel> AddressVector<M> {
         }
         let node = CString::new(node).map_err(|_| invalid("node"))?;
         let service = CString::new(service).map_err(|_| invalid("service"))?;
-        let mut out = Address { raw: FI_ADDR_NOTAVAIL, av: self.inner.id };
-        // SAFETY: the strings and `out` outlive the call.
-        let ret = unsafe {
-            fi_av_insertsvc(self.as_raw(), node.as_ptr(), service.as_ptr(), &mut out.raw, 0, ptr::null_mut())
-        };
+        let mut raw = FI_ADDR_NOTAVAIL;
+        // SAFETY: the strings and `raw` outlive the call.
+        let ret =
+            unsafe { fi_av_insertsvc(self.as_raw(), node.as_ptr(), service.as_ptr(), &mut raw, 0, ptr::null_mut()) };
         if check("fi_av_insertsvc", ret)? != 1 {
             return Err(Error::InvalidArgument {
                 call: "fi_av_insertsvc",
                 reason: "the address was not inserted".into(),
             });
         }
-        Ok(out)
+        let generation = self.inner.removals.issued(&[raw])[0];
+        Ok(Address { raw, av: self.inner.id, generation })
     }
 
     /// The raw address behind a handle (`fi_av_lookup`).
@@ -321,10 +340,12 @@ impl<M: ThreadModel> AddressVector<M> {
         }
         // SAFETY: fi_rx_addr only computes (and is defined for every width).
         let raw = unsafe { libfabric_sys::fi_rx_addr(addr.raw, index as i32, bits as i32) };
-        Ok(Address { raw, av: self.inner.id })
+        // A context of the same peer: its generation.
+        Ok(Address { raw, av: self.inner.id, generation: addr.generation })
     }
 
-    /// Fails unless `addr` was issued by this address vector.
+    /// Fails unless `addr` was issued by this address vector and has not
+    /// been removed from it.
     pub(crate) fn check(&self, addr: Address, call: &'static str) -> Result<()> {
         if addr.av != self.inner.id {
             return Err(Error::InvalidArgument {
@@ -332,19 +353,50 @@ impl<M: ThreadModel> AddressVector<M> {
                 reason: format!("{addr:?} is not a handle of this address vector"),
             });
         }
+        if !self.inner.removals.is_live(addr.raw, addr.generation) {
+            return Err(removed(call, addr));
+        }
         Ok(())
     }
 
-    /// Removes handles (`fi_av_remove`).
+    /// The handle of a raw value this vector issued, at its current
+    /// generation (for raw values read back from libfabric).
+    pub(crate) fn handle(&self, raw: fi_addr_t) -> Address {
+        Address { raw, av: self.inner.id, generation: self.inner.removals.current(raw) }
+    }
+
+    /// Removes handles (`fi_av_remove`). From then on every use of them, or of
+    /// a copy, is refused with [`Error::InvalidArgument`] (libfabric would
+    /// follow a removed handle into freed state), also once libfabric hands
+    /// the same raw value out again for a new peer.
     ///
     /// # Safety
-    /// None of these handles, nor a copy, is used again: libfabric follows a
-    /// removed handle into freed state.
+    /// No operation with one of these handles is being posted on another
+    /// thread while this runs: a post that checked its handle before the
+    /// removal would reach libfabric after it.
     pub unsafe fn remove(&self, addrs: &[Address]) -> Result<()> {
         for a in addrs {
             self.check(*a, "fi_av_remove")?;
         }
         let mut raw: Vec<fi_addr_t> = addrs.iter().map(|a| a.raw).collect();
-        check("fi_av_remove", fi_av_remove(self.as_raw(), raw.as_mut_ptr(), raw.len(), 0)).map(drop)
+        let mut distinct = raw.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != raw.len() {
+            // libfabric would free the same entry twice.
+            return Err(Error::InvalidArgument { call: "fi_av_remove", reason: "a handle is listed twice".into() });
+        }
+        let ret = fi_av_remove(self.as_raw(), raw.as_mut_ptr(), raw.len(), 0);
+        // Refused from now on, even if libfabric reports a failure: which
+        // of them it dropped is then unknown.
+        self.inner.removals.removed(&raw);
+        check("fi_av_remove", ret).map(drop)
     }
+}
+
+/// The error of a handle removed from its vector.
+#[cold]
+#[inline(never)]
+pub(crate) fn removed(call: &'static str, addr: Address) -> Error {
+    Error::InvalidArgument { call, reason: format!("{addr:?} was removed from its address vector") }
 }

@@ -15,7 +15,7 @@ use libfabric_sys::{
     fi_trywait, fid, fid_cq, FI_GETWAIT,
 };
 
-use crate::av::Address;
+use crate::av::{Address, AvInner};
 use crate::domain::{Domain, DomainInner};
 use crate::error::{check, CompletionError, Error, Result};
 use crate::fid::{Object, ThreadModel, ThreadSafe, Types};
@@ -150,9 +150,10 @@ pub(crate) struct CqInner {
     /// carry pointers into them. They stay here until the queue closes, so a
     /// completion of a closed endpoint never points at freed memory.
     pub(crate) tables: TableSet,
-    /// Identities of the address vectors of the bound endpoints: a source
-    /// address read from the queue is a handle of one of them.
-    pub(crate) avs: Mutex<Vec<u64>>,
+    /// The address vectors of the bound endpoints (`None`: an endpoint
+    /// without one): a source address read from the queue is a handle of one
+    /// of them.
+    pub(crate) avs: Mutex<Vec<Option<Arc<AvInner>>>>,
     wait_obj: WaitObj,
     /// The context libfabric holds for the queue (what a poll set reports).
     pub(crate) id: usize,
@@ -381,14 +382,17 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// and only compares).
     fn stamp(&self, raw: libfabric_sys::fi_addr_t) -> Address {
         if raw == Address::UNSPEC.raw || raw == Address::NOTAVAIL.raw {
-            return Address { raw, av: 0 };
+            return Address::UNSPEC;
         }
         let avs = self.inner.avs.lock().unwrap_or_else(|p| p.into_inner());
-        let av = match avs.first() {
-            Some(&first) if avs.iter().all(|&a| a == first) => first,
-            _ => u64::MAX, // no vector has this identity
-        };
-        Address { raw, av }
+        let id = |av: &Option<Arc<AvInner>>| av.as_ref().map_or(0, |a| a.id);
+        match avs.first() {
+            Some(Some(first)) if avs.iter().all(|a| id(a) == first.id) => {
+                Address { raw, av: first.id, generation: first.removals.current(raw) }
+            }
+            // No vector has this identity.
+            _ => Address { raw, av: u64::MAX, generation: 0 },
+        }
     }
 
     /// Reads one completion and, for operations posted through this crate,

@@ -39,7 +39,7 @@ pub(crate) struct EpInner {
     /// The completion queue (none for a shared receive context, whose
     /// completions arrive on the queues of the endpoints sharing it).
     pub(crate) _cq: Option<Arc<CqInner>>,
-    _av: Option<Arc<AvInner>>,
+    av: Option<Arc<AvInner>>,
     /// The identity of the bound address vector (0: none); see `resolve`.
     pub(crate) av_id: u64,
     _eq: Option<EventQueue>,
@@ -235,7 +235,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                 object,
                 ops: OpTable::new(depth.clamp(64, 1 << 16)),
                 _cq: None,
-                _av: None,
+                av: None,
                 av_id: 0,
                 _eq: None,
                 _counters: Vec::new(),
@@ -284,13 +284,13 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         let depth = info.tx_attr().map_or(0, |t| t.size()) + info.rx_attr().map_or(0, |r| r.size());
         let ops = OpTable::new(depth.clamp(64, 1 << 16));
         bind.cq.inner.tables.add(ops.clone());
-        bind.cq.inner.avs.lock().unwrap_or_else(|p| p.into_inner()).push(bind.av.map_or(0, |a| a.inner.id));
+        bind.cq.inner.avs.lock().unwrap_or_else(|p| p.into_inner()).push(bind.av.map(|a| a.inner.clone()));
         Ok(Endpoint {
             inner: Arc::new(EpInner {
                 object,
                 ops,
                 _cq: Some(bind.cq.inner.clone()),
-                _av: bind.av.map(|a| a.inner.clone()),
+                av: bind.av.map(|a| a.inner.clone()),
                 av_id: bind.av.map_or(0, |a| a.inner.id),
                 _eq: bind.eq.cloned(),
                 _counters: counters.iter().map(|(c, _)| c.inner.clone()).collect(),
@@ -423,22 +423,49 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// handle of the bound address vector.
     #[inline]
     pub(crate) fn resolve(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
-        if addr == Address::UNSPEC || (addr.av != 0 && addr.av == self.inner.av_id) {
+        if addr == Address::UNSPEC || (addr.av != 0 && addr.av == self.inner.av_id && self.is_live(addr)) {
             return Ok(addr.raw);
         }
-        Err(foreign_address(call, addr))
+        Err(self.refused(call, addr))
     }
 
     /// The raw handle of a destination: a handle of the bound address vector
-    /// or, on a connected endpoint (no address vector), `UNSPEC`. libfabric
-    /// would read out of bounds for anything else.
+    /// (not removed from it) or, on a connected endpoint (no address
+    /// vector), `UNSPEC`. libfabric would read out of bounds, or freed
+    /// state, for anything else.
     #[inline]
     pub(crate) fn destination(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
         let av = self.inner.av_id;
-        if addr.av == av && (av != 0 || addr.raw == Address::UNSPEC.raw) {
+        if addr.av == av && (av != 0 || addr.raw == Address::UNSPEC.raw) && self.is_live(addr) {
             return Ok(addr.raw);
         }
-        Err(bad_destination(call, addr))
+        Err(self.refused(call, addr))
+    }
+
+    /// False for a handle removed from the bound address vector.
+    #[inline(always)]
+    fn is_live(&self, addr: Address) -> bool {
+        self.inner.av.as_ref().map_or(true, |av| av.removals.is_live(addr.raw, addr.generation))
+    }
+
+    /// Why `addr` is refused.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self, call: &'static str, addr: Address) -> Error {
+        if addr.av != 0 && addr.av == self.inner.av_id {
+            return crate::av::removed(call, addr);
+        }
+        if addr == Address::UNSPEC {
+            return Error::InvalidArgument {
+                call,
+                reason: "a destination on an endpoint with an address vector must be one of its handles, not UNSPEC"
+                    .into(),
+            };
+        }
+        Error::InvalidArgument {
+            call,
+            reason: format!("{addr:?} is not a handle of the address vector bound to this endpoint"),
+        }
     }
 
     /// Registers `buf` for local access when the provider needs it
@@ -844,29 +871,6 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     pub unsafe fn sendmsg_raw(&self, msg: &fi_msg, flags: OpFlags) -> Result<()> {
         check("fi_sendmsg", fi_sendmsg(self.as_raw(), msg, flags.bits())).map(drop)
     }
-}
-
-/// The error of an address from another address vector (or none).
-#[cold]
-#[inline(never)]
-fn foreign_address(call: &'static str, addr: Address) -> Error {
-    Error::InvalidArgument {
-        call,
-        reason: format!("{addr:?} is not a handle of the address vector bound to this endpoint"),
-    }
-}
-
-/// The error of a destination that is not one of the endpoint's peers.
-#[cold]
-#[inline(never)]
-fn bad_destination(call: &'static str, addr: Address) -> Error {
-    if addr == Address::UNSPEC {
-        return Error::InvalidArgument {
-            call,
-            reason: "a destination on an endpoint with an address vector must be one of its handles, not UNSPEC".into(),
-        };
-    }
-    foreign_address(call, addr)
 }
 
 /// The error of an inject larger than the endpoint allows.

@@ -784,37 +784,48 @@ fn addresses_of_another_address_vector_are_refused() {
     });
 }
 
-/// `AddressVector::remove` is `unsafe` now: libfabric follows a removed
-/// handle into freed state (rxm, sockets and shm still resolved it in
+/// A handle removed from its address vector is refused from then on, with a
+/// typed error naming the call: libfabric itself follows a removed handle
+/// into freed state (rxm, sockets and shm still resolved it in
 /// `fi_av_lookup`; a send to it segfaulted rxm, returned `FI_EAGAIN` forever
-/// from rxd and reached the removed peer through sockets and shm), and the
-/// handle's raw value may come back for the next insert, so a stale copy
-/// cannot be told apart. Using a removed handle is the caller's broken
-/// promise, no longer something a safe test can do (the test this replaces
-/// sent to one). What stays checked: `remove` refuses another vector's
-/// handle, and after a removal that keeps the promise, the peer inserted
-/// again is reachable through its new handle. Child processes, in case of a crash.
+/// from rxd and reached the removed peer through sockets and shm). That
+/// holds when libfabric hands the same raw value out again for the next
+/// insert: the stale copy stays refused and the new handle reaches the peer.
+/// `remove` also refuses another vector's handle and a handle listed twice.
+/// Child processes, in case of a crash.
 #[test]
-fn removal_refuses_other_vectors_handles_and_a_reinserted_peer_is_reachable() {
-    isolated("removal_refuses_other_vectors_handles_and_a_reinserted_peer_is_reachable", RDM, |p| {
+fn removed_handles_are_refused_and_a_reinserted_peer_is_reachable() {
+    isolated("removed_handles_are_refused_and_a_reinserted_peer_is_reachable", RDM, |p| {
         let mut pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
         pair.round_trip(3);
         let name_b = pair.b.ep.name().expect("fi_getname");
         let other = AddressVector::open(&pair.domain, AvType::UNSPEC).expect("fi_av_open");
         let foreign = other.insert_one(&name_b).unwrap_or_else(|e| panic!("{p}: {e}"));
-        // SAFETY: `foreign` is never used again (nor copied); A's vector
-        // refuses it, before removing anything, so `pair.a.peer` stays live.
-        let e = unsafe { pair.a.av.remove(&[pair.a.peer, foreign]) }.expect_err("removing another vector's handle");
-        eprintln!("{p}: {e}");
-        assert!(matches!(e, Error::InvalidArgument { call: "fi_av_remove", .. }), "{p}: {e:?}");
+        let refused = |e: Error, call: &str| {
+            eprintln!("{p}: {e}");
+            assert!(matches!(&e, Error::InvalidArgument { call: c, .. } if *c == call), "{p}: {e:?}");
+        };
+        // SAFETY (each `remove` below): no other thread posts anything.
+        refused(
+            unsafe { pair.a.av.remove(&[pair.a.peer, foreign]) }.expect_err("another vector's handle"),
+            "fi_av_remove",
+        );
+        refused(unsafe { pair.a.av.remove(&[pair.a.peer, pair.a.peer]) }.expect_err("a handle twice"), "fi_av_remove");
         pair.round_trip(4);
 
         let old = pair.a.peer;
-        // SAFETY: the removed handle is replaced below and never used again;
-        // `old` is only printed.
-        unsafe { pair.a.av.remove(&[pair.a.peer]) }.unwrap_or_else(|e| panic!("{p}: {e}"));
+        unsafe { pair.a.av.remove(&[old]) }.unwrap_or_else(|e| panic!("{p}: {e}"));
+        let e = pair.a.ep.send(Buf::from(&b"to a removed peer"[..]), old, 1).expect_err("a send to a removed handle");
+        refused(e.error, "fi_send");
+        refused(pair.a.ep.inject(b"x", old).expect_err("an inject to a removed handle"), "fi_inject");
+        refused(pair.a.ep.recv(Buf::zeroed(8), old, 2).expect_err("a receive from a removed handle").error, "fi_recv");
+        refused(pair.a.av.lookup(old).expect_err("a lookup of a removed handle"), "fi_av_lookup");
+        refused(unsafe { pair.a.av.remove(&[old]) }.expect_err("removed twice"), "fi_av_remove");
+
         pair.a.peer = pair.a.av.insert_one(&name_b).unwrap_or_else(|e| panic!("{p}: {e}"));
         eprintln!("{p}: removed {old:?}, inserted again as {:?}", pair.a.peer);
+        assert_ne!(pair.a.peer, old, "{p}: a new handle, even for the same raw value");
+        refused(pair.a.ep.inject(b"x", old).expect_err("the stale copy after the reinsert"), "fi_inject");
         if p != "udp;ofi_rxd" {
             assert_eq!(pair.a.av.lookup(pair.a.peer).unwrap_or_else(|e| panic!("{p}: {e}")), name_b, "{p}");
         }
@@ -1316,12 +1327,11 @@ fn address_vectors_insert_many_look_up_and_remove() {
             }
         }
 
-        // Removal. (The removed handle is not looked up: rxm, sockets and shm
-        // still resolve it, reading freed entries, which is why `remove` is
-        // unsafe; see
-        // `removal_refuses_other_vectors_handles_and_a_reinserted_peer_is_reachable`.)
-        // SAFETY: `handles[0]` is never used again.
+        // Removal: the removed handle is refused, the others stay (see
+        // `removed_handles_are_refused_and_a_reinserted_peer_is_reachable`).
+        // SAFETY: no other thread posts anything.
         unsafe { av.remove(&handles[..1]) }.unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(av.lookup(handles[0]).is_err(), "{p}: a removed handle is not looked up");
         if p != "udp;ofi_rxd" {
             assert_eq!(av.lookup(handles[1]).expect("fi_av_lookup")[..], names[1][..], "{p}: the others stay");
         }

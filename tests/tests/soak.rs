@@ -3,14 +3,17 @@
 //! every one: nothing lost, nothing duplicated, nothing corrupted. Neither
 //! process allocates on the heap after the first 10 % of the messages (a
 //! counting allocator checks it), and resident memory is flat (within 5 %)
-//! over the second half.
+//! from the first 10 % of the messages to the end.
 //!
-//! Why the second half and not from the first 10 %: tcp;ofi_rxm's resident
-//! memory grows by about 48 bytes per message for its first ~270,000
-//! messages and then stops (measured over 2,000,000: the same resident
-//! size from 300,000 to the end), while this process allocates nothing at
-//! all; that growth is the provider's warm-up, not a leak. shm is flat from
-//! the start.
+//! Both processes run with `FI_UNIVERSE_SIZE=16`: the job has two. At the
+//! default of 1,024, tcp;ofi_rxm sizes an internal completion ring of its
+//! connections for 1,024 peers (262,144 entries, 12 MiB, allocated at
+//! `fi_enable`), whose pages become resident one by one as completions
+//! first fill it: about 48 bytes of resident memory per message for the
+//! first ~260,000 messages, then none. That is libfabric's, shown in plain
+//! C by `tests/repro/rxm_soak_rss.c` (tests/libfabric-known-issues.md, 7),
+//! and not a leak; with the universe the job really has, the ring is small
+//! and memory is flat from the start. shm is flat either way.
 //!
 //! CI runs 50,000 messages per provider; `LIBFABRIC_SOAK_MESSAGES` sets
 //! another count (`cargo xtask soak` runs 1,000,000).
@@ -20,6 +23,8 @@
 //! then the next batch goes.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -56,6 +61,9 @@ const HEADER: usize = 16;
 /// How long the run may go without progress.
 const STALL: Duration = Duration::from_secs(60);
 const PROVIDERS: &[&str] = &["tcp;ofi_rxm", "shm"];
+/// Peers the providers size their resources for (`FI_UNIVERSE_SIZE`): room
+/// for the two of this job.
+const UNIVERSE: &str = "16";
 
 fn messages() -> u64 {
     std::env::var("LIBFABRIC_SOAK_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000)
@@ -143,7 +151,7 @@ impl Samples {
     }
 
     /// The checks: nothing allocated after the first tenth; memory flat
-    /// (within 5 %) over the second half.
+    /// (within 5 %) from the first tenth to the end.
     fn check(&self, who: &str) {
         assert_eq!(
             self.allocated[2],
@@ -152,8 +160,9 @@ impl Samples {
             self.allocated[2] - self.allocated[0]
         );
         assert!(
-            self.rss[2] * 100 <= self.rss[1] * 105,
-            "{who}: resident memory grew from {} to {}",
+            self.rss[1].max(self.rss[2]) * 100 <= self.rss[0] * 105,
+            "{who}: resident memory grew from {} (10 %) to {} (50 %) and {} (end)",
+            self.rss[0],
             self.rss[1],
             self.rss[2]
         );
@@ -163,6 +172,8 @@ impl Samples {
 struct Side {
     ep: Endpoint<MsgEntry, Unsync>,
     cq: CompletionQueue<MsgEntry, Unsync>,
+    /// Completions read while a post was being retried, not yet handled.
+    backlog: RefCell<VecDeque<Read<MsgEntry>>>,
     av: AddressVector<Unsync>,
     _domain: Domain<Unsync>,
     _fabric: Fabric,
@@ -185,15 +196,23 @@ fn open(provider: &str) -> Side {
     let cq = CompletionQueue::open(&domain, &CqConfig { size: 4 * BATCH, ..CqConfig::default() }).expect("cq");
     let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
     let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
-    Side { ep, cq, av, _domain: domain, _fabric: fabric }
+    // Room for every completion a batch can have, so keeping one never allocates.
+    let backlog = RefCell::new(VecDeque::with_capacity(2 * BATCH + 2));
+    Side { ep, cq, backlog, av, _domain: domain, _fabric: fabric }
 }
 
 /// Hands each completion to `on` until it says the wait is over; fails
 /// after [`STALL`] without a completion.
+/// Hands completions to `on` until it returns true: first those `retry`
+/// read, then the queue's.
 fn drive(side: &Side, what: &str, mut on: impl FnMut(Read<MsgEntry>) -> bool) {
     let mut last = Instant::now();
     loop {
-        match side.cq.poll().expect("fi_cq_read") {
+        let read = match side.backlog.borrow_mut().pop_front() {
+            Some(read) => read,
+            None => side.cq.poll().expect("fi_cq_read"),
+        };
+        match read {
             Read::Empty => assert!(last.elapsed() < STALL, "{what}: stalled"),
             read => {
                 last = Instant::now();
@@ -205,24 +224,23 @@ fn drive(side: &Side, what: &str, mut on: impl FnMut(Read<MsgEntry>) -> bool) {
     }
 }
 
+/// Posts until the queue takes it, reading completions in between (kept for
+/// `drive`, so none is lost).
 fn retry(side: &Side, what: &str, mut post: impl FnMut() -> libfabric::Result<()>) {
     let start = Instant::now();
     loop {
         match post() {
             Ok(()) => return,
-            Err(e) if e.is_again() && start.elapsed() < STALL => {
-                // Progress only: completions of fixed buffers need no handling here.
-                if let Read::Failed { error, .. } | Read::FixedFailed { error, .. } = side.cq.poll().expect("poll") {
-                    panic!("{what}: {error}");
-                }
-            }
+            Err(e) if e.is_again() && start.elapsed() < STALL => match side.cq.poll().expect("poll") {
+                Read::Empty => {}
+                Read::Failed { error, .. } | Read::FixedFailed { error, .. } => panic!("{what}: {error}"),
+                read => side.backlog.borrow_mut().push_back(read),
+            },
             Err(e) => panic!("{what}: {e}"),
         }
     }
 }
 
-/// The peer: receives and checks every message, acknowledges each batch,
-/// reports what it found.
 fn receiver(provider: &str, oob: &mut Oob, n: u64) {
     let side = open(provider);
     oob.send(&side.ep.name().expect("name"));
@@ -320,6 +338,10 @@ fn peer_process() {
 
 #[test]
 fn messages_arrive_exactly_once_intact_and_memory_stays_flat() {
+    // Before any libfabric call of this process; the receiver inherits it.
+    // (See the module notes; the other test of this binary reads no
+    // libfabric setting.)
+    std::env::set_var("FI_UNIVERSE_SIZE", UNIVERSE);
     let n = messages();
     for &provider in PROVIDERS {
         let case = Case { provider, ep_type: EpType::RDM };

@@ -206,7 +206,7 @@ impl Node {
     pub fn peer(&self, id: PeerId) -> Option<Peer> {
         let peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
         let (credits, me_there) = peers.get(&id)?;
-        let addr = Address { raw: id.0, av: self.inner.av.inner.id };
+        let addr = self.inner.av.handle(id.0);
         Some(Peer { node: self.clone(), id, addr, me_there: *me_there, credits: credits.clone() })
     }
 
