@@ -4,7 +4,7 @@ use std::ffi::{CStr, CString};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use libfabric_sys::enums::{AddrFormat, AvType};
@@ -36,14 +36,26 @@ pub(crate) use removals::Removals;
 pub struct Address {
     pub(crate) raw: fi_addr_t,
     /// The address vector that issued it; 0 for `UNSPEC`/`NOTAVAIL`.
-    pub(crate) av: u64,
+    pub(crate) av: u32,
     /// Which peer of those libfabric gave this raw value to (see
     /// [`Removals`]); 0 until the value is first removed.
     pub(crate) generation: u32,
 }
 
-/// Identities of address vectors, never reused within a process.
-static NEXT_AV_ID: AtomicU64 = AtomicU64::new(1);
+/// Identities of address vectors: not reused within a process until four
+/// billion vectors have been opened.
+static NEXT_AV_ID: AtomicU32 = AtomicU32::new(1);
+
+/// A fresh identity: never 0 (no vector) nor `u32::MAX` (a source address
+/// of no single vector).
+fn next_av_id() -> u32 {
+    loop {
+        let id = NEXT_AV_ID.fetch_add(1, Ordering::Relaxed);
+        if id != 0 && id != u32::MAX {
+            return id;
+        }
+    }
+}
 
 impl Address {
     /// `FI_ADDR_UNSPEC`: any peer (receives), or the connected peer (MSG).
@@ -89,7 +101,7 @@ pub(crate) struct AvInner {
     /// Bits of a handle that select a receive context (`fi_av_attr.rx_ctx_bits`).
     rx_ctx_bits: u32,
     /// Stamped on every handle this vector issues.
-    pub(crate) id: u64,
+    pub(crate) id: u32,
     /// The handles removed so far, so that none is used again.
     pub(crate) removals: Removals,
 }
@@ -158,7 +170,7 @@ impl<M: ThreadModel> AddressVector<M> {
                 socket_addresses: [AddrFormat::SOCKADDR, AddrFormat::SOCKADDR_IN, AddrFormat::SOCKADDR_IN6]
                     .contains(&domain.info().addr_format()),
                 rx_ctx_bits,
-                id: NEXT_AV_ID.fetch_add(1, Ordering::Relaxed),
+                id: next_av_id(),
                 removals: Removals::new(rx_ctx_bits),
             }),
             _model: PhantomData,

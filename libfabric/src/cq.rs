@@ -391,7 +391,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
                 Address { raw, av: first.id, generation: first.removals.current(raw) }
             }
             // No vector has this identity.
-            _ => Address { raw, av: u64::MAX, generation: 0 },
+            _ => Address { raw, av: u32::MAX, generation: 0 },
         }
     }
 

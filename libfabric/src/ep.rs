@@ -41,7 +41,7 @@ pub(crate) struct EpInner {
     pub(crate) _cq: Option<Arc<CqInner>>,
     av: Option<Arc<AvInner>>,
     /// The identity of the bound address vector (0: none); see `resolve`.
-    pub(crate) av_id: u64,
+    pub(crate) av_id: u32,
     _eq: Option<EventQueue>,
     _counters: Vec<Arc<CntrInner>>,
     /// Counters that triggered operations wait on: kept open while this
@@ -435,11 +435,13 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// state, for anything else.
     #[inline]
     pub(crate) fn destination(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
-        let av = self.inner.av_id;
-        if addr.av == av && (av != 0 || addr.raw == Address::UNSPEC.raw) && self.is_live(addr) {
-            return Ok(addr.raw);
+        match &self.inner.av {
+            // A handle of the bound vector, still in it.
+            Some(av) if addr.av == av.id && av.removals.is_live(addr.raw, addr.generation) => Ok(addr.raw),
+            // The connected peer.
+            None if addr == Address::UNSPEC => Ok(addr.raw),
+            _ => Err(self.refused(call, addr)),
         }
-        Err(self.refused(call, addr))
     }
 
     /// False for a handle removed from the bound address vector.
