@@ -106,7 +106,8 @@ async fn client(args: &Args, host: &str) -> Result<(), String> {
         let answer = server
             .request(Buf::from(body.clone()), Buf::zeroed(args.size))
             .await
-            .map_err(|e| format!("request {seq}: {e}"))?;
+            .map_err(|e| format!("request {seq}: {e}"))?
+            .answer;
         let elapsed = start.elapsed();
         if !answer.iter().eq(body.iter().rev()) {
             return Err(format!("answer {seq}: not the request reversed"));

@@ -205,8 +205,9 @@ fn echo_and_request_response_between_processes() {
                 let (from, got) = node.recv(Buf::zeroed(1 << 16)).await.expect("recv");
                 assert_eq!(from, peer.id(), "{}: the echo's sender", case.name());
                 assert_eq!(&got[..], &sent[..], "{}: echo {seq}", case.name());
-                let answer = peer.request(Buf::from(sent.clone()), Buf::zeroed(1 << 16)).await.expect("request");
-                assert_eq!(&answer[..], &sent[..], "{}: answer {seq}", case.name());
+                let reply = peer.request(Buf::from(sent.clone()), Buf::zeroed(1 << 16)).await.expect("request");
+                assert_eq!(&reply.answer[..], &sent[..], "{}: answer {seq}", case.name());
+                assert_eq!(&reply.request[..], &sent[..], "{}: the request's buffer back", case.name());
             }
         });
         server.kill();
@@ -235,7 +236,7 @@ fn ten_thousand_futures_in_flight_across_tasks() {
                         let (peer, seq) = (peer.clone(), t * FUTURES + i);
                         ops.spawn(async move {
                             let sent = payload(seq, 8 + (seq % 64) as usize);
-                            let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(128)).await?;
+                            let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(128)).await?.answer;
                             assert_eq!(&got[..], &sent[..], "answer {seq}");
                             Ok::<_, libfabric::driver::OpError>(())
                         });
@@ -282,7 +283,7 @@ fn busy_polling_futures_read_the_queue_themselves_across_threads() {
                     for i in 0..EACH {
                         let seq = t * EACH + i;
                         let sent = payload(seq, size(seq).min(4096));
-                        let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(4096)).await?;
+                        let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(4096)).await?.answer;
                         assert_eq!(&got[..], &sent[..], "answer {seq}");
                     }
                     Ok::<_, libfabric::driver::OpError>(())
@@ -353,7 +354,8 @@ fn futures_dropped_at_random_points_leave_nothing_behind() {
             }
             // And the endpoint still works.
             let sent = payload(7, 4096);
-            let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(1 << 16)).await.expect("request after drops");
+            let got =
+                peer.request(Buf::from(sent.clone()), Buf::zeroed(1 << 16)).await.expect("request after drops").answer;
             assert_eq!(&got[..], &sent[..]);
             println!("{}: {drops} futures dropped; {:?}", case.name(), driver.stats());
         });
@@ -397,7 +399,7 @@ fn slow_receiver(case: &Case, tasks: usize, each: u64, credits: usize) {
             running.spawn(async move {
                 for i in 0..each {
                     let sent = payload(t * 1000 + i, 512);
-                    let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(1024)).await.expect("request");
+                    let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(1024)).await.expect("request").answer;
                     assert_eq!(&got[..], &sent[..]);
                 }
             });
@@ -483,7 +485,7 @@ fn operations_are_counted_and_timed_through_the_metrics_facade() {
         let serving = server.clone();
         tokio::spawn(async move { serving.serve(|r| async move { r.body }).await });
         for i in 0..10 {
-            let got = to_server.request(Buf::from(payload(i, 100)), Buf::zeroed(128)).await.expect("request");
+            let got = to_server.request(Buf::from(payload(i, 100)), Buf::zeroed(128)).await.expect("request").answer;
             assert_eq!(got.len(), 100);
         }
         // The last answer's send completes at the server after its bytes

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use libfabric_sys::enums::{AtomicOp, Errno};
-use tokio::sync::Semaphore;
 
 use crate::atomic::AtomicType;
 use crate::av::Address;
@@ -17,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::ops::{Buf, Completion, PostError};
 use crate::rma::RemoteMemory;
 
+use super::credits::Credits;
 use super::observe::Observer;
 use super::op::Op;
 use super::{yield_now, Driver, OpError};
@@ -38,8 +38,8 @@ pub struct AsyncEndpoint<E: Entry = crate::TaggedEntry> {
     ep: Arc<Gated<E>>,
     driver: Driver<E>,
     /// Credits for transmits (sends, RMA, atomics) and for receives.
-    tx: Arc<Semaphore>,
-    rx: Arc<Semaphore>,
+    tx: Arc<Credits>,
+    rx: Arc<Credits>,
     /// How many credits each has in all: (transmits, receives).
     limits: (usize, usize),
     observer: Arc<Observer>,
@@ -105,7 +105,7 @@ impl<E: Entry> AsyncEndpoint<E> {
         let bound = |size: usize| if size == 0 { limit } else { limit.min(size) };
         let limits =
             (bound(ep.info().tx_attr().map_or(0, |a| a.size())), bound(ep.info().rx_attr().map_or(0, |a| a.size())));
-        let (tx, rx) = (Arc::new(Semaphore::new(limits.0)), Arc::new(Semaphore::new(limits.1)));
+        let (tx, rx) = (Arc::new(Credits::new(limits.0)), Arc::new(Credits::new(limits.1)));
         let ep = Arc::new(Gated { ep: ManuallyDrop::new(ep), driver: driver.clone() });
         let observer = Arc::new(Observer::new(ep.info()));
         Ok(AsyncEndpoint { ep, driver, tx, rx, limits, observer })
@@ -243,7 +243,7 @@ impl<E: Entry> AsyncEndpoint<E> {
     async fn submit(
         &self,
         name: &'static str,
-        credits: &Arc<Semaphore>,
+        credits: &Arc<Credits>,
         buf: Buf,
         post: impl FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
     ) -> Result<Completion<E>, OpError> {
@@ -256,21 +256,18 @@ impl<E: Entry> AsyncEndpoint<E> {
     async fn post(
         &self,
         name: &'static str,
-        credits: &Arc<Semaphore>,
+        credits: &Arc<Credits>,
         mut buf: Buf,
         mut post: impl FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
     ) -> Result<Op<'_, E>, OpError> {
         let shared = &*self.driver.shared;
-        let started = Instant::now();
+        let started = self.observer.start();
         let failed = |e: OpError| {
             self.observer.record::<E>(name, started, || shared.lock().len(), Err(&e));
             Err(e)
         };
-        // The semaphore is never closed, so acquiring never fails.
-        let Ok(permit) = credits.clone().acquire_owned().await else {
-            return failed(OpError { error: closed(), kind: None, buf: Some(buf) });
-        };
-        let token = shared.lock().insert(permit);
+        let credit = credits.take_owned().await;
+        let token = shared.lock().insert(credit);
         // From here, dropping `op` frees or cancels the entry.
         let mut op = Op::new(shared, &self.ep, token).reported(name, started, &self.observer);
         let mut deadline = None;
@@ -305,8 +302,4 @@ impl<E: Entry> AsyncEndpoint<E> {
 /// whose receive pool also holds unexpected messages.
 fn queue_full(error: &Error) -> bool {
     error.is_again() || error.errno() == Errno::from_raw(libc::ENOMEM)
-}
-
-fn closed() -> Error {
-    Error::InvalidArgument { call: "AsyncEndpoint", reason: "the driver is closed".into() }
 }

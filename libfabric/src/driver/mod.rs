@@ -23,6 +23,7 @@
 //!   queue (`FI_EAGAIN`) drives progress and retries, for at most
 //!   [`DriverConfig::post_timeout`].
 
+pub(crate) mod credits;
 mod endpoint;
 mod observe;
 mod op;
@@ -36,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use crate::cq::{CompletionQueue, Entry, Read, TaggedEntry};
 use crate::error::Result;
@@ -45,6 +46,9 @@ use crate::ops::Completion;
 pub use endpoint::AsyncEndpoint;
 pub use op::{Op, OpError};
 use pending::{Delivered, Pending};
+
+/// The largest in-flight bound a driver takes (the token's index has 32 bits).
+const MAX_IN_FLIGHT: usize = 1 << 30;
 
 /// Completions read per [`Driver::progress`] call at most, so one busy queue
 /// cannot starve the rest of the program.
@@ -175,7 +179,7 @@ impl<E: Entry> Driver<E> {
     /// # let _ = driver; Ok(()) }
     /// ```
     pub fn new(cq: CompletionQueue<E>, config: DriverConfig) -> Driver<E> {
-        let in_flight = config.in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        let in_flight = config.in_flight.clamp(1, MAX_IN_FLIGHT);
         let config = DriverConfig { in_flight, ..config };
         let shared = Arc::new(Shared {
             cq,

@@ -66,8 +66,9 @@ pub struct Op<'a, E: Entry> {
     /// Set once libfabric has the operation.
     pub(crate) op: Option<OpId>,
     done: bool,
-    /// What to report when it finishes: its name, when it was posted, and to whom.
-    report: Option<(&'static str, Instant, &'a Observer)>,
+    /// What to report when it finishes: its name, when it was posted (if
+    /// anything reports times), and to whom.
+    report: Option<(&'static str, Option<Instant>, &'a Observer)>,
 }
 
 impl<'a, E: Entry> Op<'a, E> {
@@ -77,7 +78,7 @@ impl<'a, E: Entry> Op<'a, E> {
 }
 
 impl<'a, E: Entry> Op<'a, E> {
-    pub(crate) fn reported(mut self, name: &'static str, started: Instant, observer: &'a Observer) -> Self {
+    pub(crate) fn reported(mut self, name: &'static str, started: Option<Instant>, observer: &'a Observer) -> Self {
         self.report = Some((name, started, observer));
         self
     }

@@ -8,11 +8,10 @@
 
 use std::task::Waker;
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use crate::cq::Entry;
 use crate::ops::Completion;
 
+use super::credits::OwnedCredit;
 use super::OpError;
 
 /// Where one operation stands.
@@ -33,7 +32,7 @@ struct Slot<E> {
     generation: u32,
     state: State<E>,
     /// The in-flight credit, returned when the entry is freed.
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedCredit>,
 }
 
 /// The table of entries.
@@ -48,7 +47,7 @@ pub(crate) enum Delivered<E> {
     /// A future was waiting: wake it.
     Wake(Option<Waker>),
     /// Nobody wants it any more (abandoned): drop it outside the lock.
-    Orphan(Result<Completion<E>, OpError>, Option<OwnedSemaphorePermit>),
+    Orphan(Result<Completion<E>, OpError>, Option<OwnedCredit>),
     /// No entry has this token (not posted by this driver).
     Unknown(Result<Completion<E>, OpError>),
 }
@@ -64,7 +63,7 @@ impl<E: Entry> Pending<E> {
     }
 
     /// A new entry, waiting; returns its token.
-    pub(crate) fn insert(&mut self, permit: OwnedSemaphorePermit) -> u64 {
+    pub(crate) fn insert(&mut self, permit: OwnedCredit) -> u64 {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -85,7 +84,7 @@ impl<E: Entry> Pending<E> {
     }
 
     /// Frees the entry; its credit comes back with it (to drop outside the lock).
-    fn free(&mut self, token: u64) -> (State<E>, Option<OwnedSemaphorePermit>) {
+    fn free(&mut self, token: u64) -> (State<E>, Option<OwnedCredit>) {
         let index = token as u32;
         let slot = &mut self.slots[index as usize];
         slot.generation = slot.generation.wrapping_add(1);
@@ -153,7 +152,7 @@ impl<E: Entry> Pending<E> {
 /// this is dropped, after the lock).
 pub(crate) struct Taken<E> {
     pub(crate) result: Option<Result<Completion<E>, OpError>>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<OwnedCredit>,
 }
 
 fn token(generation: u32, index: u32) -> u64 {

@@ -31,7 +31,7 @@ use crate::driver::{DriverConfig, OpError};
 use crate::error::Error;
 
 pub use msg::{Connection, Listener};
-pub use node::{Node, Peer, PeerId, Request};
+pub use node::{Node, Peer, PeerId, Reply, Request};
 
 /// How a transport endpoint is opened and how long it waits.
 #[derive(Debug, Clone)]

@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use libfabric_sys::enums::{AvType, EpType};
 use libfabric_sys::flags::Caps;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::av::{Address, AddressVector};
 use crate::cq::Entry;
+use crate::driver::credits::Credits;
 use crate::driver::{AsyncEndpoint, OpError};
 use crate::ep::{Bindings, Endpoint};
 use crate::error::Error;
@@ -35,8 +36,8 @@ pub struct PeerId(pub u64);
 /// use libfabric::Buf;
 /// let node = Node::open(TransportConfig::new("tcp;ofi_rxm").node("127.0.0.1"))?;
 /// let server = node.dial("127.0.0.1:7000").await?;      // the other program runs accept_peer
-/// let answer = server.request(Buf::from(&b"ping"[..]), Buf::zeroed(64)).await?;
-/// println!("{:?}", &answer[..]);
+/// let reply = server.request(Buf::from(&b"ping"[..]), Buf::zeroed(64)).await?;
+/// println!("{:?}", &reply.answer[..]);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -57,7 +58,7 @@ struct NodeInner {
     /// every handle to a peer) and this node's handle there. Only these may
     /// be sent to: a handle read off the wire is checked here first, since
     /// libfabric would read out of bounds for one it never issued.
-    peers: Mutex<HashMap<PeerId, (Arc<Semaphore>, u64)>>,
+    peers: Mutex<HashMap<PeerId, (Arc<Credits>, u64)>>,
     /// Answered requests' buffers, for the next requests to be received
     /// into ([`Node::serve`]): a served request allocates nothing.
     spare: Mutex<Vec<Buf>>,
@@ -80,7 +81,7 @@ pub struct Peer {
     /// This node's handle in the peer's address vector: sent with every
     /// message so the peer knows who it is from.
     me_there: u64,
-    credits: Arc<Semaphore>,
+    credits: Arc<Credits>,
 }
 
 impl fmt::Debug for Peer {
@@ -156,7 +157,7 @@ impl Node {
         let id = PeerId(addr.raw());
         let limit = self.inner.config.peer_credits.max(1);
         let mut peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = peers.entry(id).or_insert_with(|| (Arc::new(Semaphore::new(limit)), me_there));
+        let entry = peers.entry(id).or_insert_with(|| (Arc::new(Credits::new(limit)), me_there));
         entry.1 = me_there;
         Peer { node: self.clone(), id, addr, me_there, credits: entry.0.clone() }
     }
@@ -338,10 +339,14 @@ where
     }
 }
 
-/// A peer's credits are never closed; should they be, the operation fails.
-fn credits_closed(buf: Buf) -> OpError {
-    let error = Error::InvalidArgument { call: "peer credits", reason: "closed".into() };
-    OpError { error, kind: None, buf: Some(buf) }
+/// What [`Peer::request`] gives back: the answer, and the request's own
+/// buffer, the caller's again for the next request.
+#[derive(Debug)]
+pub struct Reply {
+    /// The answer, cut to its length.
+    pub answer: Buf,
+    /// The buffer the request was sent from.
+    pub request: Buf,
 }
 
 /// A posted receive that is detached, not cancelled, if dropped.
@@ -386,31 +391,28 @@ impl Peer {
     async fn send_tagged(&self, buf: Buf, tag: u64) -> Result<Buf, OpError> {
         let node = &self.node.inner;
         let work = async {
-            let Ok(_credit) = self.credits.acquire().await else {
-                return Err(credits_closed(buf));
-            };
+            let _credit = self.credits.take().await;
             Ok(node.ep.tsend_data(buf, self.me_there, self.addr, tag).await?.buf)
         };
         bounded("fi_tsenddata", node.config.op_timeout, work).instrument(self.span()).await
     }
 
     /// Sends `body` as a request and receives the answer into `response`
-    /// (cut to its length), within the operation timeout. The request holds
+    /// (cut to its length), within the operation timeout; both buffers come
+    /// back in the [`Reply`], so a loop of requests allocates nothing. The request holds
     /// one of the peer's credits until its answer is in, so a peer never has
     /// more than [`TransportConfig::peer_credits`] requests of this node to
     /// hold at once.
-    pub async fn request(&self, body: Buf, response: Buf) -> Result<Buf, OpError> {
+    pub async fn request(&self, body: Buf, response: Buf) -> Result<Reply, OpError> {
         let node = &self.node.inner;
         let id = node.next_request.fetch_add(1, Ordering::Relaxed);
         let limit = node.config.op_timeout;
         let work = async {
-            let Ok(_credit) = self.credits.acquire().await else {
-                return Err(credits_closed(body));
-            };
+            let _credit = self.credits.take().await;
             // The answer's receive is posted before the request leaves, so
             // the answer can never arrive unexpected.
             let answer = node.ep.post_trecv(response, Address::UNSPEC, wire::response(id), 0).await?;
-            node.ep.tsend_data(body, self.me_there, self.addr, wire::request(id)).await?;
+            let sent = node.ep.tsend_data(body, self.me_there, self.addr, wire::request(id)).await?;
             // The request is out, so its answer will come: if this future is
             // dropped from here on, the receive stays posted and takes the
             // answer, which would otherwise sit in the provider unexpected
@@ -422,7 +424,7 @@ impl Peer {
             // A provider that matched another tag would hand us someone
             // else's answer: refuse it rather than return wrong data.
             match got.entry.tag() {
-                Some(tag) if tag == wire::response(id) => Ok(got.buf),
+                Some(tag) if tag == wire::response(id) => Ok(Reply { answer: got.buf, request: sent.buf }),
                 other => Err(OpError {
                     error: Error::InvalidArgument {
                         call: "fi_trecv",
