@@ -38,23 +38,22 @@ pub struct Address {
     /// The address vector that issued it; 0 for `UNSPEC`/`NOTAVAIL`.
     pub(crate) av: u32,
     /// Which peer of those libfabric gave this raw value to (see
-    /// [`Removals`]); 0 until the value is first removed.
+    /// [`Removals`]); 0 until the value is handed out again after a removal.
     pub(crate) generation: u32,
 }
 
-/// Identities of address vectors: not reused within a process until four
-/// billion vectors have been opened.
+/// Identities of address vectors, never reused within a process.
 static NEXT_AV_ID: AtomicU32 = AtomicU32::new(1);
 
 /// A fresh identity: never 0 (no vector) nor `u32::MAX` (a source address
-/// of no single vector).
-fn next_av_id() -> u32 {
-    loop {
-        let id = NEXT_AV_ID.fetch_add(1, Ordering::Relaxed);
-        if id != 0 && id != u32::MAX {
-            return id;
-        }
-    }
+/// of no single vector); `None` once a process has opened four billion
+/// vectors (an identity used twice would let one vector's handles into
+/// another).
+fn next_av_id() -> Option<u32> {
+    NEXT_AV_ID
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| id.checked_add(1))
+        .ok()
+        .filter(|id| *id != u32::MAX)
 }
 
 impl Address {
@@ -75,7 +74,10 @@ impl Address {
     /// `raw` is a live handle of `av` (inserted and not removed), or
     /// `FI_ADDR_UNSPEC`.
     pub unsafe fn from_raw<M: ThreadModel>(raw: fi_addr_t, av: &AddressVector<M>) -> Address {
-        av.handle(raw)
+        // Live, so the peer libfabric gave `raw` to last: a value it handed
+        // out again after a removal is its next generation.
+        let generation = av.inner.removals.issued(&[raw])[0];
+        Address { raw, av: av.inner.id, generation }
     }
 }
 
@@ -102,8 +104,9 @@ pub(crate) struct AvInner {
     rx_ctx_bits: u32,
     /// Stamped on every handle this vector issues.
     pub(crate) id: u32,
-    /// The handles removed so far, so that none is used again.
-    pub(crate) removals: Removals,
+    /// The handles removed so far, so that none is used again (shared with
+    /// the completion queues that stamp source addresses).
+    pub(crate) removals: Arc<Removals>,
 }
 
 /// An open address vector (`fi_av_open`).
@@ -151,6 +154,10 @@ impl<M: ThreadModel> AddressVector<M> {
             call: "fi_av_open",
             reason: format!("{rx_ctx_bits} receive context bits do not fit a 64-bit handle"),
         })?;
+        let id = next_av_id().ok_or(Error::InvalidArgument {
+            call: "fi_av_open",
+            reason: "this process has used up the 2^32 address vector identities".into(),
+        })?;
         let mut attr = fi_av_attr::default();
         attr.set_type(ty);
         attr.set_rx_ctx_bits(bits);
@@ -170,14 +177,16 @@ impl<M: ThreadModel> AddressVector<M> {
                 socket_addresses: [AddrFormat::SOCKADDR, AddrFormat::SOCKADDR_IN, AddrFormat::SOCKADDR_IN6]
                     .contains(&domain.info().addr_format()),
                 rx_ctx_bits,
-                id: next_av_id(),
-                removals: Removals::new(rx_ctx_bits),
+                id,
+                removals: Arc::new(Removals::new(rx_ctx_bits)),
             }),
             _model: PhantomData,
         })
     }
 
-    /// The raw object, for calls this crate does not wrap.
+    /// The raw object, for calls this crate does not wrap. Handles inserted
+    /// or removed through it are not known to [`remove`](Self::remove)'s
+    /// record of removed handles.
     pub fn as_raw(&self) -> *mut fid_av {
         self.inner.object.as_ptr()
     }
@@ -220,6 +229,7 @@ impl<M: ThreadModel> AddressVector<M> {
         // handles with the wrong bytes or read past the end.
         self.check_one_address("fi_av_insert", &addrs[..addrlen])?;
         let mut raw = vec![FI_ADDR_NOTAVAIL; count];
+        let _changing = self.inner.removals.changing();
         // SAFETY: `addrs` holds `count` addresses; `raw` has room for `count` handles.
         let ret = unsafe {
             fi_av_insert(self.as_raw(), addrs.as_ptr().cast(), count, raw.as_mut_ptr(), flags.bits(), ptr::null_mut())
@@ -261,6 +271,7 @@ impl<M: ThreadModel> AddressVector<M> {
         let node = CString::new(node).map_err(|_| invalid("node"))?;
         let service = CString::new(service).map_err(|_| invalid("service"))?;
         let mut raw = FI_ADDR_NOTAVAIL;
+        let _changing = self.inner.removals.changing();
         // SAFETY: the strings and `raw` outlive the call.
         let ret =
             unsafe { fi_av_insertsvc(self.as_raw(), node.as_ptr(), service.as_ptr(), &mut raw, 0, ptr::null_mut()) };
@@ -380,15 +391,28 @@ impl<M: ThreadModel> AddressVector<M> {
     /// Removes handles (`fi_av_remove`). From then on every use of them, or of
     /// a copy, is refused with [`Error::InvalidArgument`] (libfabric would
     /// follow a removed handle into freed state), also once libfabric hands
-    /// the same raw value out again for a new peer.
+    /// the same raw value out again for a new peer. Inserting an address
+    /// twice may give the same handle twice (libfabric counts them): removing
+    /// it refuses both copies. Receive-context handles
+    /// ([`rx_context`](Self::rx_context)) are not removed themselves: remove
+    /// the peer's handle.
     ///
     /// # Safety
-    /// No operation with one of these handles is being posted on another
-    /// thread while this runs: a post that checked its handle before the
-    /// removal would reach libfabric after it.
+    /// libfabric leaves undefined what happens to operations that use a
+    /// removed address, so: no operation posted with one of these handles
+    /// (as destination or receive source) is still in flight; none is being
+    /// posted on another thread while this runs (it would have passed its
+    /// check before the removal); and no [`AvSet`](crate::AvSet) or
+    /// collective group of this vector includes them.
     pub unsafe fn remove(&self, addrs: &[Address]) -> Result<()> {
         for a in addrs {
             self.check(*a, "fi_av_remove")?;
+            if !self.inner.removals.is_peer(a.raw) {
+                return Err(Error::InvalidArgument {
+                    call: "fi_av_remove",
+                    reason: format!("{a:?} names a receive context, not an inserted peer"),
+                });
+            }
         }
         let mut raw: Vec<fi_addr_t> = addrs.iter().map(|a| a.raw).collect();
         let mut distinct = raw.clone();
@@ -398,6 +422,10 @@ impl<M: ThreadModel> AddressVector<M> {
             // libfabric would free the same entry twice.
             return Err(Error::InvalidArgument { call: "fi_av_remove", reason: "a handle is listed twice".into() });
         }
+        if raw.is_empty() {
+            return Ok(());
+        }
+        let _changing = self.inner.removals.changing();
         let ret = fi_av_remove(self.as_raw(), raw.as_mut_ptr(), raw.len(), 0);
         // Refused from now on, even if libfabric reports a failure: which
         // of them it dropped is then unknown.

@@ -15,7 +15,7 @@ use libfabric_sys::{
     fi_trywait, fid, fid_cq, FI_GETWAIT,
 };
 
-use crate::av::{Address, AvInner};
+use crate::av::{Address, Removals};
 use crate::domain::{Domain, DomainInner};
 use crate::error::{check, CompletionError, Error, Result};
 use crate::fid::{Object, ThreadModel, ThreadSafe, Types};
@@ -150,10 +150,10 @@ pub(crate) struct CqInner {
     /// carry pointers into them. They stay here until the queue closes, so a
     /// completion of a closed endpoint never points at freed memory.
     pub(crate) tables: TableSet,
-    /// The address vectors of the bound endpoints (`None`: an endpoint
-    /// without one): a source address read from the queue is a handle of one
-    /// of them.
-    pub(crate) avs: Mutex<Vec<Option<Arc<AvInner>>>>,
+    /// The address vectors of the bound endpoints, by identity (0: an
+    /// endpoint without one) with their removal records: a source address
+    /// read from the queue is a handle of one of them.
+    pub(crate) avs: Mutex<Vec<(u32, Option<Arc<Removals>>)>>,
     wait_obj: WaitObj,
     /// The context libfabric holds for the queue (what a poll set reports).
     pub(crate) id: usize,
@@ -235,7 +235,7 @@ pub enum Read<E> {
 }
 
 /// What [`CompletionQueue::poll_fixed`] read: the answer of a loop over
-/// [`FixedBuf`](crate::FixedBuf)s, small enough to stay in registers.
+/// [`FixedBuf`](crate::FixedBuf)s, a fraction of a [`Read`]'s size.
 #[derive(Debug)]
 pub enum FixedRead<E> {
     /// Nothing to read yet (`-FI_EAGAIN`).
@@ -385,10 +385,9 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
             return Address::UNSPEC;
         }
         let avs = self.inner.avs.lock().unwrap_or_else(|p| p.into_inner());
-        let id = |av: &Option<Arc<AvInner>>| av.as_ref().map_or(0, |a| a.id);
         match avs.first() {
-            Some(Some(first)) if avs.iter().all(|a| id(a) == first.id) => {
-                Address { raw, av: first.id, generation: first.removals.current(raw) }
+            Some((id, Some(removals))) if avs.iter().all(|(other, _)| other == id) => {
+                Address { raw, av: *id, generation: removals.current(raw) }
             }
             // No vector has this identity.
             _ => Address { raw, av: u32::MAX, generation: 0 },
@@ -447,7 +446,10 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         if ret == -(libc::EAGAIN as isize) {
             return Ok(FixedRead::Empty);
         }
-        self.poll_failed(ret).map(|read| FixedRead::Other(Box::new(read)))
+        self.poll_failed(ret).map(|read| match read {
+            Read::Empty => FixedRead::Empty,
+            read => FixedRead::Other(Box::new(read)),
+        })
     }
 
     /// `poll_fixed` read an entry of no fixed buffer.

@@ -284,7 +284,14 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         let depth = info.tx_attr().map_or(0, |t| t.size()) + info.rx_attr().map_or(0, |r| r.size());
         let ops = OpTable::new(depth.clamp(64, 1 << 16));
         bind.cq.inner.tables.add(ops.clone());
-        bind.cq.inner.avs.lock().unwrap_or_else(|p| p.into_inner()).push(bind.av.map(|a| a.inner.clone()));
+        {
+            // Each vector once (the queue only asks whether they are all one).
+            let mut avs = bind.cq.inner.avs.lock().unwrap_or_else(|p| p.into_inner());
+            let av = bind.av.map_or((0, None), |a| (a.inner.id, Some(a.inner.removals.clone())));
+            if !avs.iter().any(|(id, _)| *id == av.0) {
+                avs.push(av);
+            }
+        }
         Ok(Endpoint {
             inner: Arc::new(EpInner {
                 object,

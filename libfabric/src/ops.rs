@@ -111,6 +111,7 @@ impl Buf {
         self.mr = None;
         let mut bytes = std::mem::take(&mut self.bytes);
         bytes.truncate(self.len);
+        self.len = 0; // `len <= bytes.len()` holds to the end
         bytes
     }
 }
@@ -135,6 +136,7 @@ impl Deref for Buf {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
+        debug_assert!(self.len <= self.bytes.len());
         // SAFETY: `len` never exceeds `bytes.len()` (every setter clamps it).
         unsafe { self.bytes.get_unchecked(..self.len) }
     }
@@ -488,7 +490,12 @@ impl OpTable {
     pub(crate) fn complete<E: Entry>(&self, entry: E) -> Option<Read<E>> {
         let index = self.index_of(entry.context())?;
         let slot = &self.slots[index];
-        if slot.state.load(Ordering::Relaxed) & FIXED != 0 {
+        let state = slot.state.load(Ordering::Acquire);
+        if state & FIXED != 0 {
+            // A fixed buffer that is not posted has no completion to come.
+            if state & POSTED == 0 {
+                return None;
+            }
             let (kind, token) = self.finish_fixed(index, Some(entry.len()));
             return Some(Read::Fixed { kind, token, entry });
         }
@@ -516,7 +523,9 @@ impl OpTable {
     #[inline(always)]
     pub(crate) fn complete_fixed<E: Entry>(&self, entry: &E) -> Option<(OpKind, u64)> {
         let index = self.index_of(entry.context())?;
-        if self.slots[index].state.load(Ordering::Relaxed) & FIXED == 0 {
+        // Only a posted fixed buffer has a completion to come (Acquire: its
+        // post's writes to the slot are visible here).
+        if self.slots[index].state.load(Ordering::Acquire) & (FIXED | POSTED) != FIXED | POSTED {
             return None;
         }
         Some(self.finish_fixed(index, Some(entry.len())))
@@ -525,7 +534,11 @@ impl OpTable {
     /// The operation of a failed completion, if it is one of ours.
     pub(crate) fn fail(&self, context: *mut libc::c_void) -> Option<Failed> {
         let index = self.index_of(context)?;
-        if self.slots[index].state.load(Ordering::Relaxed) & FIXED != 0 {
+        let state = self.slots[index].state.load(Ordering::Acquire);
+        if state & FIXED != 0 {
+            if state & POSTED == 0 {
+                return None;
+            }
             let (kind, token) = self.finish_fixed(index, None);
             return Some(Failed::Fixed(kind, token));
         }

@@ -201,10 +201,8 @@ fn open(provider: &str) -> Side {
     Side { ep, cq, backlog, av, _domain: domain, _fabric: fabric }
 }
 
-/// Hands each completion to `on` until it says the wait is over; fails
-/// after [`STALL`] without a completion.
-/// Hands completions to `on` until it returns true: first those `retry`
-/// read, then the queue's.
+/// Hands each completion to `on` until it says the wait is over (first
+/// those `retry` read, then the queue's); fails after [`STALL`] without one.
 fn drive(side: &Side, what: &str, mut on: impl FnMut(Read<MsgEntry>) -> bool) {
     let mut last = Instant::now();
     loop {
@@ -241,6 +239,8 @@ fn retry(side: &Side, what: &str, mut post: impl FnMut() -> libfabric::Result<()
     }
 }
 
+/// The peer: receives and checks every message, acknowledges each batch,
+/// reports what it found.
 fn receiver(provider: &str, oob: &mut Oob, n: u64) {
     let side = open(provider);
     oob.send(&side.ep.name().expect("name"));

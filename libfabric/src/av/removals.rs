@@ -8,11 +8,11 @@
 //! at its first removal, and each later insert that libfabric answers with
 //! the same raw value starts its next generation. Until the first removal
 //! nothing is recorded, every generation is 0, and checking a handle is one
-//! atomic load.
+//! atomic load; after it, a check takes a shared lock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use libfabric_sys::fi_addr_t;
 
@@ -25,13 +25,17 @@ pub(crate) struct Removals {
     /// context of a scalable endpoint, `fi_rx_addr`).
     peer_bits: fi_addr_t,
     /// Peers removed at least once: their current generation.
-    table: Mutex<HashMap<fi_addr_t, Generation>>,
+    table: RwLock<HashMap<fi_addr_t, Generation>>,
+    /// Held across an insert or a removal and its record, so that the two
+    /// are seen in the order libfabric did them.
+    changes: Mutex<()>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Generation {
     number: u32,
-    /// False between a removal and the next insert of the same raw value.
+    /// False between a removal and the next insert of the same raw value
+    /// (and for good once `number` has used up its range).
     live: bool,
 }
 
@@ -40,12 +44,19 @@ impl Removals {
     /// the receive context.
     pub(crate) fn new(rx_ctx_bits: u32) -> Removals {
         let peer_bits = if rx_ctx_bits == 0 { fi_addr_t::MAX } else { fi_addr_t::MAX >> rx_ctx_bits };
-        Removals { any: AtomicBool::new(false), peer_bits, table: Mutex::default() }
+        Removals { any: AtomicBool::new(false), peer_bits, table: RwLock::default(), changes: Mutex::default() }
     }
 
-    fn table(&self) -> MutexGuard<'_, HashMap<fi_addr_t, Generation>> {
-        // Every change is one assignment: a poisoned table is still consistent.
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    /// Serialises inserts and removals with their records: hold it from the
+    /// libfabric call to [`issued`](Self::issued) or [`removed`](Self::removed).
+    pub(crate) fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True for a raw value that names a peer, not one of its receive
+    /// contexts (what `fi_av_insert` issues and `fi_av_remove` takes).
+    pub(crate) fn is_peer(&self, raw: fi_addr_t) -> bool {
+        raw & !self.peer_bits == 0
     }
 
     /// True while the handle (`raw` at `generation`) is in the vector.
@@ -58,25 +69,31 @@ impl Removals {
     #[cold]
     #[inline(never)]
     fn is_live_recorded(&self, raw: fi_addr_t, generation: u32) -> bool {
-        match self.table().get(&(raw & self.peer_bits)) {
+        // Every change is one assignment: a poisoned table is still consistent.
+        match self.table.read().unwrap_or_else(|p| p.into_inner()).get(&(raw & self.peer_bits)) {
             None => generation == 0,
             Some(g) => g.live && g.number == generation,
         }
     }
 
-    /// The generations of raw handles libfabric just issued (by an insert).
+    /// The generations of raw handles libfabric just issued (by an insert,
+    /// under [`changing`](Self::changing)).
     pub(crate) fn issued(&self, raws: &[fi_addr_t]) -> Vec<u32> {
         if !self.any.load(Ordering::Acquire) {
             return vec![0; raws.len()];
         }
-        let mut table = self.table();
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         raws.iter()
             .map(|raw| match table.get_mut(&(raw & self.peer_bits)) {
                 None => 0,
                 Some(g) => {
                     if !g.live {
-                        // A removed raw value handed out again: a new peer.
-                        *g = Generation { number: g.number.wrapping_add(1), live: true };
+                        // A removed raw value handed out again: a new peer. After
+                        // 2^32 of them the value stays refused rather than let
+                        // a stale copy of generation 0 through.
+                        if let Some(next) = g.number.checked_add(1) {
+                            *g = Generation { number: next, live: true };
+                        }
                     }
                     g.number
                 }
@@ -90,12 +107,16 @@ impl Removals {
         if !self.any.load(Ordering::Acquire) {
             return 0;
         }
-        self.table().get(&(raw & self.peer_bits)).map_or(0, |g| g.number)
+        self.table.read().unwrap_or_else(|p| p.into_inner()).get(&(raw & self.peer_bits)).map_or(0, |g| g.number)
     }
 
-    /// Records that the handles `raws` left the vector.
+    /// Records that the handles `raws` left the vector (under
+    /// [`changing`](Self::changing)).
     pub(crate) fn removed(&self, raws: &[fi_addr_t]) {
-        let mut table = self.table();
+        if raws.is_empty() {
+            return;
+        }
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         for raw in raws {
             table.entry(raw & self.peer_bits).or_insert(Generation { number: 0, live: true }).live = false;
         }
@@ -112,6 +133,8 @@ mod tests {
         let r = Removals::new(0);
         assert!(r.is_live(7, 0) && r.is_live(8, 0));
         assert_eq!(r.issued(&[7, 8]), [0, 0]);
+        r.removed(&[]);
+        assert!(!r.any.load(Ordering::Relaxed), "removing nothing records nothing");
         r.removed(&[7]);
         assert!(!r.is_live(7, 0), "removed");
         assert!(r.is_live(8, 0), "the others stay");
@@ -125,9 +148,19 @@ mod tests {
     }
 
     #[test]
+    fn a_raw_value_that_used_up_its_generations_stays_refused() {
+        let r = Removals::new(0);
+        r.removed(&[3]);
+        r.table.write().expect("table").insert(3, Generation { number: u32::MAX, live: false });
+        assert_eq!(r.issued(&[3]), [u32::MAX]);
+        assert!(!r.is_live(3, u32::MAX) && !r.is_live(3, 0));
+    }
+
+    #[test]
     fn receive_context_bits_follow_their_peer() {
         let r = Removals::new(2);
         let context_3_of_peer_5 = (3 << 62) | 5;
+        assert!(r.is_peer(5) && !r.is_peer(context_3_of_peer_5));
         r.removed(&[5]);
         assert!(!r.is_live(context_3_of_peer_5, 0));
         assert!(r.is_live((3 << 62) | 6, 0));
