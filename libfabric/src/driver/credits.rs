@@ -78,6 +78,12 @@ impl Credits {
         Credit(holder)
     }
 
+    /// Takes a credit that holds the pool if one is free, without waiting.
+    #[inline]
+    pub(crate) fn try_take_owned(self: &Arc<Self>) -> Option<OwnedCredit> {
+        self.try_take().then(|| Credit(self.clone()))
+    }
+
     /// Takes a credit, waiting for one if none is free.
     pub(crate) async fn take(&self) -> Credit<&Credits> {
         if self.try_take() {

@@ -13,12 +13,13 @@ use crate::av::Address;
 use crate::cq::Entry;
 use crate::ep::{Endpoint, OpId};
 use crate::error::{Error, Result};
-use crate::ops::{Buf, Completion, PostError};
+use crate::ops::{Buf, PostError};
 use crate::rma::RemoteMemory;
 
 use super::credits::Credits;
 use super::observe::Observer;
 use super::op::Op;
+use super::submit::{Posting, Submit};
 use super::{yield_now, Driver, OpError};
 
 /// An endpoint whose data operations return futures. Cloning is cheap (the
@@ -129,125 +130,155 @@ impl<E: Entry> AsyncEndpoint<E> {
 
     /// Sends `buf` to `dest` (`fi_send`); resolves when the provider is done
     /// with it, returning it.
-    pub async fn send(&self, buf: Buf, dest: Address) -> Result<Completion<E>, OpError> {
-        self.submit("send", &self.tx, buf, |ep, buf, token| ep.send(buf, dest, token)).await
+    pub fn send(&self, buf: Buf, dest: Address) -> Submit<'_, E> {
+        self.submit("send", &self.tx, buf, move |ep, buf, token| ep.send(buf, dest, token))
     }
 
     /// Sends `buf` with remote CQ data (`fi_senddata`).
-    pub async fn send_data(&self, buf: Buf, data: u64, dest: Address) -> Result<Completion<E>, OpError> {
-        self.submit("send_data", &self.tx, buf, |ep, buf, token| ep.send_data(buf, data, dest, token)).await
+    pub fn send_data(&self, buf: Buf, data: u64, dest: Address) -> Submit<'_, E> {
+        self.submit("send_data", &self.tx, buf, move |ep, buf, token| ep.send_data(buf, data, dest, token))
     }
 
     /// Receives into `buf` from `src` (`Address::UNSPEC`: anyone); the buffer
     /// comes back cut to the received length.
-    pub async fn recv(&self, buf: Buf, src: Address) -> Result<Completion<E>, OpError> {
-        self.submit("recv", &self.rx, buf, |ep, buf, token| ep.recv(buf, src, token)).await
+    pub fn recv(&self, buf: Buf, src: Address) -> Submit<'_, E> {
+        self.submit("recv", &self.rx, buf, move |ep, buf, token| ep.recv(buf, src, token))
     }
 
     /// Sends a tagged message (`fi_tsend`).
-    pub async fn tsend(&self, buf: Buf, dest: Address, tag: u64) -> Result<Completion<E>, OpError> {
-        self.submit("tsend", &self.tx, buf, |ep, buf, token| ep.tsend(buf, dest, tag, token)).await
+    pub fn tsend(&self, buf: Buf, dest: Address, tag: u64) -> Submit<'_, E> {
+        self.submit("tsend", &self.tx, buf, move |ep, buf, token| ep.tsend(buf, dest, tag, token))
     }
 
     /// Sends a tagged message with remote CQ data (`fi_tsenddata`).
-    pub async fn tsend_data(&self, buf: Buf, data: u64, dest: Address, tag: u64) -> Result<Completion<E>, OpError> {
-        self.submit("tsend_data", &self.tx, buf, |ep, buf, token| ep.tsend_data(buf, data, dest, tag, token)).await
+    pub fn tsend_data(&self, buf: Buf, data: u64, dest: Address, tag: u64) -> Submit<'_, E> {
+        self.submit("tsend_data", &self.tx, buf, move |ep, buf, token| ep.tsend_data(buf, data, dest, tag, token))
     }
 
     /// Receives a tagged message whose tag matches `tag` outside the `ignore`
     /// bits (`fi_trecv`); the entry reports the tag that arrived.
-    pub async fn trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64) -> Result<Completion<E>, OpError> {
-        self.submit("trecv", &self.rx, buf, |ep, buf, token| ep.trecv(buf, src, tag, ignore, token)).await
+    pub fn trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64) -> Submit<'_, E> {
+        self.submit("trecv", &self.rx, buf, move |ep, buf, token| ep.trecv(buf, src, tag, ignore, token))
     }
 
     /// Writes `buf` into the peer's memory at `offset` (`fi_write`).
-    pub async fn write(
-        &self,
-        buf: Buf,
-        dest: Address,
-        remote: &RemoteMemory,
-        offset: u64,
-    ) -> Result<Completion<E>, OpError> {
-        self.submit("write", &self.tx, buf, |ep, buf, token| ep.write(buf, dest, remote, offset, token)).await
+    pub fn write<'a>(&'a self, buf: Buf, dest: Address, remote: &'a RemoteMemory, offset: u64) -> Submit<'a, E> {
+        self.submit("write", &self.tx, buf, move |ep, buf, token| ep.write(buf, dest, remote, offset, token))
     }
 
     /// Reads the peer's memory at `offset` into all of `buf` (`fi_read`).
-    pub async fn read(
-        &self,
-        buf: Buf,
-        dest: Address,
-        remote: &RemoteMemory,
-        offset: u64,
-    ) -> Result<Completion<E>, OpError> {
-        self.submit("read", &self.tx, buf, |ep, buf, token| ep.read(buf, dest, remote, offset, token)).await
+    pub fn read<'a>(&'a self, buf: Buf, dest: Address, remote: &'a RemoteMemory, offset: u64) -> Submit<'a, E> {
+        self.submit("read", &self.tx, buf, move |ep, buf, token| ep.read(buf, dest, remote, offset, token))
     }
 
     /// `remote[offset..] op= operands` (`fi_atomic`); see
     /// [`Endpoint::atomic`].
-    pub async fn atomic<T: AtomicType>(
-        &self,
+    pub fn atomic<'a, T: AtomicType>(
+        &'a self,
         op: AtomicOp,
         buf: Buf,
         dest: Address,
-        remote: &RemoteMemory,
+        remote: &'a RemoteMemory,
         offset: u64,
-    ) -> Result<Completion<E>, OpError> {
-        self.submit("atomic", &self.tx, buf, |ep, buf, token| ep.atomic::<T>(op, buf, dest, remote, offset, token))
-            .await
+    ) -> Submit<'a, E> {
+        self.submit("atomic", &self.tx, buf, move |ep, buf, token| ep.atomic::<T>(op, buf, dest, remote, offset, token))
     }
 
     /// Fetching atomic (`fi_fetch_atomic`); see [`Endpoint::fetch_atomic`].
-    pub async fn fetch_atomic<T: AtomicType>(
-        &self,
+    pub fn fetch_atomic<'a, T: AtomicType>(
+        &'a self,
         op: AtomicOp,
         buf: Buf,
         dest: Address,
-        remote: &RemoteMemory,
+        remote: &'a RemoteMemory,
         offset: u64,
-    ) -> Result<Completion<E>, OpError> {
-        self.submit("fetch_atomic", &self.tx, buf, |ep, buf, token| {
+    ) -> Submit<'a, E> {
+        self.submit("fetch_atomic", &self.tx, buf, move |ep, buf, token| {
             ep.fetch_atomic::<T>(op, buf, dest, remote, offset, token)
         })
-        .await
     }
 
     /// Compare atomic (`fi_compare_atomic`); see [`Endpoint::compare_atomic`].
-    pub async fn compare_atomic<T: AtomicType>(
-        &self,
+    pub fn compare_atomic<'a, T: AtomicType>(
+        &'a self,
         op: AtomicOp,
         buf: Buf,
         dest: Address,
-        remote: &RemoteMemory,
+        remote: &'a RemoteMemory,
         offset: u64,
-    ) -> Result<Completion<E>, OpError> {
-        self.submit("compare_atomic", &self.tx, buf, |ep, buf, token| {
+    ) -> Submit<'a, E> {
+        self.submit("compare_atomic", &self.tx, buf, move |ep, buf, token| {
             ep.compare_atomic::<T>(op, buf, dest, remote, offset, token)
         })
-        .await
     }
 
     /// Posts a tagged receive and returns once libfabric has it, so that a
     /// message sent after this returns can never arrive unexpected; await
     /// the [`Op`] for the message.
-    pub async fn post_trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64) -> Result<Op<'_, E>, OpError> {
-        self.post("trecv", &self.rx, buf, |ep, buf, token| ep.trecv(buf, src, tag, ignore, token)).await
+    pub fn post_trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64) -> Posting<'_, E> {
+        self.posting("trecv", &self.rx, buf, move |ep, buf, token| ep.trecv(buf, src, tag, ignore, token))
     }
 
     /// Posts a receive and returns once libfabric has it; see
     /// [`post_trecv`](Self::post_trecv).
-    pub async fn post_recv(&self, buf: Buf, src: Address) -> Result<Op<'_, E>, OpError> {
-        self.post("recv", &self.rx, buf, |ep, buf, token| ep.recv(buf, src, token)).await
+    pub fn post_recv(&self, buf: Buf, src: Address) -> Posting<'_, E> {
+        self.posting("recv", &self.rx, buf, move |ep, buf, token| ep.recv(buf, src, token))
     }
 
-    /// Posts, then awaits the completion.
-    async fn submit(
-        &self,
-        name: &'static str,
-        credits: &Arc<Credits>,
-        buf: Buf,
-        post: impl FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
-    ) -> Result<Completion<E>, OpError> {
-        self.post(name, credits, buf, post).await?.await
+    /// The future of an operation: posted now if it can be without waiting
+    /// (see the `submit` module notes), else by the waiting path.
+    fn submit<'a, P>(&'a self, name: &'static str, credits: &'a Arc<Credits>, buf: Buf, mut post: P) -> Submit<'a, E>
+    where
+        P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError> + Send + 'a,
+    {
+        match self.post_now(name, credits, buf, &mut post) {
+            Now::Posted(op) => Submit::Posted(op),
+            Now::Failed(error) => Submit::Failed(Some(error)),
+            Now::Wait(buf) => {
+                Submit::Waiting(Box::pin(async move { self.post(name, credits, buf, post).await?.await }))
+            }
+        }
+    }
+
+    /// Like [`submit`](Self::submit), resolving once libfabric has the
+    /// operation.
+    fn posting<'a, P>(&'a self, name: &'static str, credits: &'a Arc<Credits>, buf: Buf, mut post: P) -> Posting<'a, E>
+    where
+        P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError> + Send + 'a,
+    {
+        match self.post_now(name, credits, buf, &mut post) {
+            Now::Posted(op) => Posting::Ready(Some(Ok(op))),
+            Now::Failed(error) => Posting::Ready(Some(Err(error))),
+            Now::Wait(buf) => Posting::Waiting(Box::pin(self.post(name, credits, buf, post))),
+        }
+    }
+
+    /// Posts without waiting: when a credit is free and the provider takes
+    /// the operation at once.
+    fn post_now<P>(&self, name: &'static str, credits: &Arc<Credits>, buf: Buf, post: &mut P) -> Now<'_, E>
+    where
+        P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
+    {
+        let Some(credit) = credits.try_take_owned() else { return Now::Wait(buf) };
+        let shared = &*self.driver.shared;
+        let started = self.observer.start();
+        let token = shared.lock().insert(credit);
+        // From here, dropping `op` frees the entry and its credit.
+        let mut op = Op::new(shared, &self.ep, token).reported(name, started, &self.observer);
+        match post(&self.ep, buf, token) {
+            Ok(id) => {
+                op.op = Some(id);
+                shared.wake.notify_one();
+                Now::Posted(op)
+            }
+            Err(e) if queue_full(&e.error) => Now::Wait(e.buf),
+            Err(e) => {
+                drop(op);
+                let error = OpError::from(e);
+                self.observer.record::<E>(name, started, || shared.lock().len(), Err(&error));
+                Now::Failed(error)
+            }
+        }
     }
 
     /// Takes a credit and posts with `post`, retrying while the provider's
@@ -302,4 +333,12 @@ impl<E: Entry> AsyncEndpoint<E> {
 /// whose receive pool also holds unexpected messages.
 fn queue_full(error: &Error) -> bool {
     error.is_again() || error.errno() == Errno::from_raw(libc::ENOMEM)
+}
+
+/// What posting without waiting gave.
+enum Now<'a, E: Entry> {
+    Posted(Op<'a, E>),
+    Failed(OpError),
+    /// No credit free, or the provider's queue is full: the buffer back.
+    Wait(Buf),
 }

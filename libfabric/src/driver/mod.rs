@@ -9,6 +9,10 @@
 //!
 //! ## What the futures promise
 //!
+//! - An operation is posted when its method is called, if a credit is free
+//!   and the provider takes it at once; otherwise its future posts it when
+//!   polled, waiting for a credit or for room. Dropping the future cancels
+//!   the operation in both cases.
 //! - The buffer is the operation's until libfabric is done with it. A future
 //!   resolves with it ([`Completion::buf`] or [`OpError::buf`]).
 //! - Dropping a future before it resolves cancels the operation
@@ -30,6 +34,7 @@ mod op;
 mod pending;
 #[cfg(feature = "tokio")]
 pub(crate) mod runtime;
+mod submit;
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
@@ -46,6 +51,7 @@ use crate::ops::Completion;
 pub use endpoint::AsyncEndpoint;
 pub use op::{Op, OpError};
 use pending::{Delivered, Pending};
+pub use submit::{Posting, Submit};
 
 /// The largest in-flight bound a driver takes (the token's index has 32 bits).
 const MAX_IN_FLIGHT: usize = 1 << 30;
