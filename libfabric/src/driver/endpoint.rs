@@ -232,10 +232,10 @@ impl<E: Entry> AsyncEndpoint<E> {
         P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError> + Send + 'a,
     {
         match self.post_now(name, credits, buf, &mut post) {
-            Now::Posted(op) => Submit::Posted(op),
-            Now::Failed(error) => Submit::Failed(Some(error)),
+            Now::Posted(op) => Submit::posted(op),
+            Now::Failed(error) => Submit::failed(error),
             Now::Wait(buf) => {
-                Submit::Waiting(Box::pin(async move { self.post(name, credits, buf, post).await?.await }))
+                Submit::waiting(Box::pin(async move { self.post(name, credits, buf, post).await?.await }))
             }
         }
     }
@@ -247,9 +247,9 @@ impl<E: Entry> AsyncEndpoint<E> {
         P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError> + Send + 'a,
     {
         match self.post_now(name, credits, buf, &mut post) {
-            Now::Posted(op) => Posting::Ready(Some(Ok(op))),
-            Now::Failed(error) => Posting::Ready(Some(Err(error))),
-            Now::Wait(buf) => Posting::Waiting(Box::pin(self.post(name, credits, buf, post))),
+            Now::Posted(op) => Posting::ready(Ok(op)),
+            Now::Failed(error) => Posting::ready(Err(error)),
+            Now::Wait(buf) => Posting::waiting(Box::pin(self.post(name, credits, buf, post))),
         }
     }
 

@@ -22,9 +22,12 @@ use super::OpError;
 /// The general path of a post that has to wait.
 pub(crate) type Waiting<'a, T> = Pin<Box<dyn Future<Output = Result<T, OpError>> + Send + 'a>>;
 
-/// An operation's future: resolves with its completion.
+/// An operation's future: resolves with its completion, the buffer with it.
+/// Dropping it before then cancels the operation.
 #[must_use = "dropping an operation cancels it"]
-pub enum Submit<'a, E: Entry> {
+pub struct Submit<'a, E: Entry>(SubmitState<'a, E>);
+
+enum SubmitState<'a, E: Entry> {
     /// Posted: awaiting its completion.
     Posted(Op<'a, E>),
     /// Refused when posted (the error is given once).
@@ -33,56 +36,83 @@ pub enum Submit<'a, E: Entry> {
     Waiting(Waiting<'a, Completion<E>>),
 }
 
+impl<'a, E: Entry> Submit<'a, E> {
+    pub(crate) fn posted(op: Op<'a, E>) -> Self {
+        Submit(SubmitState::Posted(op))
+    }
+
+    pub(crate) fn failed(error: OpError) -> Self {
+        Submit(SubmitState::Failed(Some(error)))
+    }
+
+    pub(crate) fn waiting(waiting: Waiting<'a, Completion<E>>) -> Self {
+        Submit(SubmitState::Waiting(waiting))
+    }
+}
+
 impl<E: Entry> Future for Submit<'_, E> {
     type Output = Result<Completion<E>, OpError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Every variant is Unpin (an `Op` holds references and plain data;
-        // the waiting path is boxed).
-        match self.get_mut() {
-            Submit::Posted(op) => Pin::new(op).poll(cx),
-            Submit::Failed(error) => Poll::Ready(Err(error.take().expect("a Submit polled after it resolved"))),
-            Submit::Waiting(waiting) => waiting.as_mut().poll(cx),
+        // Every state is Unpin (an `Op` holds references and plain data; the
+        // waiting path is boxed).
+        match &mut self.get_mut().0 {
+            SubmitState::Posted(op) => Pin::new(op).poll(cx),
+            SubmitState::Failed(error) => Poll::Ready(Err(error.take().expect("a Submit polled after it resolved"))),
+            SubmitState::Waiting(waiting) => waiting.as_mut().poll(cx),
         }
     }
 }
 
 /// A post's future that resolves once libfabric has the operation, with
-/// its [`Op`] (`post_recv`, `post_trecv`).
+/// its [`Op`] to await (`post_recv`, `post_trecv`). Dropping it before then
+/// cancels the operation.
 #[must_use = "dropping a posting cancels it"]
-pub enum Posting<'a, E: Entry> {
-    /// Posted, or refused.
+pub struct Posting<'a, E: Entry>(PostingState<'a, E>);
+
+enum PostingState<'a, E: Entry> {
+    /// Posted, or refused (given once).
     Ready(Option<Result<Op<'a, E>, OpError>>),
     /// Waiting for a credit or for room in the provider's queue.
     Waiting(Waiting<'a, Op<'a, E>>),
+}
+
+impl<'a, E: Entry> Posting<'a, E> {
+    pub(crate) fn ready(result: Result<Op<'a, E>, OpError>) -> Self {
+        Posting(PostingState::Ready(Some(result)))
+    }
+
+    pub(crate) fn waiting(waiting: Waiting<'a, Op<'a, E>>) -> Self {
+        Posting(PostingState::Waiting(waiting))
+    }
 }
 
 impl<'a, E: Entry> Future for Posting<'a, E> {
     type Output = Result<Op<'a, E>, OpError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Posting::Ready(result) => Poll::Ready(result.take().expect("a Posting polled after it resolved")),
-            Posting::Waiting(waiting) => waiting.as_mut().poll(cx),
+        match &mut self.get_mut().0 {
+            PostingState::Ready(result) => Poll::Ready(result.take().expect("a Posting polled after it resolved")),
+            PostingState::Waiting(waiting) => waiting.as_mut().poll(cx),
         }
     }
 }
 
 impl<E: Entry> std::fmt::Debug for Submit<'_, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Submit::Posted(op) => f.debug_tuple("Posted").field(op).finish(),
-            Submit::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
-            Submit::Waiting(_) => f.write_str("Waiting"),
+        match &self.0 {
+            SubmitState::Posted(op) => f.debug_tuple("Submit::Posted").field(op).finish(),
+            SubmitState::Failed(e) => f.debug_tuple("Submit::Failed").field(e).finish(),
+            SubmitState::Waiting(_) => f.write_str("Submit::Waiting"),
         }
     }
 }
 
 impl<E: Entry> std::fmt::Debug for Posting<'_, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Posting::Ready(r) => f.debug_tuple("Ready").field(r).finish(),
-            Posting::Waiting(_) => f.write_str("Waiting"),
+        match &self.0 {
+            PostingState::Ready(r) => f.debug_tuple("Posting::Ready").field(r).finish(),
+            PostingState::Waiting(_) => f.write_str("Posting::Waiting"),
         }
     }
 }
