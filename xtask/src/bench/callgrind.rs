@@ -1,9 +1,10 @@
 //! Instructions per round trip, counted by callgrind: deterministic where
 //! wall time on a shared machine is not.
 //!
-//! The client runs under callgrind twice, with `n` and `n + counted` round
-//! trips of 64 bytes; the difference divided by `counted` is the cost of one
-//! round trip with setup and teardown cancelled out. Each count is split by
+//! The client runs under callgrind with `n` and `n + counted` round trips of
+//! 64 bytes (each run twice, the lower count kept: see `RUNS`);
+//! the difference divided by `counted` is the cost of one round trip with
+//! setup and teardown cancelled out. Each count is split by
 //! object file: the application (the C tool or the Rust example with the
 //! safe layer inlined into it), libfabric, and libc.
 
@@ -28,17 +29,40 @@ pub struct Split {
     pub libc: f64,
 }
 
-const BASE: usize = 200;
+/// Round trips of the shorter run: enough that start-up (first-touch page
+/// faults, connection set-up, cold caches) is over before the counted ones.
+const BASE: usize = 1000;
 
 pub fn per_round_trip(lane: &Lane, c: &Path, rust: &Path, counted: usize) -> Result<Counts, String> {
     Ok(Counts { c: per_trip(lane, c, counted)?, rust: per_trip(lane, rust, counted)? })
 }
 
+/// How many times each run is repeated; the one with the fewest
+/// instructions counts. A client under callgrind runs about 50 times slower
+/// than its native server, and one that reaches its next `fi_cq_read` sooner
+/// finds the answer not there yet more often: each such empty read adds
+/// 100 to 150 instructions in libfabric and libc, a matter of timing, not
+/// of the work a round trip needs.
+const RUNS: usize = 2;
+
 fn per_trip(lane: &Lane, exe: &Path, counted: usize) -> Result<Split, String> {
-    let small = count(lane, exe, BASE)?;
-    let large = count(lane, exe, BASE + counted)?;
+    let small = fewest(lane, exe, BASE)?;
+    let large = fewest(lane, exe, BASE + counted)?;
     let per = |f: fn(&Split) -> f64| (f(&large) - f(&small)) / counted as f64;
     Ok(Split { total: per(|s| s.total), app: per(|s| s.app), libfabric: per(|s| s.libfabric), libc: per(|s| s.libc) })
+}
+
+/// The counts of the run of `iterations` round trips with the fewest
+/// instructions, of [`RUNS`].
+fn fewest(lane: &Lane, exe: &Path, iterations: usize) -> Result<Split, String> {
+    let mut best = count(lane, exe, iterations)?;
+    for _ in 1..RUNS {
+        let again = count(lane, exe, iterations)?;
+        if again.total < best.total {
+            best = again;
+        }
+    }
+    Ok(best)
 }
 
 /// Runs a native server and a client under callgrind; the client's counts.
@@ -48,20 +72,19 @@ fn count(lane: &Lane, exe: &Path, iterations: usize) -> Result<Split, String> {
     let wrapper =
         ["valgrind".to_string(), "--tool=callgrind".into(), format!("--callgrind-out-file={}", out.display())];
     pair(exe, &args, &wrapper)?;
-    let split = split_by_object(&out, exe)?;
+    let split = split_by_object(&out)?;
     let _ = std::fs::remove_file(&out);
     Ok(split)
 }
 
 /// Self cost by object, from `callgrind_annotate --inclusive=no`.
-fn split_by_object(profile: &Path, exe: &Path) -> Result<Split, String> {
+fn split_by_object(profile: &Path) -> Result<Split, String> {
     let output = std::process::Command::new("callgrind_annotate")
         .args(["--inclusive=no", "--threshold=100"])
         .arg(profile)
         .output()
         .map_err(|e| format!("callgrind_annotate: {e}"))?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let exe_name = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut split = Split::default();
     for line in text.lines() {
         let line = line.trim_start();
@@ -76,9 +99,10 @@ fn split_by_object(profile: &Path, exe: &Path) -> Result<Split, String> {
             split.libfabric += ir;
         } else if object.contains("libc.so") {
             split.libc += ir;
-        } else if object.ends_with(&format!("/{exe_name}")) {
-            split.app += ir;
         }
     }
+    // The rest is the program: its own object, and code callgrind files under
+    // the source of an inlined function without naming the object.
+    split.app = split.total - split.libfabric - split.libc;
     Ok(split)
 }

@@ -51,7 +51,10 @@ pub fn markdown(results: &[LaneResult], scaling: &[Point], transport: &[Row], pl
             );
         }
         let (c, rust) = (&r.counts.c, &r.counts.rust);
-        let _ = writeln!(md, "\nInstructions per 64-byte round trip (client, callgrind):\n");
+        let _ = writeln!(
+            md,
+            "\nInstructions per 64-byte round trip (client, callgrind; of two runs each, the one with fewer empty queue reads):\n"
+        );
         let _ = writeln!(md, "| | total | application | libfabric | libc |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|");
         let _ = writeln!(md, "| C | {:.0} | {:.0} | {:.0} | {:.0} |", c.total, c.app, c.libfabric, c.libc);
