@@ -76,8 +76,7 @@ impl Address {
     pub unsafe fn from_raw<M: ThreadModel>(raw: fi_addr_t, av: &AddressVector<M>) -> Address {
         // Live, so the peer libfabric gave `raw` to last: a value it handed
         // out again after a removal is its next generation.
-        let generation = av.inner.removals.issued(&[raw])[0];
-        Address { raw, av: av.inner.id, generation }
+        av.issue(&[raw])[0]
     }
 }
 
@@ -241,12 +240,7 @@ impl<M: ThreadModel> AddressVector<M> {
                 reason: format!("only {inserted} of {count} addresses were valid"),
             });
         }
-        let generations = self.inner.removals.issued(&raw);
-        Ok(raw
-            .into_iter()
-            .zip(generations)
-            .map(|(raw, generation)| Address { raw, av: self.inner.id, generation })
-            .collect())
+        Ok(self.issue(&raw))
     }
 
     /// Inserts one address.
@@ -281,8 +275,7 @@ impl<M: ThreadModel> AddressVector<M> {
                 reason: "the address was not inserted".into(),
             });
         }
-        let generation = self.inner.removals.issued(&[raw])[0];
-        Ok(Address { raw, av: self.inner.id, generation })
+        Ok(self.issue(&[raw])[0])
     }
 
     /// The raw address behind a handle (`fi_av_lookup`).
@@ -380,6 +373,13 @@ impl<M: ThreadModel> AddressVector<M> {
             return Err(removed(call, addr));
         }
         Ok(())
+    }
+
+    /// The handles of raw values libfabric just issued (inserted), each at
+    /// the generation it starts (see [`Removals::issued`]).
+    fn issue(&self, raws: &[fi_addr_t]) -> Vec<Address> {
+        let generations = self.inner.removals.issued(raws);
+        raws.iter().zip(generations).map(|(&raw, generation)| Address { raw, av: self.inner.id, generation }).collect()
     }
 
     /// The handle of a raw value this vector issued, at its current

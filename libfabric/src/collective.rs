@@ -132,7 +132,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// completes with an `FI_JOIN_COMPLETE` event on the endpoint's event
     /// queue; use the group only after it.
     pub fn join(&self, set: Arc<AvSet>) -> Result<CollectiveGroup> {
-        if set.av.id != self.inner.av_id {
+        if set.av.id != self.av_id() {
             return Err(Error::InvalidArgument {
                 call: "fi_join_collective",
                 reason: "the set belongs to another address vector than the endpoint's".into(),

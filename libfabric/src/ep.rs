@@ -39,9 +39,8 @@ pub(crate) struct EpInner {
     /// The completion queue (none for a shared receive context, whose
     /// completions arrive on the queues of the endpoints sharing it).
     pub(crate) _cq: Option<Arc<CqInner>>,
+    /// The bound address vector; its handles are the endpoint's peers.
     av: Option<Arc<AvInner>>,
-    /// The identity of the bound address vector (0: none); see `resolve`.
-    pub(crate) av_id: u32,
     _eq: Option<EventQueue>,
     _counters: Vec<Arc<CntrInner>>,
     /// Counters that triggered operations wait on: kept open while this
@@ -236,7 +235,6 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                 ops: OpTable::new(depth.clamp(64, 1 << 16)),
                 _cq: None,
                 av: None,
-                av_id: 0,
                 _eq: None,
                 _counters: Vec::new(),
                 triggers: Default::default(),
@@ -298,7 +296,6 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                 ops,
                 _cq: Some(bind.cq.inner.clone()),
                 av: bind.av.map(|a| a.inner.clone()),
-                av_id: bind.av.map_or(0, |a| a.inner.id),
                 _eq: bind.eq.cloned(),
                 _counters: counters.iter().map(|(c, _)| c.inner.clone()).collect(),
                 triggers: Default::default(),
@@ -430,7 +427,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// handle of the bound address vector.
     #[inline]
     pub(crate) fn resolve(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
-        if addr == Address::UNSPEC || (addr.av != 0 && addr.av == self.inner.av_id && self.is_live(addr)) {
+        if addr == Address::UNSPEC || self.inner.av.as_ref().is_some_and(|av| is_peer(av, addr)) {
             return Ok(addr.raw);
         }
         Err(self.refused(call, addr))
@@ -443,25 +440,23 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     #[inline]
     pub(crate) fn destination(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
         match &self.inner.av {
-            // A handle of the bound vector, still in it.
-            Some(av) if addr.av == av.id && av.removals.is_live(addr.raw, addr.generation) => Ok(addr.raw),
+            Some(av) if is_peer(av, addr) => Ok(addr.raw),
             // The connected peer.
             None if addr == Address::UNSPEC => Ok(addr.raw),
             _ => Err(self.refused(call, addr)),
         }
     }
 
-    /// False for a handle removed from the bound address vector.
-    #[inline(always)]
-    fn is_live(&self, addr: Address) -> bool {
-        self.inner.av.as_ref().map_or(true, |av| av.removals.is_live(addr.raw, addr.generation))
+    /// The identity of the bound address vector (0: none).
+    pub(crate) fn av_id(&self) -> u32 {
+        self.inner.av.as_ref().map_or(0, |av| av.id)
     }
 
     /// Why `addr` is refused.
     #[cold]
     #[inline(never)]
     fn refused(&self, call: &'static str, addr: Address) -> Error {
-        if addr.av != 0 && addr.av == self.inner.av_id {
+        if addr.av != 0 && addr.av == self.av_id() {
             return crate::av::removed(call, addr);
         }
         if addr == Address::UNSPEC {
@@ -880,6 +875,12 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     pub unsafe fn sendmsg_raw(&self, msg: &fi_msg, flags: OpFlags) -> Result<()> {
         check("fi_sendmsg", fi_sendmsg(self.as_raw(), msg, flags.bits())).map(drop)
     }
+}
+
+/// True for a handle of `av` that is still in it.
+#[inline(always)]
+fn is_peer(av: &AvInner, addr: Address) -> bool {
+    addr.av == av.id && av.removals.is_live(addr.raw, addr.generation)
 }
 
 /// The error of an inject larger than the endpoint allows.
