@@ -56,15 +56,13 @@ impl Credits {
         false
     }
 
-    /// Waits until a credit is free, through `holder`.
+    /// Waits until a credit is free, through `holder` (whose caller has just
+    /// found none).
     async fn wait<C: Deref<Target = Credits>>(holder: C) -> Credit<C> {
         {
             holder.waiting.fetch_add(1, Ordering::SeqCst);
             let _counted = Waiting(&holder.waiting);
             loop {
-                if holder.try_take() {
-                    break;
-                }
                 let mut returned = std::pin::pin!(holder.returned.notified());
                 // Registered before looking again: a credit given back from
                 // here on wakes this task (or leaves a permit that does).

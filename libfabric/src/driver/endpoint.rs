@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::ops::{Buf, PostError};
 use crate::rma::RemoteMemory;
 
-use super::credits::Credits;
+use super::credits::{Credits, OwnedCredit};
 use super::observe::Observer;
 use super::op::Op;
 use super::submit::{Posting, Submit};
@@ -260,22 +260,15 @@ impl<E: Entry> AsyncEndpoint<E> {
         P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
     {
         let Some(credit) = credits.try_take_owned() else { return Now::Wait(buf) };
-        let shared = &*self.driver.shared;
         let started = self.observer.start();
-        let token = shared.lock().insert(credit);
-        // From here, dropping `op` frees the entry and its credit.
-        let mut op = Op::new(shared, &self.ep, token).reported(name, started, &self.observer);
-        match post(&self.ep, buf, token) {
-            Ok(id) => {
-                op.op = Some(id);
-                shared.wake.notify_one();
-                Now::Posted(op)
-            }
-            Err(e) if queue_full(&e.error) => Now::Wait(e.buf),
-            Err(e) => {
+        let mut op = self.entry(name, credit, started);
+        match self.attempt(&mut op, buf, post) {
+            Ok(None) => Now::Posted(op),
+            // Dropping `op` frees the entry and its credit.
+            Ok(Some(full)) => Now::Wait(full.buf),
+            Err(error) => {
                 drop(op);
-                let error = OpError::from(e);
-                self.observer.record::<E>(name, started, || shared.lock().len(), Err(&error));
+                self.observer.record::<E>(name, started, || self.driver.shared.lock().len(), Err(&error));
                 Now::Failed(error)
             }
         }
@@ -297,25 +290,18 @@ impl<E: Entry> AsyncEndpoint<E> {
             self.observer.record::<E>(name, started, || shared.lock().len(), Err(&e));
             Err(e)
         };
-        let credit = credits.take_owned().await;
-        let token = shared.lock().insert(credit);
-        // From here, dropping `op` frees or cancels the entry.
-        let mut op = Op::new(shared, &self.ep, token).reported(name, started, &self.observer);
+        let mut op = self.entry(name, credits.take_owned().await, started);
         let mut deadline = None;
         loop {
-            match post(&self.ep, buf, token) {
-                Ok(id) => {
-                    op.op = Some(id);
-                    shared.wake.notify_one();
-                    return Ok(op);
-                }
-                Err(e) if queue_full(&e.error) => {
+            match self.attempt(&mut op, buf, &mut post) {
+                Ok(None) => return Ok(op),
+                Ok(Some(full)) => {
                     let give_up = *deadline.get_or_insert_with(|| Instant::now() + shared.config.post_timeout);
                     if Instant::now() >= give_up {
-                        let error = Error::Call { call: e.error.call(), errno: Errno::from_raw(libc::ETIMEDOUT) };
-                        return failed(OpError { error, kind: None, buf: Some(e.buf) });
+                        let error = Error::Call { call: full.error.call(), errno: Errno::from_raw(libc::ETIMEDOUT) };
+                        return failed(OpError { error, kind: None, buf: Some(full.buf) });
                     }
-                    buf = e.buf;
+                    buf = full.buf;
                     // Read completions (this frees room) and let other
                     // tasks run before trying again.
                     if let Err(error) = shared.progress() {
@@ -323,8 +309,33 @@ impl<E: Entry> AsyncEndpoint<E> {
                     }
                     yield_now().await;
                 }
-                Err(e) => return failed(e.into()),
+                Err(error) => return failed(error),
             }
+        }
+    }
+
+    /// A driver entry holding `credit`, and the operation that will use it;
+    /// dropping the `Op` frees (or, once posted, cancels) the entry.
+    fn entry(&self, name: &'static str, credit: OwnedCredit, started: Option<Instant>) -> Op<'_, E> {
+        let shared = &*self.driver.shared;
+        let token = shared.lock().insert(credit);
+        Op::new(shared, &self.ep, token).reported(name, started, &self.observer)
+    }
+
+    /// One try at posting `op`'s operation: `None` once libfabric has it,
+    /// the refusal (with the buffer) when its queue is full, or the error.
+    fn attempt<P>(&self, op: &mut Op<'_, E>, buf: Buf, post: &mut P) -> Result<Option<PostError>, OpError>
+    where
+        P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
+    {
+        match post(&self.ep, buf, op.token) {
+            Ok(id) => {
+                op.op = Some(id);
+                self.driver.shared.wake.notify_one();
+                Ok(None)
+            }
+            Err(e) if queue_full(&e.error) => Ok(Some(e)),
+            Err(e) => Err(e.into()),
         }
     }
 }
