@@ -805,7 +805,9 @@ fn removed_handles_are_refused_and_a_reinserted_peer_is_reachable() {
             eprintln!("{p}: {e}");
             assert!(matches!(&e, Error::InvalidArgument { call: c, .. } if *c == call), "{p}: {e:?}");
         };
-        // SAFETY (each `remove` below): no other thread posts anything.
+        // SAFETY (each `remove` below): no other thread posts anything, no
+        // operation to B is in flight (each round trip has completed), and
+        // the vector has no AV set.
         refused(
             unsafe { pair.a.av.remove(&[pair.a.peer, foreign]) }.expect_err("another vector's handle"),
             "fi_av_remove",
@@ -1337,7 +1339,9 @@ fn address_vectors_insert_many_look_up_and_remove() {
 
         // Removal: the removed handle is refused, the others stay (see
         // `removed_handles_are_refused_and_a_reinserted_peer_is_reachable`).
-        // SAFETY: no other thread posts anything.
+        // SAFETY: no other thread posts anything, nothing was ever posted
+        // with this vector's handles (the sends went through A's own), and
+        // it has no AV set.
         unsafe { av.remove(&handles[..1]) }.unwrap_or_else(|e| panic!("{p}: {e}"));
         assert!(av.lookup(handles[0]).is_err(), "{p}: a removed handle is not looked up");
         if p != "udp;ofi_rxd" {
