@@ -10,7 +10,7 @@
 #   gcc            the ABI cross-check compiles a C probe (cc)
 #   diffutils      `cargo xtask regen --check` prints its diff with diff(1)
 #   iproute2       `ip netns`: the two-host test runs its peers in network namespaces
-#   valgrind       the memcheck lane (scripts/memcheck)
+#   valgrind       the memcheck and DRD lanes (scripts/memcheck, scripts/drd)
 
 ensure_packages() {
     local wanted=("$@") missing=()

@@ -384,6 +384,7 @@ impl<M: ThreadModel> AddressVector<M> {
 
     /// The handle of a raw value this vector issued, at its current
     /// generation (for raw values read back from libfabric).
+    #[cfg(feature = "tokio")]
     pub(crate) fn handle(&self, raw: fi_addr_t) -> Address {
         Address { raw, av: self.inner.id, generation: self.inner.removals.current(raw) }
     }

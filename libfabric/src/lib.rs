@@ -48,6 +48,7 @@ mod deferred;
 mod domain;
 #[cfg(feature = "async")]
 pub mod driver;
+mod drd;
 mod ep;
 mod eq;
 mod error;

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use libfabric_sys::fi_context2;
 
 use crate::cq::{Entry, Read};
+use crate::drd;
 use crate::error::Error;
 use crate::mr::MemoryRegion;
 
@@ -293,19 +294,23 @@ impl Slot {
             if kind.receives() { (buf.full_ptr(), buf.capacity()) } else { (buf.bytes.as_mut_ptr(), buf.len) };
         let desc = buf.desc();
         // From here on the completion, on any thread, may touch the slot.
+        drd::happens_before(&self.state);
         self.state.fetch_or(POSTED, Ordering::Release);
         (data, len, desc, self.ctx.get().cast())
     }
 
     /// Undoes [`post_fixed`](Self::post_fixed) after libfabric refused the post.
     pub(crate) fn unpost(&self) {
+        drd::happens_before(&self.state);
         self.state.fetch_and(!POSTED, Ordering::Release);
     }
 
     /// True while the fixed buffer held here is posted.
     #[inline]
     pub(crate) fn is_posted(&self) -> bool {
-        self.state.load(Ordering::Acquire) & POSTED != 0
+        let state = self.state.load(Ordering::Acquire);
+        drd::happens_after(&self.state);
+        state & POSTED != 0
     }
 
     /// The context of the fixed buffer's operation, while it is posted (for
@@ -393,7 +398,10 @@ impl OpTable {
                 state: AtomicU32::new(0),
             })
             .collect();
-        Arc::new(OpTable { slots, hint: AtomicU32::new(0) })
+        let table = Arc::new(OpTable { slots, hint: AtomicU32::new(0) });
+        drd::atomic(&table.hint);
+        table.slots.iter().for_each(|slot| drd::atomic(&slot.state));
+        table
     }
 
     /// Reserves a free slot; `None` when every slot is in flight.
@@ -406,6 +414,7 @@ impl OpTable {
             let now = state.load(Ordering::Relaxed);
             if now & BUSY == 0 && state.compare_exchange(now, now | BUSY, Ordering::Acquire, Ordering::Relaxed).is_ok()
             {
+                drd::happens_after(state);
                 self.hint.store(if i + 1 == n { 0 } else { i as u32 + 1 }, Ordering::Relaxed);
                 return Some(i as u32);
             }
@@ -426,6 +435,7 @@ impl OpTable {
                 continue;
             }
             let freed = (now & !(BUSY | FIXED | POSTED | ORPHAN)).wrapping_add(GENERATION);
+            drd::happens_before(state);
             match state.compare_exchange_weak(now, freed, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(actual) => now = actual,
@@ -452,7 +462,9 @@ impl OpTable {
         let slot = self.slots.get(index as usize)?;
         let live = generation.wrapping_shl(GENERATION_SHIFT) | BUSY;
         slot.state.compare_exchange(live, live | PINNED, Ordering::Acquire, Ordering::Relaxed).ok()?;
+        drd::happens_after(&slot.state);
         let out = f(slot.ctx.get().cast());
+        drd::happens_before(&slot.state);
         slot.state.fetch_and(!PINNED, Ordering::Release);
         Some(out)
     }
@@ -491,6 +503,7 @@ impl OpTable {
         let index = self.index_of(entry.context())?;
         let slot = &self.slots[index];
         let state = slot.state.load(Ordering::Acquire);
+        drd::happens_after(&slot.state);
         if state & FIXED != 0 {
             // A fixed buffer that is not posted has no completion to come.
             if state & POSTED == 0 {
@@ -525,7 +538,9 @@ impl OpTable {
         let index = self.index_of(entry.context())?;
         // Only a posted fixed buffer has a completion to come (Acquire: its
         // post's writes to the slot are visible here).
-        if self.slots[index].state.load(Ordering::Acquire) & (FIXED | POSTED) != FIXED | POSTED {
+        let state = self.slots[index].state.load(Ordering::Acquire);
+        drd::happens_after(&self.slots[index].state);
+        if state & (FIXED | POSTED) != FIXED | POSTED {
             return None;
         }
         Some(self.finish_fixed(index, Some(entry.len())))
@@ -535,6 +550,7 @@ impl OpTable {
     pub(crate) fn fail(&self, context: *mut libc::c_void) -> Option<Failed> {
         let index = self.index_of(context)?;
         let state = self.slots[index].state.load(Ordering::Acquire);
+        drd::happens_after(&self.slots[index].state);
         if state & FIXED != 0 {
             if state & POSTED == 0 {
                 return None;
@@ -582,7 +598,9 @@ impl OpTable {
             }
             None => (OpKind::Recv, 0),
         };
+        drd::happens_before(&slot.state);
         let before = slot.state.fetch_and(!POSTED, Ordering::AcqRel);
+        drd::happens_after(&slot.state);
         if before & ORPHAN != 0 {
             // SAFETY: the handle is gone and the operation over: the slot is ours.
             drop(unsafe { (*slot.op.get()).take() });
@@ -595,7 +613,9 @@ impl OpTable {
     /// while it is posted, when its completion arrives.
     pub(crate) fn unfix(&self, index: u32) {
         let slot = &self.slots[index as usize];
+        drd::happens_before(&slot.state);
         let before = slot.state.fetch_or(ORPHAN, Ordering::AcqRel);
+        drd::happens_after(&slot.state);
         if before & POSTED == 0 {
             // SAFETY: not posted and the handle is gone: nobody else touches it.
             drop(unsafe { (*slot.op.get()).take() });
