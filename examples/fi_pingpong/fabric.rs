@@ -193,6 +193,7 @@ impl Session {
     }
 
     /// Sends `size` bytes (after the provider's prefix), filled by `fill`.
+    #[inline(always)]
     pub fn send(&mut self, size: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), Failure> {
         let buf = self.tx.get_mut().ok_or_else(|| Failure::new("the send buffer is still in flight"))?;
         buf.resize(size + self.tx_prefix)?;
@@ -227,16 +228,18 @@ impl Session {
 
     /// Receives the next message and hands its bytes (after the prefix) to
     /// `check`, then posts the buffer again.
-    #[inline]
+    #[inline(always)]
     pub fn recv<T>(&mut self, check: impl FnOnce(&[u8]) -> T) -> Result<T, Failure> {
         let next = self.next_rx;
         let mut wait = Wait::default();
         let out = loop {
+            // Read the queue first: the answer cannot have come in before
+            // (unless a wait for a send read it, which costs one empty read).
+            progress(&self.cq, &mut wait, &self.rx)?;
             // The buffer is readable once its receive has completed.
             if let Some(buf) = self.rx[next].get() {
                 break check(buf.get(self.rx_prefix..).unwrap_or_default());
             }
-            progress(&self.cq, &mut wait, &self.rx)?;
         };
         self.post_recv(next, &mut wait)?;
         self.next_rx = if next + 1 == self.rx.len() { 0 } else { next + 1 };
@@ -277,7 +280,7 @@ impl Session {
         Ok(self.rx[next].get().is_some_and(|b| b.starts_with(b"fin\0")))
     }
 
-    #[inline]
+    #[inline(always)]
     fn post_recv(&mut self, i: usize, wait: &mut Wait) -> Result<(), Failure> {
         let rx = &mut self.rx[..];
         loop {

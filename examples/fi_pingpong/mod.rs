@@ -150,6 +150,7 @@ fn suite(s: &mut Session, ctrl: &mut Ctrl, o: &Options, out: &mut dyn Write) -> 
     Ok(())
 }
 
+#[inline(always)]
 fn send(s: &mut Session, pattern: &mut Pattern, size: usize, verify: bool) -> Result<(), Failure> {
     s.send(size, |bytes| {
         if verify {
@@ -158,11 +159,16 @@ fn send(s: &mut Session, pattern: &mut Pattern, size: usize, verify: bool) -> Re
     })
 }
 
+#[inline(always)]
 fn recv(s: &mut Session, pattern: &mut Pattern, size: usize, verify: bool) -> Result<(), Failure> {
-    let checked = s.recv(|bytes| match bytes.get(..size) {
-        _ if !verify => Ok(()),
-        Some(data) => pattern.check(data),
-        None => Err(Mismatch { iteration: 0, byte: bytes.len() }),
+    let checked = s.recv(|bytes| {
+        if !verify {
+            return Ok(());
+        }
+        match bytes.get(..size) {
+            Some(data) => pattern.check(data),
+            None => Err(Mismatch { iteration: 0, byte: bytes.len() }),
+        }
     })?;
     checked.map_err(|m| Failure::new(format!("Error at iteration={} size={size} byte={}", m.iteration, m.byte)))
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 use std::ptr;
 use std::sync::{Arc, Mutex};
@@ -400,11 +401,13 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     pub fn poll(&self) -> Result<Read<E>> {
         // The hot path: one entry on the stack, nothing allocated; errors
         // are handled out of line.
-        let mut e = [E::default()];
-        // SAFETY: `e` holds one entry of this queue's format.
+        let mut e = MaybeUninit::<E>::uninit();
+        // SAFETY: room for one entry of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
         if ret == 1 {
-            return Ok(self.claim(e[0]).unwrap_or(Read::Raw(e[0])));
+            // SAFETY: libfabric wrote the one entry it returned.
+            let e = unsafe { e.assume_init() };
+            return Ok(self.claim(e).unwrap_or(Read::Raw(e)));
         }
         if ret == -(libc::EAGAIN as isize) {
             return Ok(Read::Empty);
@@ -434,14 +437,16 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// ```
     #[inline(always)]
     pub fn poll_fixed(&self) -> Result<FixedRead<E>> {
-        let mut e = [E::default()];
-        // SAFETY: `e` holds one entry of this queue's format.
+        let mut e = MaybeUninit::<E>::uninit();
+        // SAFETY: room for one entry of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
         if ret == 1 {
-            if let Some((kind, token)) = self.inner.tables.complete_fixed(&e[0]) {
-                return Ok(FixedRead::Fixed { kind, token, entry: e[0] });
+            // SAFETY: libfabric wrote the one entry it returned.
+            let e = unsafe { e.assume_init() };
+            if let Some((kind, token)) = self.inner.tables.complete_fixed(&e) {
+                return Ok(FixedRead::Fixed { kind, token, entry: e });
             }
-            return Ok(self.not_fixed(e[0]));
+            return Ok(self.not_fixed(e));
         }
         if ret == -(libc::EAGAIN as isize) {
             return Ok(FixedRead::Empty);

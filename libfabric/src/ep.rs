@@ -425,7 +425,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// The raw handle of a receive's source filter: `UNSPEC` (anyone), or a
     /// handle of the bound address vector.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn resolve(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
         if addr == Address::UNSPEC || self.inner.av.as_ref().is_some_and(|av| is_peer(av, addr)) {
             return Ok(addr.raw);
@@ -437,7 +437,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// (not removed from it) or, on a connected endpoint (no address
     /// vector), `UNSPEC`. libfabric would read out of bounds, or freed
     /// state, for anything else.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn destination(&self, call: &'static str, addr: Address) -> Result<fi_addr_t> {
         match &self.inner.av {
             Some(av) if is_peer(av, addr) => Ok(addr.raw),
@@ -745,7 +745,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// Sends a small message with no completion (`fi_inject`); the data is
     /// copied before the call returns. At most `info().inject_size()` bytes.
-    #[inline]
+    #[inline(always)]
     pub fn inject(&self, data: &[u8], dest: Address) -> Result<()> {
         self.check_inject("fi_inject", data)?;
         let dest = self.destination("fi_inject", dest)?;
@@ -763,7 +763,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     }
 
     /// `fi_tinject`: a tagged inject.
-    #[inline]
+    #[inline(always)]
     pub fn tinject(&self, data: &[u8], dest: Address, tag: u64) -> Result<()> {
         self.check_inject("fi_tinject", data)?;
         let dest = self.destination("fi_tinject", dest)?;
@@ -782,7 +782,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         .map(drop)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn check_inject(&self, call: &'static str, data: &[u8]) -> Result<()> {
         let max = self.inner.inject_size;
         if data.len() > max {

@@ -121,7 +121,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// Posts the whole capacity of `fixed` to receive a message from `src`
     /// (`fi_recv`); [`Read::Fixed`](crate::Read::Fixed) with `token` says it
     /// arrived.
-    #[inline]
+    #[inline(always)]
     pub fn recv_fixed(&self, fixed: &mut FixedBuf, src: Address, token: u64) -> Result<()> {
         let ep = self.as_raw();
         let src = self.resolve("fi_recv", src)?;
@@ -132,7 +132,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     }
 
     /// Sends the bytes of `fixed` (its length) to `dest` (`fi_send`).
-    #[inline]
+    #[inline(always)]
     pub fn send_fixed(&self, fixed: &mut FixedBuf, dest: Address, token: u64) -> Result<()> {
         let ep = self.as_raw();
         let dest = self.destination("fi_send", dest)?;
@@ -143,7 +143,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     }
 
     /// Tagged receive into `fixed` (`fi_trecv`).
-    #[inline]
+    #[inline(always)]
     pub fn trecv_fixed(&self, fixed: &mut FixedBuf, src: Address, tag: u64, ignore: u64, token: u64) -> Result<()> {
         let ep = self.as_raw();
         let src = self.resolve("fi_trecv", src)?;
@@ -154,7 +154,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     }
 
     /// Tagged send of the bytes of `fixed` (`fi_tsend`).
-    #[inline]
+    #[inline(always)]
     pub fn tsend_fixed(&self, fixed: &mut FixedBuf, dest: Address, tag: u64, token: u64) -> Result<()> {
         let ep = self.as_raw();
         let dest = self.destination("fi_tsend", dest)?;
@@ -182,7 +182,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn post_fixed(
         &self,
         call: &'static str,

@@ -246,6 +246,23 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// The operation of a fixed slot: it holds its buffer from
+    /// [`OpTable::fix`] until the slot is freed, which is after its
+    /// [`FixedBuf`](crate::FixedBuf) handle is gone.
+    ///
+    /// # Safety
+    /// The slot is fixed and its handle (or, for an orphan, its completion)
+    /// has not let it go; nothing else borrows the operation meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    unsafe fn fixed_op(&self) -> &mut (OpKind, u64, Buf) {
+        let op = &mut *self.op.get();
+        debug_assert!(op.is_some(), "a fixed slot holds its buffer");
+        // SAFETY: see above: `fix` stored the operation and only freeing
+        // the slot takes it.
+        op.as_mut().unwrap_unchecked()
+    }
+
     /// The fixed buffer held here, while it is not posted.
     ///
     /// # Safety
@@ -258,7 +275,7 @@ impl Slot {
         if self.is_posted() {
             return None;
         }
-        (*self.op.get()).as_mut().map(|(_, _, buf)| buf)
+        Some(&mut self.fixed_op().2)
     }
 
     /// Like [`fixed_buf_mut`](Self::fixed_buf_mut), shared.
@@ -270,7 +287,7 @@ impl Slot {
         if self.is_posted() {
             return None;
         }
-        (*self.op.get()).as_ref().map(|(_, _, buf)| buf)
+        Some(&self.fixed_op().2)
     }
 
     /// Marks the fixed slot posted for (`kind`, `token`); returns the
@@ -286,7 +303,7 @@ impl Slot {
         kind: OpKind,
         token: u64,
     ) -> (*mut u8, usize, *mut libc::c_void, *mut libc::c_void) {
-        let op = (*self.op.get()).as_mut().expect("a fixed slot holds its buffer");
+        let op = self.fixed_op();
         op.0 = kind;
         op.1 = token;
         let buf = &mut op.2;
@@ -488,20 +505,24 @@ impl OpTable {
         op.map(|(_, _, b)| b)
     }
 
-    /// The slot index a context pointer designates, if it is one of ours.
+    /// The slot a context pointer designates, and its index, if it is one
+    /// of ours.
     #[inline(always)]
-    fn index_of(&self, context: *mut libc::c_void) -> Option<usize> {
+    fn slot_of(&self, context: *mut libc::c_void) -> Option<(usize, &Slot)> {
         let base = self.slots.as_ptr() as usize;
         let offset = (context as usize).checked_sub(base)?;
         let size = std::mem::size_of::<Slot>();
-        (offset % size == 0 && offset / size < self.slots.len()).then_some(offset / size)
+        if offset % size != 0 {
+            return None;
+        }
+        let index = offset / size;
+        self.slots.get(index).map(|slot| (index, slot))
     }
 
     /// The completion of one of this table's operations.
     #[inline(always)]
     pub(crate) fn complete<E: Entry>(&self, entry: E) -> Option<Read<E>> {
-        let index = self.index_of(entry.context())?;
-        let slot = &self.slots[index];
+        let (index, slot) = self.slot_of(entry.context())?;
         let state = slot.state.load(Ordering::Acquire);
         drd::happens_after(&slot.state);
         if state & FIXED != 0 {
@@ -509,7 +530,7 @@ impl OpTable {
             if state & POSTED == 0 {
                 return None;
             }
-            let (kind, token) = self.finish_fixed(index, Some(entry.len()));
+            let (kind, token) = self.finish_fixed(index, slot, Some(entry.len()));
             return Some(Read::Fixed { kind, token, entry });
         }
         // SAFETY: the slot's operation is in flight, so only its completions
@@ -535,31 +556,31 @@ impl OpTable {
     /// in place; `None` for any other entry (left untouched).
     #[inline(always)]
     pub(crate) fn complete_fixed<E: Entry>(&self, entry: &E) -> Option<(OpKind, u64)> {
-        let index = self.index_of(entry.context())?;
+        let (index, slot) = self.slot_of(entry.context())?;
         // Only a posted fixed buffer has a completion to come (Acquire: its
         // post's writes to the slot are visible here).
-        let state = self.slots[index].state.load(Ordering::Acquire);
-        drd::happens_after(&self.slots[index].state);
+        let state = slot.state.load(Ordering::Acquire);
+        drd::happens_after(&slot.state);
         if state & (FIXED | POSTED) != FIXED | POSTED {
             return None;
         }
-        Some(self.finish_fixed(index, Some(entry.len())))
+        Some(self.finish_fixed(index, slot, Some(entry.len())))
     }
 
     /// The operation of a failed completion, if it is one of ours.
     pub(crate) fn fail(&self, context: *mut libc::c_void) -> Option<Failed> {
-        let index = self.index_of(context)?;
-        let state = self.slots[index].state.load(Ordering::Acquire);
-        drd::happens_after(&self.slots[index].state);
+        let (index, slot) = self.slot_of(context)?;
+        let state = slot.state.load(Ordering::Acquire);
+        drd::happens_after(&slot.state);
         if state & FIXED != 0 {
             if state & POSTED == 0 {
                 return None;
             }
-            let (kind, token) = self.finish_fixed(index, None);
+            let (kind, token) = self.finish_fixed(index, slot, None);
             return Some(Failed::Fixed(kind, token));
         }
         // SAFETY: as in `complete`: the error entry ends the operation.
-        let (kind, token, buf) = unsafe { (*self.slots[index].op.get()).take()? };
+        let (kind, token, buf) = unsafe { (*slot.op.get()).take()? };
         self.release(index as u32);
         Some(Failed::Owned(kind, token, buf))
     }
@@ -584,22 +605,20 @@ impl OpTable {
     /// The completion of a posted fixed buffer: its length (for a receive),
     /// back to its owner, or the slot freed if the owner is gone.
     #[inline(always)]
-    fn finish_fixed(&self, index: usize, len: Option<usize>) -> (OpKind, u64) {
-        let slot = &self.slots[index];
-        // SAFETY: the slot is posted and this is its completion: libfabric is
-        // done with the buffer and the owner cannot touch it until POSTED is
-        // cleared below.
-        let (kind, token) = match unsafe { (*slot.op.get()).as_mut() } {
-            Some((kind, token, buf)) => {
-                if let (true, Some(len)) = (kind.receives(), len) {
-                    buf.set_filled(len);
-                }
-                (*kind, *token)
-            }
-            None => (OpKind::Recv, 0),
-        };
+    fn finish_fixed(&self, index: usize, slot: &Slot, len: Option<usize>) -> (OpKind, u64) {
+        // SAFETY: the slot is fixed and posted, and this is its completion:
+        // libfabric is done with the buffer, the owner cannot touch it until
+        // POSTED is cleared below, and an orphan is freed only after that.
+        let (kind, token, buf) = unsafe { slot.fixed_op() };
+        if let (true, Some(len)) = (kind.receives(), len) {
+            buf.set_filled(len);
+        }
+        let (kind, token) = (*kind, *token);
         drd::happens_before(&slot.state);
-        let before = slot.state.fetch_and(!POSTED, Ordering::AcqRel);
+        // Clears POSTED, which is set (this is the posted buffer's
+        // completion, and only it or a failed post clears it): a subtraction
+        // is one `lock xadd`, where `fetch_and` needs a compare-exchange loop.
+        let before = slot.state.fetch_sub(POSTED, Ordering::AcqRel);
         drd::happens_after(&slot.state);
         if before & ORPHAN != 0 {
             // SAFETY: the handle is gone and the operation over: the slot is ours.
