@@ -55,14 +55,16 @@ pub struct Plan {
     pub counted: usize,
     /// Messages per message-rate run.
     pub messages: u64,
+    /// Message rate at the ends of each window and peer range only.
+    pub sparse_scaling: bool,
 }
 
 impl Plan {
     pub fn quick() -> Plan {
-        Plan { lanes: 3, rounds: 3, scale_down: 10, counted: 1000, messages: 10_000 }
+        Plan { lanes: 3, rounds: 3, scale_down: 10, counted: 1000, messages: 10_000, sparse_scaling: true }
     }
     pub fn full() -> Plan {
-        Plan { lanes: LANES.len(), rounds: 7, scale_down: 1, counted: 5000, messages: 100_000 }
+        Plan { lanes: LANES.len(), rounds: 7, scale_down: 1, counted: 5000, messages: 100_000, sparse_scaling: false }
     }
 }
 
@@ -75,10 +77,11 @@ pub fn run(root: &Path, plan: Plan) -> Result<String, String> {
     for lane in &LANES[..plan.lanes] {
         eprintln!("bench: {}", lane.name());
         let timing = pingpong::measure(lane, &SIZES, &c, &rust, plan)?;
+        eprintln!("bench: {} under callgrind", lane.name());
         let counts = callgrind::per_round_trip(lane, &c, &rust, plan.counted)?;
         results.push(report::LaneResult { lane: *lane, timing, counts });
     }
-    let scaling = scaling::measure(&msgrate, plan.messages)?;
+    let scaling = scaling::measure(&msgrate, plan.messages, plan.sparse_scaling)?;
     let async_bench = build_example(root, "async_bench")?;
     let tools = transport::Tools { pingpong: &rust, msgrate: &msgrate, async_bench: &async_bench };
     let transport = transport::measure(&tools, plan.rounds)?;
