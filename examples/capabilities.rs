@@ -731,7 +731,8 @@ fn multi_receive(info: &Info) -> Result<(), Problem> {
         const LEN: usize = 40;
         let (a, b) = (&link.a, &link.b);
         b.ep.set_option(EpOption::MIN_MULTI_RECV, MIN_FREE).map_err(text)?;
-        link.post(Buf::zeroed(SIZE), |buf| b.ep.recv_multi(buf, Address::UNSPEC, RECV))?;
+        // SAFETY: this probe reads each queue from its one thread.
+        link.post(Buf::zeroed(SIZE), |buf| unsafe { b.ep.recv_multi(buf, Address::UNSPEC, RECV) })?;
         for seq in 0..2 {
             link.post(Buf::from(payload(seq, LEN)), |buf| a.ep.send(buf, a.peer, SEND + 10 * seq))?;
             link.completion(Who::A, SEND + 10 * seq, "a send")?;

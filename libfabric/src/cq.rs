@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
 use std::os::fd::BorrowedFd;
 use std::ptr;
 use std::sync::{Arc, Mutex};
@@ -25,7 +24,10 @@ use crate::ops::{Buf, Completion, Failed, OpKind, TableSet};
 /// A completion entry format (`FI_CQ_FORMAT_*`): the type a CQ is read into.
 ///
 /// # Safety
-/// `Self` has the layout of the C entry struct for `FORMAT`.
+/// `Self` has the layout of the C entry struct for `FORMAT`, and every bit
+/// pattern libfabric may write into it (over a `Default` value) is a valid
+/// `Self`: plain integers and raw pointers, no references, `bool`s or
+/// enums.
 #[allow(clippy::len_without_is_empty)] // `len` is the entry's byte count, not a collection size
 pub unsafe trait Entry: Copy + Default + fmt::Debug + Send + 'static {
     /// The format libfabric is asked for.
@@ -400,14 +402,14 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     #[inline(always)]
     pub fn poll(&self) -> Result<Read<E>> {
         // The hot path: one entry on the stack, nothing allocated; errors
-        // are handled out of line.
-        let mut e = MaybeUninit::<E>::uninit();
-        // SAFETY: room for one entry of this queue's format.
+        // are handled out of line. Zeroed first: not every provider writes
+        // every field of an entry (verbs leaves `len`, `buf` or `data` alone
+        // for some operations).
+        let mut e = [E::default()];
+        // SAFETY: `e` holds one entry of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
         if ret == 1 {
-            // SAFETY: libfabric wrote the one entry it returned.
-            let e = unsafe { e.assume_init() };
-            return Ok(self.claim(e).unwrap_or(Read::Raw(e)));
+            return Ok(self.claim(e[0]).unwrap_or(Read::Raw(e[0])));
         }
         if ret == -(libc::EAGAIN as isize) {
             return Ok(Read::Empty);
@@ -437,16 +439,16 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// ```
     #[inline(always)]
     pub fn poll_fixed(&self) -> Result<FixedRead<E>> {
-        let mut e = MaybeUninit::<E>::uninit();
-        // SAFETY: room for one entry of this queue's format.
+        // Zeroed first: not every provider writes every field of an entry
+        // (verbs leaves `len`, `buf` or `data` alone for some operations).
+        let mut e = [E::default()];
+        // SAFETY: `e` holds one entry of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
         if ret == 1 {
-            // SAFETY: libfabric wrote the one entry it returned.
-            let e = unsafe { e.assume_init() };
-            if let Some((kind, token)) = self.inner.tables.complete_fixed(&e) {
-                return Ok(FixedRead::Fixed { kind, token, entry: e });
+            if let Some((kind, token)) = self.inner.tables.complete_fixed(&e[0]) {
+                return Ok(FixedRead::Fixed { kind, token, entry: e[0] });
             }
-            return Ok(self.not_fixed(e));
+            return Ok(self.not_fixed(e[0]));
         }
         if ret == -(libc::EAGAIN as isize) {
             return Ok(FixedRead::Empty);

@@ -10,10 +10,14 @@
 //!
 //! With the feature, each atomic word is marked as exempt from race
 //! checking, and each Release on a state word is announced as
-//! "happens before" and each Acquire as "happens after", so DRD orders
-//! what the word orders. Without the feature every function here is empty
-//! and inlined away. With it, outside valgrind each annotation costs a few
-//! register rotations; `scripts/drd` is the lane that uses it.
+//! "happens before" and each Acquire as "happens after". DRD then orders
+//! every Acquire after every earlier Release on the same word, whichever
+//! value the load read: more than Rust's model orders, so a clean run shows
+//! that nothing outside the slot hand-overs races, not that each Acquire
+//! reads the Release it needs. Without the feature every function here is
+//! empty and inlined away. With it, outside valgrind each annotation costs
+//! a six-word array on the stack, a few register rotations and a compiler
+//! barrier; `scripts/drd` is the lane that uses it. x86_64 only.
 
 /// Marks `word`, an atomic variable, as exempt from race checks: its
 /// accesses are atomic, so they cannot race, but DRD sees plain loads and
@@ -52,8 +56,9 @@ mod imp {
         let args: [usize; 6] = [code, first, second, 0, 0, 0];
         // SAFETY: valgrind's amd64 "special instruction" sequence. Natively
         // it changes nothing: the four rotations of rdi add up to 128 bits
-        // and `xchg rbx, rbx` swaps a register with itself; the flags it
-        // clobbers are declared. Under valgrind it is the client request
+        // and `xchg rbx, rbx` swaps a register with itself; the flags the
+        // rotations change are clobbered (no `preserves_flags`). Under
+        // valgrind it is the client request
         // whose arguments `rax` points to (read only, and alive for the
         // asm), with its result in `rdx`.
         unsafe {
@@ -71,7 +76,10 @@ mod imp {
     }
 }
 
-#[cfg(not(all(feature = "drd", target_arch = "x86_64")))]
+#[cfg(all(feature = "drd", not(target_arch = "x86_64")))]
+compile_error!("the `drd` feature's annotations are written for x86_64 only");
+
+#[cfg(not(feature = "drd"))]
 mod imp {
     pub(super) const START_SUPPRESSION: usize = 0;
     pub(super) const HAPPENS_BEFORE: usize = 0;

@@ -614,7 +614,15 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// [`Read::Message`](crate::Read::Message) with its offset; the buffer
     /// comes back in the completion flagged `FI_MULTI_RECV`, once the free space
     /// falls below the endpoint's `EpOption::MIN_MULTI_RECV`.
-    pub fn recv_multi(&self, buf: Buf, src: Address, token: u64) -> Result<OpId, PostError> {
+    ///
+    /// # Safety
+    /// Until the completion flagged `FI_MULTI_RECV` has been read, the queue
+    /// the endpoint's receives complete on is read by one thread at a time
+    /// (always so for [`Unsync`](crate::Unsync) queues). Every message entry
+    /// names the buffer's operation slot; a thread still holding one while
+    /// another reads the final entry, which frees the slot, would find the
+    /// slot's next operation and complete it early.
+    pub unsafe fn recv_multi(&self, buf: Buf, src: Address, token: u64) -> Result<OpId, PostError> {
         let ep = self.as_raw();
         self.post("fi_recvmsg", OpKind::MultiRecv, token, buf, src, MrAccess::RECV, |p, len, mut desc, ctx, peer| {
             let iov = libc::iovec { iov_base: p.cast(), iov_len: len };

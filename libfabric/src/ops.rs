@@ -246,21 +246,37 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// The operation of a fixed slot: it holds its buffer from
-    /// [`OpTable::fix`] until the slot is freed, which is after its
-    /// [`FixedBuf`](crate::FixedBuf) handle is gone.
+    /// The operation of a fixed slot, for its [`FixedBuf`](crate::FixedBuf)
+    /// handle: the slot holds the buffer from [`OpTable::fix`] until the
+    /// handle is dropped, so no `Option` check is needed.
     ///
     /// # Safety
-    /// The slot is fixed and its handle (or, for an orphan, its completion)
-    /// has not let it go; nothing else borrows the operation meanwhile.
+    /// The caller is the slot's live handle, and nothing else borrows the
+    /// operation meanwhile (the slot is not posted, or the handle only
+    /// prepares its post).
     #[allow(clippy::mut_from_ref)]
     #[inline(always)]
     unsafe fn fixed_op(&self) -> &mut (OpKind, u64, Buf) {
-        let op = &mut *self.op.get();
+        // SAFETY: the caller is the only one borrowing the operation.
+        let op = unsafe { &mut *self.op.get() };
         debug_assert!(op.is_some(), "a fixed slot holds its buffer");
-        // SAFETY: see above: `fix` stored the operation and only freeing
-        // the slot takes it.
-        op.as_mut().unwrap_unchecked()
+        // SAFETY: the handle is live, so `fix` stored the operation and
+        // nothing has taken it (`unfix` runs when the handle is dropped).
+        unsafe { op.as_mut().unwrap_unchecked() }
+    }
+
+    /// Like [`fixed_op`](Self::fixed_op), shared (several shared borrows of
+    /// the handle may read the buffer at once).
+    ///
+    /// # Safety
+    /// As for `fixed_op`, except that other shared borrows may coexist.
+    #[inline(always)]
+    unsafe fn fixed_op_ref(&self) -> &(OpKind, u64, Buf) {
+        // SAFETY: only shared borrows of the operation exist meanwhile.
+        let op = unsafe { &*self.op.get() };
+        debug_assert!(op.is_some(), "a fixed slot holds its buffer");
+        // SAFETY: as in `fixed_op`.
+        unsafe { op.as_ref().unwrap_unchecked() }
     }
 
     /// The fixed buffer held here, while it is not posted.
@@ -275,7 +291,9 @@ impl Slot {
         if self.is_posted() {
             return None;
         }
-        Some(&mut self.fixed_op().2)
+        // SAFETY: the caller is the handle, borrowed mutably, and the buffer
+        // is not posted.
+        Some(unsafe { &mut self.fixed_op().2 })
     }
 
     /// Like [`fixed_buf_mut`](Self::fixed_buf_mut), shared.
@@ -287,7 +305,9 @@ impl Slot {
         if self.is_posted() {
             return None;
         }
-        Some(&self.fixed_op().2)
+        // SAFETY: the caller is the handle, borrowed shared, and the buffer
+        // is not posted.
+        Some(unsafe { &self.fixed_op_ref().2 })
     }
 
     /// Marks the fixed slot posted for (`kind`, `token`); returns the
@@ -303,7 +323,9 @@ impl Slot {
         kind: OpKind,
         token: u64,
     ) -> (*mut u8, usize, *mut libc::c_void, *mut libc::c_void) {
-        let op = self.fixed_op();
+        // SAFETY: the caller is the handle, borrowed mutably, and the slot is
+        // not posted.
+        let op = unsafe { self.fixed_op() };
         op.0 = kind;
         op.1 = token;
         let buf = &mut op.2;
@@ -609,15 +631,23 @@ impl OpTable {
         // SAFETY: the slot is fixed and posted, and this is its completion:
         // libfabric is done with the buffer, the owner cannot touch it until
         // POSTED is cleared below, and an orphan is freed only after that.
-        let (kind, token, buf) = unsafe { slot.fixed_op() };
-        if let (true, Some(len)) = (kind.receives(), len) {
-            buf.set_filled(len);
-        }
-        let (kind, token) = (*kind, *token);
+        // Checked, not assumed: a completion is the one path that reaches a
+        // slot without its handle.
+        let (kind, token) = match unsafe { (*slot.op.get()).as_mut() } {
+            Some((kind, token, buf)) => {
+                if let (true, Some(len)) = (kind.receives(), len) {
+                    buf.set_filled(len);
+                }
+                (*kind, *token)
+            }
+            None => (OpKind::Recv, 0),
+        };
         drd::happens_before(&slot.state);
-        // Clears POSTED, which is set (this is the posted buffer's
-        // completion, and only it or a failed post clears it): a subtraction
-        // is one `lock xadd`, where `fetch_and` needs a compare-exchange loop.
+        // Clears POSTED, which is set: the caller saw it, and only this
+        // completion can clear it now (each post has one completion, read by
+        // one thread; the owner unposts only a refused post, and the slot is
+        // freed only after POSTED is clear). A subtraction is one
+        // `lock xadd`, where `fetch_and` needs a compare-exchange loop.
         let before = slot.state.fetch_sub(POSTED, Ordering::AcqRel);
         drd::happens_after(&slot.state);
         if before & ORPHAN != 0 {

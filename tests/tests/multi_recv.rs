@@ -33,7 +33,8 @@ fn messages_land_in_one_buffer_and_it_comes_back() {
         const SIZE: usize = 1000;
         const MESSAGES: u64 = 5;
         ep.set_option(EpOption::MIN_MULTI_RECV, 600).expect("fi_setopt(FI_OPT_MIN_MULTI_RECV)");
-        ep.recv_multi(Buf::zeroed(SIZE), me, 77).expect("fi_recvmsg(FI_MULTI_RECV)");
+        // SAFETY: the test reads the queue from one thread.
+        unsafe { ep.recv_multi(Buf::zeroed(SIZE), me, 77) }.expect("fi_recvmsg(FI_MULTI_RECV)");
         let mut stash = Vec::new();
         for seq in 0..MESSAGES {
             post_with_progress(&cq, &mut stash, Buf::from(payload(seq, 100)), |b| ep.send(b, me, 100 + seq));

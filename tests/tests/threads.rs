@@ -29,8 +29,10 @@ const WINDOW: u64 = 8;
 /// says otherwise (the DRD lane: its run time varies threefold with how
 /// valgrind schedules the spinning threads).
 fn deadline() -> Duration {
-    let secs = std::env::var("LIBFABRIC_THREADS_DEADLINE_SECS").ok().and_then(|v| v.parse().ok());
-    Duration::from_secs(secs.unwrap_or(120))
+    let secs = std::env::var("LIBFABRIC_THREADS_DEADLINE_SECS")
+        .map(|v| v.parse().expect("LIBFABRIC_THREADS_DEADLINE_SECS: whole seconds"))
+        .unwrap_or(120);
+    Duration::from_secs(secs)
 }
 const PROVIDERS: &[&str] = &["tcp;ofi_rxm", "udp;ofi_rxd", "shm", "sockets"];
 
