@@ -114,6 +114,10 @@ struct Feature {
 const RMA_CAPS: Caps =
     Caps::MSG.union(Caps::RMA).union(Caps::READ).union(Caps::WRITE).union(Caps::REMOTE_READ).union(Caps::REMOTE_WRITE);
 
+/// The probes' queues: serial reads, which the multi-receive probe needs
+/// (a probe reads each queue from one thread, so the lock is never contended).
+const PROBE_CQ: CqConfig = CqConfig { size: 0, wait_obj: WaitObj::NONE, serial_reads: true };
+
 /// No attribute beyond the caps.
 fn any(_: &Info) -> bool {
     true
@@ -565,7 +569,7 @@ impl Link {
 /// holding the other's address; `counters` are bound to A.
 fn addressed(domain: &Domain<Unsync>, info: &Info, counters: &[(&Cntr, BindFlags)]) -> Result<(Side, Side), String> {
     let open = |counters: &[(&Cntr, BindFlags)]| -> libfabric::Result<(Ep, Cq, AddressVector<Unsync>)> {
-        let cq = CompletionQueue::open(domain, &CqConfig::default())?;
+        let cq = CompletionQueue::open(domain, &PROBE_CQ)?;
         let av = AddressVector::open(domain, AvType::UNSPEC)?;
         let ep = Endpoint::open_with_counters(domain, info, Bindings { cq: &cq, av: Some(&av), eq: None }, counters)?;
         Ok((ep, cq, av))
@@ -588,7 +592,7 @@ fn connected(
 ) -> Result<(Side, Side, PassiveEndpoint), String> {
     let (client_eq, server_eq) = (EventQueue::open(fabric).map_err(text)?, EventQueue::open(fabric).map_err(text)?);
     let pep = PassiveEndpoint::listen(fabric, info, &server_eq).map_err(text)?;
-    let cq_a: Cq = CompletionQueue::open(domain, &CqConfig::default()).map_err(text)?;
+    let cq_a: Cq = CompletionQueue::open(domain, &PROBE_CQ).map_err(text)?;
     let bindings = Bindings { cq: &cq_a, av: None, eq: Some(&client_eq) };
     let client = Endpoint::open_with_counters(domain, info, bindings, counters).map_err(text)?;
     client.connect(Some(&pep.name().map_err(text)?), &[]).map_err(text)?;
@@ -601,7 +605,7 @@ fn connected(
     let Some(Event::ConnectionRequest { info: request, .. }) = at.map(|i| events[1].remove(i)) else {
         return Err("the connection request went missing".into());
     };
-    let cq_b: Cq = CompletionQueue::open(domain, &CqConfig::default()).map_err(text)?;
+    let cq_b: Cq = CompletionQueue::open(domain, &PROBE_CQ).map_err(text)?;
     let server =
         Endpoint::open(domain, &request, Bindings { cq: &cq_b, av: None, eq: Some(&server_eq) }).map_err(text)?;
     server.accept(&[]).map_err(text)?;
@@ -731,8 +735,7 @@ fn multi_receive(info: &Info) -> Result<(), Problem> {
         const LEN: usize = 40;
         let (a, b) = (&link.a, &link.b);
         b.ep.set_option(EpOption::MIN_MULTI_RECV, MIN_FREE).map_err(text)?;
-        // SAFETY: this probe reads each queue from its one thread.
-        link.post(Buf::zeroed(SIZE), |buf| unsafe { b.ep.recv_multi(buf, Address::UNSPEC, RECV) })?;
+        link.post(Buf::zeroed(SIZE), |buf| b.ep.recv_multi(buf, Address::UNSPEC, RECV))?;
         for seq in 0..2 {
             link.post(Buf::from(payload(seq, LEN)), |buf| a.ep.send(buf, a.peer, SEND + 10 * seq))?;
             link.completion(Who::A, SEND + 10 * seq, "a send")?;

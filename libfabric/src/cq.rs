@@ -138,11 +138,17 @@ pub struct CqConfig {
     /// [`CompletionQueue::sread`], `UNSPEC` for the provider's choice (also
     /// allows `sread`), `NONE` for polling only.
     pub wait_obj: WaitObj,
+    /// One thread at a time reads the queue and hands out what it read (a
+    /// lock around each read). [`Endpoint::recv_multi`](crate::Endpoint::recv_multi)
+    /// needs it: a multi-receive buffer's message entries all name its
+    /// operation, and one still being handed out by a thread when another
+    /// reads the buffer's final entry would meet the operation's successor.
+    pub serial_reads: bool,
 }
 
 impl Default for CqConfig {
     fn default() -> Self {
-        CqConfig { size: 0, wait_obj: WaitObj::NONE }
+        CqConfig { size: 0, wait_obj: WaitObj::NONE, serial_reads: false }
     }
 }
 
@@ -162,6 +168,9 @@ pub(crate) struct CqInner {
     pub(crate) id: usize,
     /// The wait set it signals, closed after it.
     _wait_set: Option<Arc<Object<libfabric_sys::fid_wait>>>,
+    /// Held across each read and its hand-out, when the queue was opened
+    /// with [`CqConfig::serial_reads`].
+    pub(crate) serial: Option<Mutex<()>>,
 }
 
 /// Identities of completion queues, never reused within a process.
@@ -266,7 +275,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// # fn demo(domain: &libfabric::Domain) -> libfabric::Result<()> {
     /// use libfabric::{CompletionQueue, CqConfig, TaggedEntry, WaitObj};
     /// let cq: CompletionQueue<TaggedEntry> =
-    ///     CompletionQueue::open(domain, &CqConfig { size: 1024, wait_obj: WaitObj::FD })?;
+    ///     CompletionQueue::open(domain, &CqConfig { size: 1024, wait_obj: WaitObj::FD, ..CqConfig::default() })?;
     /// let fd = cq.wait_fd()?; // for poll(2), epoll or any async runtime
     /// # let _ = fd; Ok(()) }
     /// ```
@@ -279,7 +288,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     #[deprecated(note = "wait sets are deprecated in libfabric 2.x; use wait_fd with your event loop")]
     #[allow(deprecated)]
     pub fn open_in_wait_set(domain: &Domain<M>, size: usize, set: &crate::WaitSet) -> Result<Self> {
-        Self::open_with(domain, &CqConfig { size, wait_obj: WaitObj::SET }, Some(set))
+        Self::open_with(domain, &CqConfig { size, wait_obj: WaitObj::SET, serial_reads: false }, Some(set))
     }
 
     #[allow(deprecated)]
@@ -309,6 +318,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
                 wait_obj: config.wait_obj,
                 id,
                 _wait_set: set.map(|s| s.object.clone()),
+                serial: config.serial_reads.then(|| Mutex::new(())),
             }),
             _types: PhantomData,
         })
@@ -332,6 +342,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// them to `out`; returns how many. Operations posted through this crate
     /// come back with their buffers; error entries as `Read::Failed`.
     pub fn poll_batch(&self, out: &mut Vec<Read<E>>, max: usize) -> Result<usize> {
+        let _serial = self.serial();
         let mut entries = [E::default(); 32];
         let want = max.min(entries.len());
         // SAFETY: `entries` holds `want` entries of this queue's format.
@@ -349,6 +360,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// needs a wait object); `Read::Empty` on timeout. Like [`poll`](Self::poll),
     /// it hands back the buffer of an operation posted through this crate.
     pub fn sread(&self, timeout: Duration) -> Result<Read<E>> {
+        let _serial = self.serial();
         let mut e = [E::default()];
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: one entry of this queue's format; no wait condition is passed.
@@ -367,6 +379,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// completion (`fi_cq_readfrom`; the endpoint needs `FI_SOURCE`, otherwise
     /// it is `Address::NOTAVAIL` or unspecified).
     pub fn poll_from(&self) -> Result<(Read<E>, Address)> {
+        let _serial = self.serial();
         let mut e = [E::default()];
         let mut from: [fi_addr_t; 1] = [Address::NOTAVAIL.raw];
         // SAFETY: one entry and one address of room.
@@ -405,6 +418,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         // are handled out of line. Zeroed first: not every provider writes
         // every field of an entry (verbs leaves `len`, `buf` or `data` alone
         // for some operations).
+        let _serial = self.serial();
         let mut e = [E::default()];
         // SAFETY: `e` holds one entry of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
@@ -441,6 +455,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     pub fn poll_fixed(&self) -> Result<FixedRead<E>> {
         // Zeroed first: not every provider writes every field of an entry
         // (verbs leaves `len`, `buf` or `data` alone for some operations).
+        let _serial = self.serial();
         let mut e = [E::default()];
         // SAFETY: `e` holds one entry of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
@@ -480,6 +495,12 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         }
         self.count("fi_cq_read", ret)?;
         Ok(Read::Empty)
+    }
+
+    /// The read lock of a queue opened with [`CqConfig::serial_reads`].
+    #[inline(always)]
+    fn serial(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        self.inner.serial.as_ref().map(|lock| lock.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Maps an entry back to the operation that produced it, if one of the

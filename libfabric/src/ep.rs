@@ -615,14 +615,19 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// comes back in the completion flagged `FI_MULTI_RECV`, once the free space
     /// falls below the endpoint's `EpOption::MIN_MULTI_RECV`.
     ///
-    /// # Safety
-    /// Until the completion flagged `FI_MULTI_RECV` has been read, the queue
-    /// the endpoint's receives complete on is read by one thread at a time
-    /// (always so for [`Unsync`](crate::Unsync) queues). Every message entry
-    /// names the buffer's operation slot; a thread still holding one while
-    /// another reads the final entry, which frees the slot, would find the
-    /// slot's next operation and complete it early.
-    pub unsafe fn recv_multi(&self, buf: Buf, src: Address, token: u64) -> Result<OpId, PostError> {
+    /// The endpoint's completion queue must be opened with
+    /// [`CqConfig::serial_reads`](crate::CqConfig::serial_reads), otherwise
+    /// this is refused with [`Error::InvalidArgument`]: every message entry
+    /// names the buffer's operation, and a thread still handing one out
+    /// while another reads the final entry, which ends the operation, would
+    /// meet the operation's successor.
+    pub fn recv_multi(&self, buf: Buf, src: Address, token: u64) -> Result<OpId, PostError> {
+        if !self.inner._cq.as_ref().is_some_and(|cq| cq.serial.is_some()) {
+            let reason = "a multi-receive buffer needs its endpoint's completion queue opened with \
+                          CqConfig::serial_reads"
+                .into();
+            return Err(PostError { error: Error::InvalidArgument { call: "fi_recvmsg", reason }, buf });
+        }
         let ep = self.as_raw();
         self.post("fi_recvmsg", OpKind::MultiRecv, token, buf, src, MrAccess::RECV, |p, len, mut desc, ctx, peer| {
             let iov = libc::iovec { iov_base: p.cast(), iov_len: len };

@@ -23,7 +23,7 @@ fn messages_land_in_one_buffer_and_it_comes_back() {
         let fabric = Fabric::open(&info).expect("fi_fabric");
         let domain: Domain<Unsync> = Domain::open(&fabric, &info).expect("fi_domain");
         let cq: CompletionQueue<TaggedEntry, Unsync> =
-            CompletionQueue::open(&domain, &CqConfig::default()).expect("cq");
+            CompletionQueue::open(&domain, &CqConfig { serial_reads: true, ..CqConfig::default() }).expect("cq");
         let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
         let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
         let me = av.insert_one(&ep.name().expect("name")).expect("insert");
@@ -33,8 +33,7 @@ fn messages_land_in_one_buffer_and_it_comes_back() {
         const SIZE: usize = 1000;
         const MESSAGES: u64 = 5;
         ep.set_option(EpOption::MIN_MULTI_RECV, 600).expect("fi_setopt(FI_OPT_MIN_MULTI_RECV)");
-        // SAFETY: the test reads the queue from one thread.
-        unsafe { ep.recv_multi(Buf::zeroed(SIZE), me, 77) }.expect("fi_recvmsg(FI_MULTI_RECV)");
+        ep.recv_multi(Buf::zeroed(SIZE), me, 77).expect("fi_recvmsg(FI_MULTI_RECV)");
         let mut stash = Vec::new();
         for seq in 0..MESSAGES {
             post_with_progress(&cq, &mut stash, Buf::from(payload(seq, 100)), |b| ep.send(b, me, 100 + seq));
@@ -73,4 +72,33 @@ fn messages_land_in_one_buffer_and_it_comes_back() {
         }
         assert_eq!(ep.in_flight(), 0);
     }
+}
+
+/// A multi-receive buffer on a queue whose reads are not serialised is
+/// refused, and the buffer comes back untouched.
+#[test]
+fn a_queue_without_serial_reads_refuses_a_multi_receive_buffer() {
+    let case = Case { provider: "tcp;ofi_rxm", ep_type: EpType::RDM };
+    if !case.provider_offered() {
+        eprintln!("skipped {}: fi_getinfo does not offer the provider", case.name());
+        return;
+    }
+    let info = case.local_info(Caps::MSG | Caps::MULTI_RECV);
+    let fabric = Fabric::open(&info).expect("fi_fabric");
+    let domain: Domain = Domain::open(&fabric, &info).expect("fi_domain");
+    let cq: CompletionQueue = CompletionQueue::open(&domain, &CqConfig::default()).expect("cq");
+    let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
+    let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
+    let buf = Buf::from(payload(3, 64));
+    let ptr = buf.as_ptr();
+    let refused = ep.recv_multi(buf, libfabric::Address::UNSPEC, 1).expect_err("refused");
+    match &refused.error {
+        libfabric::Error::InvalidArgument { call, reason } => {
+            assert_eq!(*call, "fi_recvmsg");
+            assert!(reason.contains("serial_reads"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((refused.buf.as_ptr(), &refused.buf[..]), (ptr, &payload(3, 64)[..]));
+    assert_eq!(ep.in_flight(), 0);
 }

@@ -720,7 +720,10 @@ fn assert_refused_post(p: &str, call: &str, got: Result<OpId, PostError>, ptr: *
 #[test]
 fn addresses_of_another_address_vector_are_refused() {
     isolated("addresses_of_another_address_vector_are_refused", RDM, |p| {
-        let pair: Pair = Pair::open(p, Caps::MSG | Caps::TAGGED);
+        // Serial reads: so that the multi-receive post below is refused for
+        // its address, not for its queue.
+        let serial = CqConfig { serial_reads: true, ..CqConfig::default() };
+        let pair: Pair = Pair::open_with(info_for(p, Caps::MSG | Caps::TAGGED), &serial);
         let (name_a, name_b) = (pair.a.ep.name().expect("fi_getname"), pair.b.ep.name().expect("fi_getname"));
         // A third vector on the same domain: B's name goes in second, at a
         // raw handle A's vector never issued.
@@ -743,8 +746,7 @@ fn addresses_of_another_address_vector_are_refused() {
                 ("fi_tsendmsg", &|b| ep.tsend_with(b, dest, 0x10, 0, OpFlags::empty(), 6)),
                 ("fi_recv", &|b| ep.recv(b, dest, 7)),
                 ("fi_trecv", &|b| ep.trecv(b, dest, 0x10, 0, 8)),
-                // SAFETY: the test reads the queue from one thread.
-                ("fi_recvmsg", &|b| unsafe { ep.recv_multi(b, dest, 9) }),
+                ("fi_recvmsg", &|b| ep.recv_multi(b, dest, 9)),
             ];
             for (call, post) in posts {
                 let buf = Buf::from(payload(60, 30));

@@ -180,7 +180,7 @@ impl<E: Entry> Driver<E> {
     /// # fn demo(domain: &libfabric::Domain) -> libfabric::Result<()> {
     /// use libfabric::driver::{Driver, DriverConfig};
     /// use libfabric::{CompletionQueue, CqConfig, WaitObj};
-    /// let cq: CompletionQueue = CompletionQueue::open(domain, &CqConfig { size: 1024, wait_obj: WaitObj::FD })?;
+    /// let cq: CompletionQueue = CompletionQueue::open(domain, &CqConfig { size: 1024, wait_obj: WaitObj::FD, ..CqConfig::default() })?;
     /// let driver = Driver::new(cq, DriverConfig::default());
     /// # let _ = driver; Ok(()) }
     /// ```

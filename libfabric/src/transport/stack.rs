@@ -76,10 +76,10 @@ impl Stack {
     /// crashes reading a queue while an endpoint is being bound to it).
     pub(crate) fn driver(&self, config: &TransportConfig) -> Result<Driver> {
         let size = config.driver.in_flight.max(64);
-        let cq = match CompletionQueue::open(&self.domain, &CqConfig { size, wait_obj: WaitObj::FD }) {
+        let cq = match CompletionQueue::open(&self.domain, &CqConfig { size, wait_obj: WaitObj::FD, serial_reads: false }) {
             Ok(cq) => cq,
             Err(e) if e.errno().raw() == libc::ENOSYS => {
-                CompletionQueue::open(&self.domain, &CqConfig { size, wait_obj: WaitObj::NONE })?
+                CompletionQueue::open(&self.domain, &CqConfig { size, wait_obj: WaitObj::NONE, serial_reads: false })?
             }
             Err(e) => return Err(e),
         };
