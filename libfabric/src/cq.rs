@@ -4,6 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::BorrowedFd;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,12 +144,55 @@ pub struct CqConfig {
     /// needs it: a multi-receive buffer's message entries all name its
     /// operation, and one still being handed out by a thread when another
     /// reads the buffer's final entry would meet the operation's successor.
+    /// Other readers spin (yielding) meanwhile, also while an
+    /// [`sread`](CompletionQueue::sread) waits.
     pub serial_reads: bool,
 }
 
 impl Default for CqConfig {
     fn default() -> Self {
         CqConfig { size: 0, wait_obj: WaitObj::NONE, serial_reads: false }
+    }
+}
+
+/// The lock of a queue with serial reads: a flag, spun on. A read holds it
+/// for one `fi_cq_read` and the hand-out of what it read, so waits are
+/// short; and unlike a `Mutex` guard, releasing it is one store, which
+/// keeps the unlocked queues' hot path free of a guard to drop.
+#[derive(Default)]
+pub(crate) struct ReadLock(AtomicBool);
+
+impl ReadLock {
+    #[inline]
+    fn acquire(&self) -> &AtomicBool {
+        let mut spins = 0u32;
+        while self.0.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        &self.0
+    }
+}
+
+/// Releases what [`CompletionQueue::lock_reads`] took.
+#[inline(always)]
+fn unlock_reads(held: Option<&AtomicBool>) {
+    if let Some(held) = held {
+        held.store(false, Ordering::Release);
+    }
+}
+
+/// Holds a [`ReadLock`] (if the queue has one) until dropped.
+pub(crate) struct ReadGuard<'a>(Option<&'a AtomicBool>);
+
+impl Drop for ReadGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        unlock_reads(self.0);
     }
 }
 
@@ -170,7 +214,7 @@ pub(crate) struct CqInner {
     _wait_set: Option<Arc<Object<libfabric_sys::fid_wait>>>,
     /// Held across each read and its hand-out, when the queue was opened
     /// with [`CqConfig::serial_reads`].
-    pub(crate) serial: Option<Mutex<()>>,
+    pub(crate) serial: Option<ReadLock>,
 }
 
 /// Identities of completion queues, never reused within a process.
@@ -318,7 +362,7 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
                 wait_obj: config.wait_obj,
                 id,
                 _wait_set: set.map(|s| s.object.clone()),
-                serial: config.serial_reads.then(|| Mutex::new(())),
+                serial: config.serial_reads.then(ReadLock::default),
             }),
             _types: PhantomData,
         })
@@ -418,17 +462,23 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         // are handled out of line. Zeroed first: not every provider writes
         // every field of an entry (verbs leaves `len`, `buf` or `data` alone
         // for some operations).
-        let _serial = self.serial();
+        // The read lock as in `poll_fixed`: released on each path.
+        let lock = self.lock_reads();
         let mut e = [E::default()];
         // SAFETY: `e` holds one entry of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
         if ret == 1 {
-            return Ok(self.claim(e[0]).unwrap_or(Read::Raw(e[0])));
+            let read = self.claim(e[0]).unwrap_or(Read::Raw(e[0]));
+            unlock_reads(lock);
+            return Ok(read);
         }
         if ret == -(libc::EAGAIN as isize) {
+            unlock_reads(lock);
             return Ok(Read::Empty);
         }
-        self.poll_failed(ret)
+        let failed = self.poll_failed(ret);
+        unlock_reads(lock);
+        failed
     }
 
     /// Like [`poll`](Self::poll), for loops over [`FixedBuf`](crate::FixedBuf)s:
@@ -455,20 +505,29 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     pub fn poll_fixed(&self) -> Result<FixedRead<E>> {
         // Zeroed first: not every provider writes every field of an entry
         // (verbs leaves `len`, `buf` or `data` alone for some operations).
-        let _serial = self.serial();
+        // The read lock is released on each path just before it returns:
+        // a guard dropped at one common exit would merge the paths and make
+        // the caller's match dispatch again (about 25 instructions a read).
+        let lock = self.lock_reads();
         let mut e = [E::default()];
         // SAFETY: `e` holds one entry of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
         if ret == 1 {
             if let Some((kind, token)) = self.inner.tables.complete_fixed(&e[0]) {
+                unlock_reads(lock);
                 return Ok(FixedRead::Fixed { kind, token, entry: e[0] });
             }
-            return Ok(self.not_fixed(e[0]));
+            let other = self.not_fixed(e[0]);
+            unlock_reads(lock);
+            return Ok(other);
         }
         if ret == -(libc::EAGAIN as isize) {
+            unlock_reads(lock);
             return Ok(FixedRead::Empty);
         }
-        self.poll_failed(ret).map(|read| match read {
+        let failed = self.poll_failed(ret);
+        unlock_reads(lock);
+        failed.map(|read| match read {
             Read::Empty => FixedRead::Empty,
             read => FixedRead::Other(Box::new(read)),
         })
@@ -497,10 +556,18 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         Ok(Read::Empty)
     }
 
-    /// The read lock of a queue opened with [`CqConfig::serial_reads`].
+    /// The read lock of a queue opened with [`CqConfig::serial_reads`];
+    /// nothing to hold otherwise.
     #[inline(always)]
-    fn serial(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
-        self.inner.serial.as_ref().map(|lock| lock.lock().unwrap_or_else(|p| p.into_inner()))
+    fn serial(&self) -> ReadGuard<'_> {
+        ReadGuard(self.lock_reads())
+    }
+
+    /// Takes the read lock, if the queue has one; [`unlock_reads`] gives it
+    /// back (for the hot paths, which release it on each path by hand).
+    #[inline(always)]
+    fn lock_reads(&self) -> Option<&AtomicBool> {
+        self.inner.serial.as_ref().map(ReadLock::acquire)
     }
 
     /// Maps an entry back to the operation that produced it, if one of the
