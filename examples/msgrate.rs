@@ -97,8 +97,9 @@ impl Fabricated {
         let fabric = Fabric::open(&info).map_err(|e| e.to_string())?;
         let domain: Domain<Unsync> = Domain::open(&fabric, &info).map_err(|e| e.to_string())?;
         let depth = (o.window * o.peers).clamp(64, 1 << 16);
-        let cq = CompletionQueue::open(&domain, &CqConfig { size: depth, wait_obj: WaitObj::NONE, ..CqConfig::default() })
-            .map_err(|e| e.to_string())?;
+        let cq =
+            CompletionQueue::open(&domain, &CqConfig { size: depth, wait_obj: WaitObj::NONE, ..CqConfig::default() })
+                .map_err(|e| e.to_string())?;
         let av = AddressVector::open(&domain, AvType::UNSPEC).map_err(|e| e.to_string())?;
         Ok(Fabricated { info, domain, cq, av, _fabric: fabric })
     }

@@ -135,7 +135,10 @@ impl Session {
         let domain: Domain<Unsync> = Domain::open(&fabric, &info)?;
         let tx = info.tx_attr().map_or(0, |a| a.size());
         let rx = info.rx_attr().map_or(0, |a| a.size());
-        let cq = CompletionQueue::open(&domain, &CqConfig { size: tx + rx, wait_obj: WaitObj::NONE, ..CqConfig::default() })?;
+        let cq = CompletionQueue::open(
+            &domain,
+            &CqConfig { size: tx + rx, wait_obj: WaitObj::NONE, ..CqConfig::default() },
+        )?;
         let av = match info.ep_type() {
             EpType::MSG => None,
             _ => Some(AddressVector::open(&domain, info.domain_attr().map_or(AvType::UNSPEC, |d| d.av_type()))?),

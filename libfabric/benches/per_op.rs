@@ -35,7 +35,8 @@ fn loopback() -> Loopback {
     let info = info.expect("the udp provider on 127.0.0.1");
     let fabric = Fabric::open(&info).expect("fabric");
     let domain: Domain<Unsync> = Domain::open(&fabric, &info).expect("domain");
-    let cq = CompletionQueue::open(&domain, &CqConfig { size: 64, wait_obj: WaitObj::NONE, ..CqConfig::default() }).expect("cq");
+    let cq = CompletionQueue::open(&domain, &CqConfig { size: 64, wait_obj: WaitObj::NONE, ..CqConfig::default() })
+        .expect("cq");
     let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
     let ep = libfabric::Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("ep");
     let me = av.insert_one(&ep.name().expect("name")).expect("av insert");

@@ -38,7 +38,7 @@ pub(crate) struct EpInner {
     pub(crate) ops: Arc<OpTable>,
     /// The completion queue (none for a shared receive context, whose
     /// completions arrive on the queues of the endpoints sharing it).
-    pub(crate) _cq: Option<Arc<CqInner>>,
+    pub(crate) cq: Option<Arc<CqInner>>,
     /// The bound address vector; its handles are the endpoint's peers.
     av: Option<Arc<AvInner>>,
     _eq: Option<EventQueue>,
@@ -233,7 +233,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             inner: Arc::new(EpInner {
                 object,
                 ops: OpTable::new(depth.clamp(64, 1 << 16)),
-                _cq: None,
+                cq: None,
                 av: None,
                 _eq: None,
                 _counters: Vec::new(),
@@ -294,7 +294,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             inner: Arc::new(EpInner {
                 object,
                 ops,
-                _cq: Some(bind.cq.inner.clone()),
+                cq: Some(bind.cq.inner.clone()),
                 av: bind.av.map(|a| a.inner.clone()),
                 _eq: bind.eq.cloned(),
                 _counters: counters.iter().map(|(c, _)| c.inner.clone()).collect(),
@@ -622,7 +622,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// while another reads the final entry, which ends the operation, would
     /// meet the operation's successor.
     pub fn recv_multi(&self, buf: Buf, src: Address, token: u64) -> Result<OpId, PostError> {
-        if !self.inner._cq.as_ref().is_some_and(|cq| cq.serial.is_some()) {
+        if !self.inner.cq.as_ref().is_some_and(|cq| cq.serial.is_some()) {
             let reason = "a multi-receive buffer needs its endpoint's completion queue opened with \
                           CqConfig::serial_reads"
                 .into();

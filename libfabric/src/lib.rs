@@ -46,9 +46,9 @@ mod collective;
 mod cq;
 mod deferred;
 mod domain;
+mod drd;
 #[cfg(feature = "async")]
 pub mod driver;
-mod drd;
 mod ep;
 mod eq;
 mod error;

@@ -94,7 +94,7 @@ impl<E: Entry> AsyncEndpoint<E> {
     /// Wraps `ep`, whose completion queue must be the one `driver` reads
     /// (anything else is an error: its completions would never arrive).
     pub fn new(ep: Endpoint<E>, driver: Driver<E>) -> Result<Self> {
-        let bound = ep.inner._cq.as_ref().is_some_and(|cq| Arc::ptr_eq(cq, &driver.shared.cq.inner));
+        let bound = ep.inner.cq.as_ref().is_some_and(|cq| Arc::ptr_eq(cq, &driver.shared.cq.inner));
         if !bound {
             return Err(Error::InvalidArgument {
                 call: "AsyncEndpoint::new",

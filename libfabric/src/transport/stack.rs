@@ -76,11 +76,10 @@ impl Stack {
     /// crashes reading a queue while an endpoint is being bound to it).
     pub(crate) fn driver(&self, config: &TransportConfig) -> Result<Driver> {
         let size = config.driver.in_flight.max(64);
-        let cq = match CompletionQueue::open(&self.domain, &CqConfig { size, wait_obj: WaitObj::FD, serial_reads: false }) {
+        let queue = |wait_obj| CqConfig { size, wait_obj, ..CqConfig::default() };
+        let cq = match CompletionQueue::open(&self.domain, &queue(WaitObj::FD)) {
             Ok(cq) => cq,
-            Err(e) if e.errno().raw() == libc::ENOSYS => {
-                CompletionQueue::open(&self.domain, &CqConfig { size, wait_obj: WaitObj::NONE, serial_reads: false })?
-            }
+            Err(e) if e.errno().raw() == libc::ENOSYS => CompletionQueue::open(&self.domain, &queue(WaitObj::NONE))?,
             Err(e) => return Err(e),
         };
         Ok(Driver::new(cq, config.driver.clone()))
