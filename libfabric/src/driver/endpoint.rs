@@ -20,7 +20,7 @@ use super::credits::{Credits, OwnedCredit};
 use super::observe::Observer;
 use super::op::Op;
 use super::submit::{Posting, Submit};
-use super::{yield_now, Driver, OpError};
+use super::{yield_now, Driver, OpError, ProgressMode};
 
 /// An endpoint whose data operations return futures. Cloning is cheap (the
 /// endpoint and driver are shared), so each task can hold its own.
@@ -331,7 +331,11 @@ impl<E: Entry> AsyncEndpoint<E> {
         match post(&self.ep, buf, op.token) {
             Ok(id) => {
                 op.op = Some(id);
-                self.driver.shared.wake.notify_one();
+                // A waiting driver spins again after a post, as the answer
+                // may be near; a busy-polling one never sleeps.
+                if self.driver.shared.config.mode == ProgressMode::Wait {
+                    self.driver.shared.wake.notify_one();
+                }
                 Ok(None)
             }
             Err(e) if queue_full(&e.error) => Ok(Some(e)),

@@ -227,7 +227,7 @@ impl Connection {
                 Err(_) => Err(OpError { error: peer_closed(call), kind: None, buf: None }),
             }
         };
-        bounded(call, limit, work).instrument(self.inner.span.clone()).await
+        bounded(call, limit, self.inner.span.clone(), work).await
     }
 
     /// Closes the connection gracefully (`fi_shutdown`): the peer sees it closed.

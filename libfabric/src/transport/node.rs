@@ -11,7 +11,6 @@ use libfabric_sys::enums::{AvType, EpType};
 use libfabric_sys::flags::Caps;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 use crate::av::{Address, AddressVector};
 use crate::cq::Entry;
@@ -211,6 +210,11 @@ impl Node {
         Some(Peer { node: self.clone(), id, addr, me_there: *me_there, credits: credits.clone() })
     }
 
+    /// Whether a peer was added with handle `id`.
+    fn knows(&self, id: PeerId) -> bool {
+        self.inner.peers.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id)
+    }
+
     /// Receives the next one-way message from any peer into `buf`, within
     /// the operation timeout.
     pub async fn recv(&self, buf: Buf) -> Result<(PeerId, Buf), OpError> {
@@ -218,6 +222,7 @@ impl Node {
         let done = bounded(
             "fi_trecv",
             self.inner.config.op_timeout,
+            tracing::Span::none(),
             ep.trecv(buf, Address::UNSPEC, wire::MESSAGE, wire::ID_MASK),
         )
         .await?;
@@ -281,7 +286,7 @@ impl Node {
                 continue;
             };
             let peer = PeerId(from);
-            if self.peer(peer).is_none() {
+            if !self.knows(peer) {
                 tracing::warn!(peer = from, "a request from a sender that is no known peer; dropped");
                 continue;
             }
@@ -394,7 +399,7 @@ impl Peer {
             let _credit = self.credits.take().await;
             Ok(node.ep.tsend_data(buf, self.me_there, self.addr, tag).await?.buf)
         };
-        bounded("fi_tsenddata", node.config.op_timeout, work).instrument(self.span()).await
+        bounded("fi_tsenddata", node.config.op_timeout, self.span(), work).await
     }
 
     /// Sends `body` as a request and receives the answer into `response`
@@ -438,6 +443,6 @@ impl Peer {
                 }),
             }
         };
-        bounded("request", limit, work).instrument(self.span()).await
+        bounded("request", limit, self.span(), work).await
     }
 }
