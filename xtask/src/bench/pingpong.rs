@@ -31,6 +31,9 @@ pub struct SizeResult {
     pub usec: [f64; 2],
     /// Median MB/s, C and Rust.
     pub mbps: [f64; 2],
+    /// The lowest and highest Rust/C ratio of a single round: latency, then
+    /// bandwidth (how far this machine's noise moves one comparison).
+    pub spread: [(f64, f64); 2],
 }
 
 /// The C tool's round trips for a size (its `size_to_count`), scaled down.
@@ -76,11 +79,16 @@ pub fn measure(lane: &Lane, sizes: &[usize], c: &Path, rust: &Path, plan: Plan) 
             continue;
         }
         let median = |i: usize, f: fn(&(f64, f64)) -> f64| median(samples[i].iter().map(f).collect());
+        let spread = |f: fn(&(f64, f64)) -> f64| {
+            let ratios = samples[0].iter().zip(&samples[1]).map(|(c, r)| f(r) / f(c));
+            ratios.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)))
+        };
         out.push(SizeResult {
             size,
             iterations: n,
             usec: [median(0, |s| s.0), median(1, |s| s.0)],
             mbps: [median(0, |s| s.1), median(1, |s| s.1)],
+            spread: [spread(|s| s.0), spread(|s| s.1)],
         });
     }
     Ok(out)

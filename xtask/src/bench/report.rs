@@ -22,7 +22,8 @@ pub fn markdown(results: &[LaneResult], scaling: &[Point], transport: &[Row], pl
         md,
         "Written by `cargo xtask bench{}`; do not edit. Each size ran {} rounds, C and Rust alternating \
          (which goes first alternates too); the figures are medians. Latency is the tools' `usec/xfer` \
-         (one way); bandwidth their `MB/sec`. Both tools run on loopback (`FI_*_IFACE=lo`) on the same \
+         (one way); bandwidth their `MB/sec`; \"one round\" is the lowest and highest ratio of a single \
+         round, C and Rust run back to back. Both tools run on loopback (`FI_*_IFACE=lo`) on the same \
          2-core machine, server and client busy-polling.\n",
         if plan.rounds < 7 { " --quick" } else { "" },
         plan.rounds
@@ -33,21 +34,25 @@ pub fn markdown(results: &[LaneResult], scaling: &[Point], transport: &[Row], pl
         let _ = writeln!(md, "## {}\n", r.lane.name());
         let _ = writeln!(
             md,
-            "| size | round trips | C µs | Rust µs | latency Rust/C | C MB/s | Rust MB/s | bandwidth Rust/C |"
+            "| size | round trips | C µs | Rust µs | latency Rust/C | one round | C MB/s | Rust MB/s | bandwidth Rust/C | one round |"
         );
-        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for s in &r.timing {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.2} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} |",
+                "| {} | {} | {:.2} | {:.2} | {:.3} | {:.2}–{:.2} | {:.2} | {:.2} | {:.3} | {:.2}–{:.2} |",
                 size(s.size),
                 s.iterations,
                 s.usec[0],
                 s.usec[1],
                 s.usec[1] / s.usec[0],
+                s.spread[0].0,
+                s.spread[0].1,
                 s.mbps[0],
                 s.mbps[1],
-                s.mbps[1] / s.mbps[0]
+                s.mbps[1] / s.mbps[0],
+                s.spread[1].0,
+                s.spread[1].1
             );
         }
         let (c, rust) = (&r.counts.c, &r.counts.rust);
