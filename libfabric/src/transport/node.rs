@@ -99,7 +99,7 @@ pub struct Request {
 }
 
 impl Node {
-    /// Opens an RDM endpoint of `config.provider` (tagged messages, remote CQ
+    /// Opens an RDM endpoint of `config.provider` (untagged and tagged messages, remote CQ
     /// data) with its address vector and a driver task; needs a tokio runtime.
     pub fn open(config: TransportConfig) -> Result<Node, TransportError> {
         let info = discover(&config, EpType::RDM, Caps::MSG | Caps::TAGGED, Place::Local)?;
@@ -219,13 +219,9 @@ impl Node {
     /// the operation timeout.
     pub async fn recv(&self, buf: Buf) -> Result<(PeerId, Buf), OpError> {
         let ep = &self.inner.ep;
-        let done = bounded(
-            "fi_trecv",
-            self.inner.config.op_timeout,
-            tracing::Span::none(),
-            ep.trecv(buf, Address::UNSPEC, wire::MESSAGE, wire::ID_MASK),
-        )
-        .await?;
+        let done =
+            bounded("fi_recv", self.inner.config.op_timeout, tracing::Span::none(), ep.recv(buf, Address::UNSPEC))
+                .await?;
         Ok((PeerId(done.entry.data().unwrap_or(u64::MAX)), done.buf))
     }
 
@@ -390,7 +386,14 @@ impl Peer {
     /// Sends a one-way message, received by the peer's [`Node::recv`];
     /// returns the buffer once the provider is done with it.
     pub async fn send(&self, buf: Buf) -> Result<Buf, OpError> {
-        self.send_tagged(buf, wire::MESSAGE).await
+        // Untagged (see `wire`): its receives are not queued behind the
+        // request receives a serving node keeps posted.
+        let node = &self.node.inner;
+        let work = async {
+            let _credit = self.credits.take().await;
+            Ok(node.ep.send_data(buf, self.me_there, self.addr).await?.buf)
+        };
+        bounded("fi_senddata", node.config.op_timeout, self.span(), work).await
     }
 
     async fn send_tagged(&self, buf: Buf, tag: u64) -> Result<Buf, OpError> {
