@@ -149,25 +149,33 @@ async fn server(o: &Options) -> Result<(), String> {
     // send: a message that came first would wait unexpected, where shm may
     // never match it (tests/libfabric-known-issues.md, 4).
     let received = Arc::new(AtomicU64::new(0));
+    // The count a fence waits for (none: u64::MAX); receivers wake the fence
+    // only once it is reached, not on every message.
+    let wanted = Arc::new(AtomicU64::new(u64::MAX));
     let arrived = Arc::new(Notify::new());
-    let (rate, fence_count, fence_wake) = (o.rate, received.clone(), arrived.clone());
+    let (rate, fence_count, fence_wanted, fence_wake) = (o.rate, received.clone(), wanted.clone(), arrived.clone());
     let serving = node.clone();
     tokio::spawn(async move {
         let served = serving.serve(move |request| {
-            let (count, wake) = (fence_count.clone(), fence_wake.clone());
+            let (count, wanted, wake) = (fence_count.clone(), fence_wanted.clone(), fence_wake.clone());
             async move {
                 // In rate mode a request is the client's fence, carrying the
                 // count of messages it sent: answered once they are all in.
                 let expected = if rate { fence(&request.body) } else { 0 };
-                loop {
-                    // Registered before the check, so no wake-up is missed.
-                    let woken = wake.notified();
-                    tokio::pin!(woken);
-                    woken.as_mut().enable();
-                    if count.load(Ordering::Acquire) >= expected {
-                        break;
+                if count.load(Ordering::SeqCst) < expected {
+                    // SeqCst with the receivers' add and load: either a
+                    // receiver sees this wish, or this sees its count.
+                    wanted.store(expected, Ordering::SeqCst);
+                    loop {
+                        // Registered before the check, so no wake-up is missed.
+                        let woken = wake.notified();
+                        tokio::pin!(woken);
+                        woken.as_mut().enable();
+                        if count.load(Ordering::SeqCst) >= expected {
+                            break;
+                        }
+                        woken.await;
                     }
-                    woken.await;
                 }
                 request.body
             }
@@ -180,16 +188,17 @@ async fn server(o: &Options) -> Result<(), String> {
     let receivers = if o.rate { o.window } else { 1 };
     let (ended, mut end) = tokio::sync::mpsc::channel::<Result<(), String>>(receivers);
     for _ in 0..receivers {
-        let (node, received, arrived, ended, size) =
-            (node.clone(), received.clone(), arrived.clone(), ended.clone(), o.size);
+        let (node, received, wanted, arrived, ended, size) =
+            (node.clone(), received.clone(), wanted.clone(), arrived.clone(), ended.clone(), o.size);
         tokio::spawn(async move {
             let mut buf = Buf::zeroed(size);
             let outcome = loop {
                 match node.recv(buf).await {
                     Ok((_, msg)) if msg.is_empty() => break Ok(()),
                     Ok((_, mut msg)) => {
-                        received.fetch_add(1, Ordering::AcqRel);
-                        arrived.notify_waiters();
+                        if received.fetch_add(1, Ordering::SeqCst) + 1 >= wanted.load(Ordering::SeqCst) {
+                            arrived.notify_waiters();
+                        }
                         if let Err(e) = msg.resize(size) {
                             break Err(format!("resize: {e}"));
                         }
