@@ -333,8 +333,16 @@ impl Slot {
             if kind.receives() { (buf.full_ptr(), buf.capacity()) } else { (buf.bytes.as_mut_ptr(), buf.len) };
         let desc = buf.desc();
         // From here on the completion, on any thread, may touch the slot.
+        // A plain store, not a `lock or`: while a fixed slot is not posted,
+        // its handle, borrowed mutably here, is the only writer of its state
+        // (a completion writes only while it is posted, `reserve` and
+        // `with_live` leave a fixed slot alone, and only the handle's drop
+        // sets ORPHAN or frees it). A `lock or` is also a full barrier,
+        // draining the store buffer on each post; on x86 a release store is
+        // a plain `mov`.
+        let now = self.state.load(Ordering::Relaxed);
         drd::happens_before(&self.state);
-        self.state.fetch_or(POSTED, Ordering::Release);
+        self.state.store(now | POSTED, Ordering::Release);
         (data, len, desc, self.ctx.get().cast())
     }
 
