@@ -146,7 +146,7 @@ async fn server(o: &Options) -> Result<(), String> {
     let exchange = TcpListener::bind(("127.0.0.1", o.port)).await.map_err(|e| format!("listen: {e}"))?;
     let node = open(o)?;
     // Receives are posted (serve, the receiving tasks) before the peer can
-    // send: a message that came first would wait unexpected, where shm may
+    // send: a request that came first would wait unexpected, where shm may
     // never match it (tests/libfabric-known-issues.md, 4).
     let received = Arc::new(AtomicU64::new(0));
     // The count a fence waits for (none: u64::MAX); receivers wake the fence

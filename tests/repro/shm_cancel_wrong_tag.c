@@ -17,7 +17,9 @@
  * returned; the same and the send too; or after 0..63 polls unless the
  * send's completion was read by then (then the receive is left posted, as
  * the transport does once a request is out). Tags are the transport's
- * (libfabric/src/transport/wire.rs): MESSAGE 0, REQUEST 1<<62, ANSWER 2<<62.
+ * (libfabric/src/transport/wire.rs) as they were when this was written:
+ * MESSAGE 0, REQUEST 1<<62, ANSWER 2<<62 (one-way messages have been
+ * untagged since 2026-11-27).
  *
  * The server keeps 64 request receives (tag REQUEST, the id bits ignored)
  * and 8 one-way receives posted at all times and answers each request with

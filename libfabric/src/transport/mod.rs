@@ -10,8 +10,9 @@
 //!
 //! Every operation is bounded: in flight per endpoint (the driver's credits)
 //! and per peer ([`TransportConfig::peer_credits`]), and in time
-//! ([`TransportConfig::op_timeout`]): a future that outlives it resolves with
-//! `FI_ETIMEDOUT` and its operation is cancelled. Buffers go to libfabric as
+//! ([`TransportConfig::op_timeout`], counted from the first time the future
+//! has to wait): a future that outlives it resolves with `FI_ETIMEDOUT` and
+//! its operation is cancelled. Buffers go to libfabric as
 //! they are, with no copy; when the provider needs registered memory
 //! (`FI_MR_LOCAL`) the endpoint registers them.
 
@@ -47,7 +48,9 @@ pub struct TransportConfig {
     pub driver: DriverConfig,
     /// Operations in flight to one peer, at most.
     pub peer_credits: usize,
-    /// How long any one operation or wait may take.
+    /// How long any one operation or wait may take, counted from the first
+    /// time its future has to wait (one that finishes when first polled
+    /// never starts a timer).
     pub op_timeout: Duration,
     /// The largest message a handler or receive accepts.
     pub max_message: usize,
@@ -113,7 +116,7 @@ pub(crate) fn timed_out(call: &'static str) -> Error {
 /// future and moved it into the next, about 500 instructions of `memcpy`
 /// per request.
 pub(crate) fn bounded<F>(call: &'static str, limit: Duration, span: tracing::Span, op: F) -> Bounded<F> {
-    Bounded { call, span, limit, op, deadline: None }
+    Bounded { call, span, limit, op: Some(op), deadline: None }
 }
 
 pin_project_lite::pin_project! {
@@ -122,12 +125,25 @@ pin_project_lite::pin_project! {
         call: &'static str,
         span: tracing::Span,
         limit: Duration,
+        // `None` only while dropping: an `Option` so that the operation is
+        // dropped (and cancelled, and that logged) inside the span.
         #[pin]
-        op: F,
-        // Made on the first poll, inside the runtime (a deadline needs its
-        // timer), so the operation's future can be built anywhere.
+        op: Option<F>,
+        // Made on the first poll that finds the operation waiting: one that
+        // finishes at once needs no timer, and the future can be built
+        // outside the runtime. Unconstrained by tokio's cooperative budget,
+        // as `tokio::time::timeout`'s is: an operation that used up the
+        // budget must not keep its deadline from firing.
         #[pin]
-        deadline: Option<tokio::time::Sleep>,
+        deadline: Option<tokio::task::Unconstrained<tokio::time::Sleep>>,
+    }
+
+    impl<F> PinnedDrop for Bounded<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            let _entered = this.span.enter();
+            this.op.set(None);
+        }
     }
 }
 
@@ -137,11 +153,12 @@ impl<T, F: Future<Output = Result<T, OpError>>> Future for Bounded<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let _entered = this.span.enter();
-        if let Poll::Ready(result) = this.op.poll(cx) {
+        let Some(op) = this.op.as_pin_mut() else { unreachable!("the operation is taken only when dropped") };
+        if let Poll::Ready(result) = op.poll(cx) {
             return Poll::Ready(result);
         }
         if this.deadline.is_none() {
-            this.deadline.set(Some(tokio::time::sleep(*this.limit)));
+            this.deadline.set(Some(tokio::task::unconstrained(tokio::time::sleep(*this.limit))));
         }
         match this.deadline.as_pin_mut().map(|d| d.poll(cx)) {
             Some(Poll::Ready(())) => Poll::Ready(Err(OpError { error: timed_out(this.call), kind: None, buf: None })),

@@ -140,7 +140,11 @@ impl Node {
     }
 
     /// The async endpoint underneath, for operations the transport does not
-    /// wrap (RMA, atomics).
+    /// wrap (RMA, atomics). Its untagged messages and its tags with either of
+    /// the two top bits set are the transport's: an untagged receive posted
+    /// here takes one-way messages meant for [`recv`](Self::recv), and an
+    /// untagged send arrives there as a message from whichever peer its
+    /// remote CQ data names.
     pub fn endpoint(&self) -> &AsyncEndpoint {
         &self.inner.ep
     }
@@ -216,7 +220,9 @@ impl Node {
     }
 
     /// Receives the next one-way message from any peer into `buf`, within
-    /// the operation timeout.
+    /// the operation timeout. The [`PeerId`] is the sender's word (its
+    /// remote CQ data); [`peer`](Self::peer) says whether it names a peer
+    /// this node added.
     pub async fn recv(&self, buf: Buf) -> Result<(PeerId, Buf), OpError> {
         let ep = &self.inner.ep;
         let done =

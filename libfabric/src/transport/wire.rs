@@ -44,6 +44,9 @@ mod tests {
         assert_eq!(kind(request(id)), REQUEST);
         assert_eq!(kind(response(id)), RESPONSE);
         assert_eq!(response(id) & ID_MASK, ID_MASK);
-        assert_eq!(kind(request(0)) | kind(response(0)), REQUEST | RESPONSE);
+        for id in [0, 1, ID_MASK, u64::MAX] {
+            assert_ne!(kind(request(id)), 0, "a request's tag is never a plain tag");
+            assert_ne!(kind(request(id)), kind(response(id)));
+        }
     }
 }
