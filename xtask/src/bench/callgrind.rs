@@ -8,6 +8,7 @@
 //! object file: the application (the C tool or the Rust example with the
 //! safe layer inlined into it), libfabric, and libc.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::pingpong::{lane_args, pair};
@@ -27,6 +28,12 @@ pub struct Split {
     pub app: f64,
     pub libfabric: f64,
     pub libc: f64,
+    /// Completion-queue reads (the libfabric function the program calls
+    /// most often), full and empty.
+    pub reads: f64,
+    /// Everything but those reads: what does not depend on how often the
+    /// client found the queue empty.
+    pub outside_reads: f64,
 }
 
 /// Round trips of the shorter run: enough that start-up (first-touch page
@@ -49,7 +56,14 @@ fn per_trip(lane: &Lane, exe: &Path, counted: usize) -> Result<Split, String> {
     let small = fewest(lane, exe, BASE)?;
     let large = fewest(lane, exe, BASE + counted)?;
     let per = |f: fn(&Split) -> f64| (f(&large) - f(&small)) / counted as f64;
-    Ok(Split { total: per(|s| s.total), app: per(|s| s.app), libfabric: per(|s| s.libfabric), libc: per(|s| s.libc) })
+    Ok(Split {
+        total: per(|s| s.total),
+        app: per(|s| s.app),
+        libfabric: per(|s| s.libfabric),
+        libc: per(|s| s.libc),
+        reads: per(|s| s.reads),
+        outside_reads: per(|s| s.outside_reads),
+    })
 }
 
 /// The counts of the run of `iterations` round trips with the fewest
@@ -82,7 +96,10 @@ fn count(lane: &Lane, exe: &Path, iterations: usize) -> Result<Split, String> {
         format!("--callgrind-out-file={}", out.display()),
     ];
     pair(exe, &args, &wrapper)?;
-    let split = split_by_object(&out)?;
+    let mut split = split_by_object(&out)?;
+    let reads = queue_reads(&out)?;
+    split.reads = reads.calls;
+    split.outside_reads = split.total - reads.instructions;
     let _ = std::fs::remove_file(&out);
     Ok(split)
 }
@@ -115,4 +132,116 @@ fn split_by_object(profile: &Path) -> Result<Split, String> {
     // the source of an inlined function without naming the object.
     split.app = split.total - split.libfabric - split.libc;
     Ok(split)
+}
+
+/// The calls from the program into its most-called libfabric function, and
+/// the instructions spent in them (inclusive).
+#[derive(Debug, Default, PartialEq)]
+struct Calls {
+    calls: f64,
+    instructions: f64,
+}
+
+/// The program's completion-queue reads, from the profile's call records:
+/// the libfabric function the program calls most often, which in a
+/// ping-pong is `cq->ops->read` (every round trip posts once per direction
+/// and reads until its completions are in). libfabric's internal functions
+/// have no symbols here, so they are told apart by address.
+fn queue_reads(profile: &Path) -> Result<Calls, String> {
+    let text = std::fs::read_to_string(profile).map_err(|e| format!("{}: {e}", profile.display()))?;
+    let program = profile_command(&text).ok_or_else(|| format!("{}: no cmd: line", profile.display()))?;
+    Ok(most_called(&text, &program))
+}
+
+/// The executable's file name, from the profile's `cmd:` line.
+fn profile_command(text: &str) -> Option<String> {
+    let cmd = text.lines().find_map(|l| l.strip_prefix("cmd:"))?;
+    let exe = cmd.split_whitespace().next()?;
+    Some(exe.rsplit('/').next().unwrap_or(exe).to_string())
+}
+
+/// Sums the call records from objects named like `program` into
+/// libfabric, per callee; returns the callee with the most calls.
+fn most_called(text: &str, program: &str) -> Calls {
+    // Names are compressed: "(3) name" defines id 3, "(3)" refers to it.
+    fn name<'a>(names: &mut HashMap<(char, &'a str), &'a str>, kind: char, value: &'a str) -> &'a str {
+        let value = value.trim();
+        let Some(rest) = value.strip_prefix('(') else { return value };
+        let Some((id, named)) = rest.split_once(')') else { return value };
+        let named = named.trim();
+        if named.is_empty() {
+            names.get(&(kind, id)).copied().unwrap_or("")
+        } else {
+            names.insert((kind, id), named);
+            named
+        }
+    }
+    let mut names = HashMap::new();
+    let mut positions = 1;
+    let (mut object, mut callee_object, mut callee) = ("", None::<&str>, "");
+    let mut pending_calls = None::<f64>;
+    let mut per_callee: HashMap<&str, Calls> = HashMap::new();
+    for line in text.lines() {
+        if let Some(p) = line.strip_prefix("positions:") {
+            positions = p.split_whitespace().count().max(1);
+        } else if let Some(v) = line.strip_prefix("ob=") {
+            object = name(&mut names, 'o', v);
+            callee_object = None;
+        } else if let Some(v) = line.strip_prefix("fn=") {
+            name(&mut names, 'f', v);
+            callee_object = None;
+        } else if let Some(v) = line.strip_prefix("cob=") {
+            callee_object = Some(name(&mut names, 'o', v));
+        } else if let Some(v) = line.strip_prefix("cfn=") {
+            callee = name(&mut names, 'f', v);
+        } else if let Some(v) = line.strip_prefix("calls=") {
+            pending_calls = v.split_whitespace().next().and_then(|n| n.parse().ok());
+        } else if let Some(calls) = pending_calls.take() {
+            // The cost line of the call: positions, then Ir first.
+            let ir = line.split_whitespace().nth(positions).and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0);
+            let into_libfabric = callee_object.unwrap_or(object).contains("libfabric.so");
+            if object.rsplit('/').next() == Some(program) && into_libfabric {
+                let c = per_callee.entry(callee).or_default();
+                c.calls += calls;
+                c.instructions += ir;
+            }
+            callee_object = None;
+        }
+    }
+    per_callee.into_values().max_by(|a, b| a.calls.total_cmp(&b.calls)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_called_libfabric_function_and_its_inclusive_cost() {
+        let profile = "\
+positions: line
+events: Ir Dr
+cmd: /usr/bin/fi_pingpong -S 64
+ob=(1) /usr/bin/fi_pingpong
+fn=(1) main
+cob=(2) /usr/lib/x86_64-linux-gnu/libfabric.so.1
+cfn=(2) 0x400c0
+calls=30 0
+12 900 10
+cob=(2)
+cfn=(3) 0x6b5f0
+calls=10 0
+13 100 1
+cob=(3) /usr/lib/x86_64-linux-gnu/libc.so.6
+cfn=(4) memcpy
+calls=50 0
+14 500 5
+fn=(5) loop
+cob=(2)
+cfn=(2)
+calls=5 0
++2 150 3
+";
+        assert_eq!(profile_command(profile).as_deref(), Some("fi_pingpong"));
+        assert_eq!(most_called(profile, "fi_pingpong"), Calls { calls: 35.0, instructions: 1050.0 });
+    }
 }
