@@ -2,7 +2,8 @@
 //! wall time on a shared machine is not.
 //!
 //! The client runs under callgrind with `n` and `n + counted` round trips of
-//! 64 bytes (each run twice, the lower count kept: see `RUNS`);
+//! 64 bytes (in a full run each twice, the lower count kept: see
+//! `Plan::callgrind_runs`);
 //! the difference divided by `counted` is the cost of one round trip with
 //! setup and teardown cancelled out. Each count is split by
 //! object file: the application (the C tool or the Rust example with the
@@ -40,21 +41,21 @@ pub struct Split {
 /// faults, connection set-up, cold caches) is over before the counted ones.
 const BASE: usize = 1000;
 
-pub fn per_round_trip(lane: &Lane, c: &Path, rust: &Path, counted: usize) -> Result<Counts, String> {
-    Ok(Counts { c: per_trip(lane, c, counted)?, rust: per_trip(lane, rust, counted)? })
+/// Counts C and Rust; each run `runs` times, the one with the fewest
+/// instructions kept. A client under callgrind runs about 50 times slower
+/// than its native server, and one that reaches its next `fi_cq_read`
+/// sooner finds the answer not there yet more often: each such empty read
+/// adds 100 to 150 instructions in libfabric and libc, a matter of timing,
+/// not of the work a round trip needs. The instructions outside the reads
+/// (see [`Split::outside_reads`]) do not depend on that, so a quick run
+/// counts once.
+pub fn per_round_trip(lane: &Lane, c: &Path, rust: &Path, counted: usize, runs: usize) -> Result<Counts, String> {
+    Ok(Counts { c: per_trip(lane, c, counted, runs)?, rust: per_trip(lane, rust, counted, runs)? })
 }
 
-/// How many times each run is repeated; the one with the fewest
-/// instructions counts. A client under callgrind runs about 50 times slower
-/// than its native server, and one that reaches its next `fi_cq_read` sooner
-/// finds the answer not there yet more often: each such empty read adds
-/// 100 to 150 instructions in libfabric and libc, a matter of timing, not
-/// of the work a round trip needs.
-const RUNS: usize = 2;
-
-fn per_trip(lane: &Lane, exe: &Path, counted: usize) -> Result<Split, String> {
-    let small = fewest(lane, exe, BASE)?;
-    let large = fewest(lane, exe, BASE + counted)?;
+fn per_trip(lane: &Lane, exe: &Path, counted: usize, runs: usize) -> Result<Split, String> {
+    let small = fewest(lane, exe, BASE, runs)?;
+    let large = fewest(lane, exe, BASE + counted, runs)?;
     let per = |f: fn(&Split) -> f64| (f(&large) - f(&small)) / counted as f64;
     Ok(Split {
         total: per(|s| s.total),
@@ -67,10 +68,10 @@ fn per_trip(lane: &Lane, exe: &Path, counted: usize) -> Result<Split, String> {
 }
 
 /// The counts of the run of `iterations` round trips with the fewest
-/// instructions, of [`RUNS`].
-fn fewest(lane: &Lane, exe: &Path, iterations: usize) -> Result<Split, String> {
+/// instructions, of `runs`.
+fn fewest(lane: &Lane, exe: &Path, iterations: usize, runs: usize) -> Result<Split, String> {
     let mut best = count(lane, exe, iterations)?;
-    for _ in 1..RUNS {
+    for _ in 1..runs {
         let again = count(lane, exe, iterations)?;
         if again.total < best.total {
             best = again;

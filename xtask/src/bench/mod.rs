@@ -53,6 +53,8 @@ pub struct Plan {
     pub scale_down: usize,
     /// Round trips counted under callgrind (beyond the setup run).
     pub counted: usize,
+    /// Callgrind runs per count, the fewest instructions kept.
+    pub callgrind_runs: usize,
     /// Messages per message-rate run.
     pub messages: u64,
     /// Message rate at the ends of each window and peer range only.
@@ -61,10 +63,26 @@ pub struct Plan {
 
 impl Plan {
     pub fn quick() -> Plan {
-        Plan { lanes: 3, rounds: 3, scale_down: 10, counted: 1000, messages: 10_000, sparse_scaling: true }
+        Plan {
+            lanes: 3,
+            rounds: 3,
+            scale_down: 10,
+            counted: 1000,
+            callgrind_runs: 1,
+            messages: 10_000,
+            sparse_scaling: true,
+        }
     }
     pub fn full() -> Plan {
-        Plan { lanes: LANES.len(), rounds: 7, scale_down: 1, counted: 5000, messages: 100_000, sparse_scaling: false }
+        Plan {
+            lanes: LANES.len(),
+            rounds: 7,
+            scale_down: 1,
+            counted: 5000,
+            callgrind_runs: 2,
+            messages: 100_000,
+            sparse_scaling: false,
+        }
     }
 }
 
@@ -78,7 +96,7 @@ pub fn run(root: &Path, plan: Plan) -> Result<String, String> {
         eprintln!("bench: {}", lane.name());
         let timing = pingpong::measure(lane, &SIZES, &c, &rust, plan)?;
         eprintln!("bench: {} under callgrind", lane.name());
-        let counts = callgrind::per_round_trip(lane, &c, &rust, plan.counted)?;
+        let counts = callgrind::per_round_trip(lane, &c, &rust, plan.counted, plan.callgrind_runs)?;
         results.push(report::LaneResult { lane: *lane, timing, counts });
     }
     let scaling = scaling::measure(&msgrate, plan.messages, plan.sparse_scaling)?;
