@@ -152,7 +152,11 @@ struct Calls {
 fn queue_reads(profile: &Path) -> Result<Calls, String> {
     let text = std::fs::read_to_string(profile).map_err(|e| format!("{}: {e}", profile.display()))?;
     let program = profile_command(&text).ok_or_else(|| format!("{}: no cmd: line", profile.display()))?;
-    Ok(most_called(&text, &program))
+    let reads = most_called(&text, &program);
+    if reads.calls == 0.0 {
+        return Err(format!("{}: no call from {program} into libfabric", profile.display()));
+    }
+    Ok(reads)
 }
 
 /// The executable's file name, from the profile's `cmd:` line.
