@@ -26,6 +26,12 @@ type Ep = Endpoint<MsgEntry, Unsync>;
 
 /// How long the run may go without a completion before it fails.
 const STALL: Duration = Duration::from_secs(30);
+/// How long the client waits for the server on the control connection: the
+/// server opens its endpoints first (about 16 s for 1,024 on udp;ofi_rxd)
+/// and may finish receiving well after the client's last send completed
+/// (over 30 s behind with 1,024 rxd peers). The server fails by itself when
+/// it stalls (`STALL`), which closes the connection, so this wait ends then.
+const SETTLE: Duration = Duration::from_secs(600);
 
 struct Options {
     provider: String,
@@ -163,7 +169,7 @@ fn token(endpoint: usize, slot: usize) -> u64 {
 /// up to `window` sends in flight.
 fn stream(o: &Options, host: &str) -> Result<(), String> {
     let mut ctrl = Ctrl::connect(host, o.port, 0, false).map_err(|e| e.to_string())?;
-    ctrl.set_read_timeout(STALL).map_err(|e| e.to_string())?;
+    ctrl.set_read_timeout(SETTLE).map_err(|e| e.to_string())?;
     let f = Fabricated::open(o)?;
     let ep = f.endpoint()?;
     ctrl.exchange_count(0).map_err(|e| e.to_string())?;
