@@ -58,12 +58,12 @@ pub fn markdown(results: &[LaneResult], scaling: &[Point], transport: &[Row], pl
         let (c, rust) = (&r.counts.c, &r.counts.rust);
         let _ = writeln!(
             md,
-            "\nInstructions per 64-byte round trip (client, callgrind; {}). \"Reads\" are the calls of the completion-queue read (full and empty) and \"outside\" \
-             everything else: how often the client finds the queue empty is a matter of timing, so the totals move \
-             with it from run to run, while the instructions outside the reads hardly do (an empty read adds only the \
-             loop around it). \"At C's reads\" is Rust's \
-             total had it read the queue as often as C did (C's total, with Rust's instructions outside the reads \
-             in place of C's).\n",
+            "\nInstructions per 64-byte round trip (client, callgrind; {}). \"Reads\" are the calls of the \
+             completion-queue read (full and empty) and \"outside\" everything else: how often the client finds \
+             the queue empty is a matter of timing, so the totals move with it from run to run, while the \
+             instructions outside the reads hardly do (an empty read adds only the loop around it). \"At C's \
+             reads\" is Rust's total had it read the queue as often as C did (C's total, with Rust's \
+             instructions outside the reads in place of C's).\n",
             if plan.callgrind_runs > 1 {
                 "of several runs each, the one with the fewest instructions"
             } else {
