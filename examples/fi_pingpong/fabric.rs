@@ -195,20 +195,28 @@ impl Session {
         Ok(())
     }
 
-    /// Sends `size` bytes (after the provider's prefix), filled by `fill`.
+    /// Sends `size` bytes (after the provider's prefix), filled by `fill`
+    /// when there is one (as in C, the bytes stay as they are otherwise).
     #[inline(always)]
-    pub fn send(&mut self, size: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), Failure> {
+    pub fn send(&mut self, size: usize, fill: Option<impl FnOnce(&mut [u8])>) -> Result<(), Failure> {
         let buf = self.tx.get_mut().ok_or_else(|| Failure::new("the send buffer is still in flight"))?;
-        buf.resize(size + self.tx_prefix)?;
-        fill(&mut buf[self.tx_prefix..]);
+        let len = size + self.tx_prefix;
+        // The length changes with the size, not with each round trip.
+        if buf.len() != len {
+            buf.resize(len)?;
+        }
+        if let Some(fill) = fill {
+            fill(&mut buf[self.tx_prefix..]);
+        }
         let mut wait = Wait::default();
         if size < self.inject_size {
             loop {
                 let injected =
                     if self.tagged { self.ep.tinject(buf, self.peer, TAG) } else { self.ep.inject(buf, self.peer) };
                 match injected {
+                    Ok(()) => return Ok(()),
                     Err(e) if e.is_again() => progress(&self.cq, &mut wait, &self.rx)?,
-                    other => return Ok(other?),
+                    Err(e) => return Err(e.into()),
                 }
             }
         }

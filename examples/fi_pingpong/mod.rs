@@ -152,11 +152,7 @@ fn suite(s: &mut Session, ctrl: &mut Ctrl, o: &Options, out: &mut dyn Write) -> 
 
 #[inline(always)]
 fn send(s: &mut Session, pattern: &mut Pattern, size: usize, verify: bool) -> Result<(), Failure> {
-    s.send(size, |bytes| {
-        if verify {
-            pattern.fill(bytes);
-        }
-    })
+    s.send(size, verify.then_some(|bytes: &mut [u8]| pattern.fill(bytes)))
 }
 
 #[inline(always)]
