@@ -20,6 +20,7 @@ mod events;
 mod exchange;
 mod msg;
 mod node;
+mod peer_map;
 mod stack;
 mod wire;
 

@@ -1,7 +1,7 @@
 //! The connectionless transport: an RDM endpoint, its peers, messages,
 //! requests and handlers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +20,7 @@ use crate::ep::{Bindings, Endpoint};
 use crate::error::Error;
 use crate::ops::Buf;
 
+use super::peer_map::PeerMap;
 use super::stack::{discover, Place, Stack};
 use super::{bounded, exchange, timed_out, wire, TransportConfig, TransportError};
 
@@ -57,7 +58,7 @@ struct NodeInner {
     /// every handle to a peer) and this node's handle there. Only these may
     /// be sent to: a handle read off the wire is checked here first, since
     /// libfabric would read out of bounds for one it never issued.
-    peers: Mutex<HashMap<PeerId, (Arc<Credits>, u64)>>,
+    peers: Mutex<PeerMap<(Arc<Credits>, u64)>>,
     /// Answered requests' buffers, for the next requests to be received
     /// into ([`Node::serve`]): a served request allocates nothing.
     spare: Mutex<Vec<Buf>>,
@@ -122,7 +123,7 @@ impl Node {
                 config,
                 name,
                 next_request: AtomicU64::new(1),
-                peers: Mutex::new(HashMap::new()),
+                peers: Mutex::new(PeerMap::default()),
                 spare: Mutex::new(Vec::new()),
                 _stack: stack,
             }),
@@ -252,7 +253,7 @@ impl Node {
         F: Fn(Request) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Buf> + Send + 'static,
     {
-        let mut queues: HashMap<PeerId, mpsc::Sender<(u64, Request)>> = HashMap::new();
+        let mut queues: PeerMap<mpsc::Sender<(u64, Request)>> = PeerMap::default();
         let depth = self.inner.config.peer_credits.max(1);
         let ep = &self.inner.ep;
         // At most half the endpoint's receive credits: the rest stay for
