@@ -65,9 +65,10 @@ pub fn markdown(results: &[LaneResult], scaling: &[Point], transport: &[Row], pl
              reads\" is Rust's total had it read the queue as often as C did (C's total, with Rust's \
              instructions outside the reads in place of C's).\n",
             if plan.callgrind_runs > 1 {
-                "of several runs each, the one with the fewest instructions"
+                "of several runs each, the one with the fewest reads"
             } else {
-                "one run each"
+                "one run each, two when the first read the queue over 1.1 times per round trip: the one with the \
+                 fewer reads"
             }
         );
         let _ = writeln!(md, "| | total | application | libfabric | libc | reads | outside the reads |");
