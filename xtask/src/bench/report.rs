@@ -130,10 +130,10 @@ fn async_transport(md: &mut String, rows: &[Row], plan: Plan) {
          `examples/msgrate -n 1 -W 16`. Both sides of the async runs on one thread (tokio's current-thread \
          runtime), the driver either busy-polling (`ProgressMode::BusyPoll`) or waiting (the default: \
          spinning for 200 µs after each completion or post, then sleeping on the CQ's wait descriptor \
-         where the provider has one, else polling every millisecond). {} round trips a run, and {} \
-         messages a run, {} rounds, the order rotating; medians.\n",
+         where the provider has one, else polling every millisecond). {} round trips a run; {}; {} \
+         rounds, the order rotating; medians.\n",
         super::transport::ROUND_TRIPS,
-        super::transport::LANES.map(|(lane, n)| format!("{n} on {lane}")).join(", "),
+        super::transport::LANES.map(|(lane, n)| format!("{n} messages a run on {lane}")).join(", "),
         plan.rounds
     );
     let _ = writeln!(md, "Targets (issue 5): latency ≤ 1.15× and message rate ≥ 0.9× of the synchronous tools.\n");
