@@ -795,6 +795,12 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         .map(drop)
     }
 
+    /// The provider's inject size, read once when the endpoint opened.
+    #[inline]
+    pub(crate) fn inject_limit(&self) -> usize {
+        self.inner.inject_size
+    }
+
     #[inline(always)]
     pub(crate) fn check_inject(&self, call: &'static str, data: &[u8]) -> Result<()> {
         let max = self.inner.inject_size;

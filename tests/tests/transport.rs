@@ -467,14 +467,14 @@ fn a_killed_peer_fails_every_pending_future_in_bounded_time() {
 
 #[test]
 fn operations_are_counted_and_timed_through_the_metrics_facade() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use metrics_util::debugging::DebuggingRecorder;
     let case = Case::named("tcp;ofi_rxm/rdm").expect("lane");
     if !case.provider_offered() {
         return println!("{}: provider not offered; skipped", case.name());
     }
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    runtime().block_on(async {
+    let (sends, injects, timed) = runtime().block_on(async {
         // The handles are registered when the nodes open: with this recorder.
         let (server, client) = metrics::with_local_recorder(&recorder, || {
             (Node::open(config(&case)).expect("server"), Node::open(config(&case)).expect("client"))
@@ -483,32 +483,55 @@ fn operations_are_counted_and_timed_through_the_metrics_facade() {
         server.add_peer(client.name(), 0).expect("peer");
         let serving = server.clone();
         tokio::spawn(async move { serving.serve(|r| async move { r.body }).await });
-        for i in 0..10 {
-            let got = to_server.request(Buf::from(payload(i, 100)), Buf::zeroed(128)).await.expect("request").answer;
-            assert_eq!(got.len(), 100);
+        // Ten requests above the provider's inject size (sent and answered
+        // by `fi_tsenddata`) and ten within it (by `fi_tinjectdata`).
+        for i in 0..20 {
+            let len = if i < 10 { 100 } else { 16 };
+            let got = to_server.request(Buf::from(payload(i, len)), Buf::zeroed(128)).await.expect("request").answer;
+            assert_eq!(got.len(), len);
         }
-        // The last answer's send completes at the server after its bytes
-        // reached the client: wait for its ten receives and ten sends.
-        let start = Instant::now();
-        while server.endpoint().driver().stats().completed < 20 {
-            assert!(start.elapsed() < DEADLINE, "the server's operations did not complete");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        count_operations(&snapshotter, &server).await
     });
-    let mut sends = 0;
-    let mut timed = 0;
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let labels: Vec<_> = key.key().labels().map(|l| (l.key().to_string(), l.value().to_string())).collect();
-        let is = |k: &str, v: &str| labels.iter().any(|(a, b)| a == k && b == v);
-        assert!(is("provider", "tcp;ofi_rxm") && labels.iter().any(|(k, _)| k == "ep_type"), "{labels:?}");
-        match (key.key().name(), value) {
-            ("libfabric_operations_total", DebugValue::Counter(n)) if is("operation", "tsend_data") => sends += n,
-            ("libfabric_operation_seconds", DebugValue::Histogram(v)) if is("operation", "trecv") => timed += v.len(),
-            _ => {}
+    println!("{}: {sends} sends and {injects} injects counted, {timed} receives timed", case.name());
+}
+
+/// Reads the operation counters of the metrics test until the
+/// client's and the server's forty sends are in; checks the split between
+/// sends and injects, and that the receives were timed.
+async fn count_operations(snapshotter: &metrics_util::debugging::Snapshotter, server: &Node) -> (u64, u64, usize) {
+    use metrics_util::debugging::DebugValue;
+    let inject_size = server.endpoint().endpoint().info().inject_size();
+    let small = |len: usize| if len <= inject_size { 10 } else { 0 };
+    // The client's requests and the server's answers, each side.
+    let injects_expected = 2 * (small(100) + small(16));
+    // An answer is counted at the server after it went out (a send when it
+    // completes, an inject when the call returns), maybe after the client
+    // had it: read the counters until they are all in. Histograms are
+    // emptied by each reading, so their values are added up.
+    let (mut sends, mut injects, mut timed) = (0, 0, 0);
+    let start = Instant::now();
+    while sends + injects < 40 {
+        assert!(start.elapsed() < DEADLINE, "operations counted: {sends} sends, {injects} injects");
+        (sends, injects) = (0, 0);
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let labels: Vec<_> = key.key().labels().map(|l| (l.key().to_string(), l.value().to_string())).collect();
+            let is = |k: &str, v: &str| labels.iter().any(|(a, b)| a == k && b == v);
+            assert!(is("provider", "tcp;ofi_rxm") && labels.iter().any(|(k, _)| k == "ep_type"), "{labels:?}");
+            match (key.key().name(), value) {
+                ("libfabric_operations_total", DebugValue::Counter(n)) if is("operation", "tsend_data") => sends += n,
+                ("libfabric_operations_total", DebugValue::Counter(n)) if is("operation", "tinject_data") => {
+                    injects += n
+                }
+                ("libfabric_operation_seconds", DebugValue::Histogram(v)) if is("operation", "trecv") => {
+                    timed += v.len()
+                }
+                _ => {}
+            }
         }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    // The client's ten requests and the server's ten answers.
-    assert_eq!(sends, 20, "sends counted");
-    assert!(timed >= 20, "receives timed: {timed}");
-    println!("{}: {sends} sends counted, {timed} receives timed", case.name());
+    assert_eq!((sends, injects), (40 - injects_expected, injects_expected), "inject size {inject_size}");
+    // The server's twenty request receives and the client's twenty answer receives.
+    assert!(timed >= 40, "receives timed: {timed}");
+    (sends, injects, timed)
 }

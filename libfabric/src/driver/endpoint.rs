@@ -155,6 +155,36 @@ impl<E: Entry> AsyncEndpoint<E> {
         self.submit("tsend_data", &self.tx, buf, move |ep, buf, token| ep.tsend_data(buf, data, dest, tag, token))
     }
 
+    /// Sends a small tagged message with remote CQ data by inject
+    /// (`fi_tinjectdata`) if the provider takes it at once: libfabric copies
+    /// the bytes before this returns, so there is no completion to wait for
+    /// and nothing stays in flight. `Ok(false)` when it is longer than the
+    /// provider's inject size or the provider has no room for it now; send
+    /// it with [`tsend_data`](Self::tsend_data) then, which waits for room.
+    ///
+    /// ```no_run
+    /// # async fn demo(ep: libfabric::driver::AsyncEndpoint, peer: libfabric::Address)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// use libfabric::Buf;
+    /// let msg = Buf::from(b"ping".to_vec());
+    /// let msg = if ep.try_tinject_data(&msg, 7, peer, 0x10)? { msg } else { ep.tsend_data(msg, 7, peer, 0x10).await?.buf };
+    /// # Ok(()) }
+    /// ```
+    pub fn try_tinject_data(&self, data: &[u8], cq_data: u64, dest: Address, tag: u64) -> Result<bool> {
+        if data.len() > self.ep.inject_limit() {
+            return Ok(false);
+        }
+        match self.ep.tinject_data(data, cq_data, dest, tag) {
+            Ok(()) => {
+                self.observer.injected("tinject_data", data.len());
+                Ok(true)
+            }
+            // No room now, or no inject at all: the caller sends instead.
+            Err(e) if queue_full(&e) || e.errno() == Errno::from_raw(libc::ENOSYS) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Receives a tagged message whose tag matches `tag` outside the `ignore`
     /// bits (`fi_trecv`); the entry reports the tag that arrived.
     pub fn trecv(&self, buf: Buf, src: Address, tag: u64, ignore: u64) -> Submit<'_, E> {

@@ -31,6 +31,7 @@ const OPERATIONS: &[&str] = &[
     "recv",
     "tsend",
     "tsend_data",
+    "tinject_data",
     "trecv",
     "write",
     "read",
@@ -116,5 +117,18 @@ impl Observer {
         }
         #[cfg(not(feature = "metrics"))]
         let _ = in_flight;
+    }
+
+    /// Reports an inject: done when the call returned, so it has bytes but
+    /// no duration, and nothing stays in flight.
+    #[inline]
+    pub(crate) fn injected(&self, op: &'static str, bytes: usize) {
+        tracing::trace!(provider = %self.provider, op, ok = true, bytes, "operation finished");
+        #[cfg(feature = "metrics")]
+        if let Some(i) = OPERATIONS.iter().position(|&name| std::ptr::eq(name, op) || name == op) {
+            let h = &self.handles[i];
+            h.ops.increment(1);
+            h.bytes.increment(bytes as u64);
+        }
     }
 }

@@ -405,6 +405,13 @@ impl Peer {
 
     async fn send_tagged(&self, buf: Buf, tag: u64) -> Result<Buf, OpError> {
         let node = &self.node.inner;
+        // A small message goes by inject: copied at once, nothing in flight
+        // to hold a credit or wait for.
+        match node.ep.try_tinject_data(&buf, self.me_there, self.addr, tag) {
+            Ok(true) => return Ok(buf),
+            Ok(false) => {}
+            Err(error) => return Err(OpError { error, kind: None, buf: Some(buf) }),
+        }
         let work = async {
             let _credit = self.credits.take().await;
             Ok(node.ep.tsend_data(buf, self.me_there, self.addr, tag).await?.buf)
@@ -427,7 +434,13 @@ impl Peer {
             // The answer's receive is posted before the request leaves, so
             // the answer can never arrive unexpected.
             let answer = node.ep.post_trecv(response, Address::UNSPEC, wire::response(id), 0).await?;
-            let sent = node.ep.tsend_data(body, self.me_there, self.addr, wire::request(id)).await?;
+            // A small request goes by inject: copied at once, no send
+            // completion to wait for.
+            let sent = match node.ep.try_tinject_data(&body, self.me_there, self.addr, wire::request(id)) {
+                Ok(true) => body,
+                Ok(false) => node.ep.tsend_data(body, self.me_there, self.addr, wire::request(id)).await?.buf,
+                Err(error) => return Err(OpError { error, kind: None, buf: Some(body) }),
+            };
             // The request is out, so its answer will come: if this future is
             // dropped from here on, the receive stays posted and takes the
             // answer, which would otherwise sit in the provider unexpected
@@ -439,7 +452,7 @@ impl Peer {
             // A provider that matched another tag would hand us someone
             // else's answer: refuse it rather than return wrong data.
             match got.entry.tag() {
-                Some(tag) if tag == wire::response(id) => Ok(Reply { answer: got.buf, request: sent.buf }),
+                Some(tag) if tag == wire::response(id) => Ok(Reply { answer: got.buf, request: sent }),
                 other => Err(OpError {
                     error: Error::InvalidArgument {
                         call: "fi_trecv",
