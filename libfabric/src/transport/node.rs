@@ -396,6 +396,15 @@ impl Peer {
         // Untagged (see `wire`): its receives are not queued behind the
         // request receives a serving node keeps posted.
         let node = &self.node.inner;
+        // A small message goes by inject, as in `send_tagged`. A receiver
+        // that falls behind still slows this sender down: its provider
+        // refuses injects once its queues are full, and the send then
+        // waits for room and for a credit.
+        match node.ep.try_inject_data(&buf, self.me_there, self.addr) {
+            Ok(true) => return Ok(buf),
+            Ok(false) => {}
+            Err(error) => return Err(OpError { error, kind: None, buf: Some(buf) }),
+        }
         let work = async {
             let _credit = self.credits.take().await;
             Ok(node.ep.send_data(buf, self.me_there, self.addr).await?.buf)
