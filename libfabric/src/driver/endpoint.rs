@@ -196,7 +196,7 @@ impl<E: Entry> AsyncEndpoint<E> {
                 Ok(true)
             }
             // No room now, or no inject at all: the caller sends instead.
-            Err(e) if queue_full(&e) || e.errno() == Errno::from_raw(libc::ENOSYS) => Ok(false),
+            Err(e) if queue_full(&e) || unsupported(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -394,6 +394,11 @@ impl<E: Entry> AsyncEndpoint<E> {
 /// whose receive pool also holds unexpected messages.
 fn queue_full(error: &Error) -> bool {
     error.is_again() || error.errno() == Errno::from_raw(libc::ENOMEM)
+}
+
+/// An operation the provider does not implement.
+fn unsupported(error: &Error) -> bool {
+    [libc::ENOSYS, libc::EOPNOTSUPP].map(Errno::from_raw).contains(&error.errno())
 }
 
 /// What posting without waiting gave.

@@ -391,7 +391,9 @@ impl Peer {
     }
 
     /// Sends a one-way message, received by the peer's [`Node::recv`];
-    /// returns the buffer once the provider is done with it.
+    /// returns the buffer once the provider is done with it: at once for a
+    /// message within the provider's inject size, which libfabric copies
+    /// (`fi_injectdata`), else when its send completes.
     pub async fn send(&self, buf: Buf) -> Result<Buf, OpError> {
         // Untagged (see `wire`): its receives are not queued behind the
         // request receives a serving node keeps posted.
@@ -433,7 +435,8 @@ impl Peer {
     /// back in the [`Reply`], so a loop of requests allocates nothing. The request holds
     /// one of the peer's credits until its answer is in, so a peer never has
     /// more than [`TransportConfig::peer_credits`] requests of this node to
-    /// hold at once.
+    /// hold at once. A request within the provider's inject size goes by
+    /// `fi_tinjectdata`, so only its answer is waited for.
     pub async fn request(&self, body: Buf, response: Buf) -> Result<Reply, OpError> {
         let node = &self.node.inner;
         let id = node.next_request.fetch_add(1, Ordering::Relaxed);
