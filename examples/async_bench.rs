@@ -5,8 +5,9 @@
 //!   with its own bytes ([`Peer::request`] against [`Node::serve`]); prints
 //!   the one-way time (half the round trip), as `fi_pingpong` does.
 //! - `-m rate`: `-I` one-way messages of `-S` bytes from `-W` tasks, each
-//!   with one send in flight, to `-W` receiving tasks; timed until a last
-//!   request confirms the server has them all.
+//!   with one send in flight, to a receiving task that keeps `-W` receives
+//!   posted ([`Node::incoming`]); timed until a last request confirms the
+//!   server has them all.
 //!
 //! ```text
 //! cargo run --release -p libfabric-examples --example async_bench -- -p shm -m rate -W 16 -B 9300            # server
@@ -145,7 +146,7 @@ fn open(o: &Options) -> Result<Node, String> {
 async fn server(o: &Options) -> Result<(), String> {
     let exchange = TcpListener::bind(("127.0.0.1", o.port)).await.map_err(|e| format!("listen: {e}"))?;
     let node = open(o)?;
-    // Receives are posted (serve, the receiving tasks) before the peer can
+    // Receives are posted (serve, the receiving task) before the peer can
     // send: a request that came first would wait unexpected, where shm may
     // never match it (tests/libfabric-known-issues.md, 4).
     let received = Arc::new(AtomicU64::new(0));
@@ -184,33 +185,28 @@ async fn server(o: &Options) -> Result<(), String> {
             eprintln!("async_bench: serve: {e}");
         }
     });
-    // Each receiving task reports how it ended: the closing message, or an error.
-    let receivers = if o.rate { o.window } else { 1 };
-    let (ended, mut end) = tokio::sync::mpsc::channel::<Result<(), String>>(receivers);
-    for _ in 0..receivers {
-        let (node, received, wanted, arrived, ended, size) =
-            (node.clone(), received.clone(), wanted.clone(), arrived.clone(), ended.clone(), o.size);
-        tokio::spawn(async move {
-            let mut buf = Buf::zeroed(size);
-            let outcome = loop {
-                match node.recv(buf).await {
-                    Ok((_, msg)) if msg.is_empty() => break Ok(()),
-                    Ok((_, mut msg)) => {
-                        if received.fetch_add(1, Ordering::SeqCst) + 1 >= wanted.load(Ordering::SeqCst) {
-                            arrived.notify_waiters();
-                        }
-                        if let Err(e) = msg.resize(size) {
-                            break Err(format!("resize: {e}"));
-                        }
-                        buf = msg;
+    // One receiving task, `-W` receives kept posted (one in latency mode),
+    // reporting how it ended: the closing message, or an error.
+    let depth = if o.rate { o.window } else { 1 };
+    let (ended, mut end) = tokio::sync::mpsc::channel::<Result<(), String>>(1);
+    let (receiving, size) = (node.clone(), o.size);
+    tokio::spawn(async move {
+        let mut incoming = receiving.incoming(depth, size);
+        let outcome = loop {
+            match incoming.next().await {
+                Ok((_, msg)) if msg.is_empty() => break Ok(()),
+                Ok((_, msg)) => {
+                    if received.fetch_add(1, Ordering::SeqCst) + 1 >= wanted.load(Ordering::SeqCst) {
+                        arrived.notify_waiters();
                     }
-                    Err(e) if e.error.is_timeout() => buf = e.buf.unwrap_or_else(|| Buf::zeroed(size)),
-                    Err(e) => break Err(format!("recv: {e}")),
+                    incoming.recycle(msg);
                 }
-            };
-            let _ = ended.send(outcome).await;
-        });
-    }
+                Err(e) if e.error.is_timeout() => {}
+                Err(e) => break Err(format!("recv: {e}")),
+            }
+        };
+        let _ = ended.send(outcome).await;
+    });
     node.accept_peer(&exchange).await.map_err(|e| format!("accept the peer: {e}"))?;
     match tokio::time::timeout(SERVER_DEADLINE, end.recv()).await {
         Ok(Some(outcome)) => outcome,

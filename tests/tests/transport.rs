@@ -17,6 +17,8 @@ const MESSAGES: u64 = 200;
 /// Request receives the test server asks to keep posted: more than the 512
 /// requests a client may have outstanding in the ten-thousand test.
 const SERVE_RECEIVES: usize = 600;
+/// One-way receives the test server keeps posted (`Node::incoming`).
+const ECHO_DEPTH: usize = 4;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
@@ -104,13 +106,16 @@ async fn serve_node(role: &str, case: &Case, oob: &mut Oob) {
     let echo = node.clone();
     let role = role.to_string();
     let slow = role == "slow";
+    // One-way messages through `Node::incoming`, a few receives posted.
+    let echo_depth = echo.incoming(ECHO_DEPTH, 1 << 16).depth();
     tokio::spawn(async move {
+        let mut incoming = echo.incoming(ECHO_DEPTH, 1 << 16);
         loop {
-            match echo.recv(Buf::zeroed(1 << 16)).await {
-                Ok((_, _)) if role == "sink" => {}
+            match incoming.next().await {
+                Ok((_, msg)) if role == "sink" => incoming.recycle(msg),
                 Ok((from, msg)) => {
                     let peer = echo.peer(from).expect("a known peer");
-                    peer.send(msg).await.expect("echo");
+                    incoming.recycle(peer.send(msg).await.expect("echo"));
                 }
                 Err(e) if e.error.is_timeout() => {}
                 // A server outlives a bad message (udp;ofi_rxd has reported
@@ -133,8 +138,8 @@ async fn serve_node(role: &str, case: &Case, oob: &mut Oob) {
             .expect("serve");
     });
     // Let both tasks post their receives before a peer can be accepted:
-    // serve's (at most half the receive credits) and echo's one.
-    let wanted = 1 + SERVE_RECEIVES.min(node.endpoint().credits().1 / 2);
+    // serve's (at most half the receive credits) and echo's.
+    let wanted = echo_depth + SERVE_RECEIVES.min(node.endpoint().credits().1 / 2);
     let start = Instant::now();
     while node.endpoint().driver().in_flight() < wanted {
         assert!(start.elapsed() < DEADLINE, "the server's receives were not posted");
@@ -328,14 +333,22 @@ fn futures_dropped_at_random_points_leave_nothing_behind() {
         runtime().block_on(async {
             let (node, peer) = dial(&case, config(&case), server.port).await;
             let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            // Kept across drops of its `next` futures, then dropped itself.
+            let mut incoming = Some(node.incoming(4, 1 << 16));
             for i in 0..drops {
                 let after = Duration::from_micros(next(&mut rng) % 300);
                 let sent = payload(i as u64, size(i as u64).min(4096));
                 // Each future is dropped when `after` runs out, wherever it is.
-                match next(&mut rng) % 3 {
-                    0 => drop(tokio::time::timeout(after, peer.request(Buf::from(sent), Buf::zeroed(1 << 16))).await),
-                    1 => drop(tokio::time::timeout(after, node.recv(Buf::zeroed(1 << 16))).await),
+                match (next(&mut rng) % 4, incoming.as_mut()) {
+                    (0, _) => {
+                        drop(tokio::time::timeout(after, peer.request(Buf::from(sent), Buf::zeroed(1 << 16))).await)
+                    }
+                    (1, _) => drop(tokio::time::timeout(after, node.recv(Buf::zeroed(1 << 16))).await),
+                    (2, Some(incoming)) => drop(tokio::time::timeout(after, incoming.next()).await),
                     _ => drop(tokio::time::timeout(after, peer.send(Buf::from(sent))).await),
+                }
+                if i == drops / 2 {
+                    incoming = None; // cancels its posted receives
                 }
             }
             // Every dropped operation is cancelled or completes, and its

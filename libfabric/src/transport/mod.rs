@@ -4,7 +4,8 @@
 //!   found through an address exchange that needs only a host and port
 //!   ([`Node::accept_peer`], [`Node::dial`]); per-peer handles ([`Peer`])
 //!   with one-way messages, request/response, and handlers that see each
-//!   peer's messages in order ([`Node::serve`]).
+//!   peer's messages in order ([`Node::serve`]); a stream of one-way
+//!   messages with receives kept posted ([`Node::incoming`]).
 //! - Connection-oriented ([`Listener`], [`Connection`], MSG endpoints):
 //!   listen, accept, connect, graceful shutdown and peer-closed detection.
 //!
@@ -14,10 +15,13 @@
 //! has to wait): a future that outlives it resolves with `FI_ETIMEDOUT` and
 //! its operation is cancelled. Buffers go to libfabric as
 //! they are, with no copy; when the provider needs registered memory
-//! (`FI_MR_LOCAL`) the endpoint registers them.
+//! (`FI_MR_LOCAL`) the endpoint registers them. A message within the
+//! provider's inject size is sent by inject instead (libfabric copies it
+//! before the call returns, so nothing is in flight).
 
 mod events;
 mod exchange;
+mod incoming;
 mod msg;
 mod node;
 mod peer_map;
@@ -34,6 +38,7 @@ use libfabric_sys::enums::Errno;
 use crate::driver::{DriverConfig, OpError};
 use crate::error::Error;
 
+pub use incoming::Incoming;
 pub use msg::{Connection, Listener};
 pub use node::{Node, Peer, PeerId, Reply, Request};
 

@@ -20,6 +20,7 @@ use crate::ep::{Bindings, Endpoint};
 use crate::error::Error;
 use crate::ops::Buf;
 
+use super::incoming::Incoming;
 use super::peer_map::PeerMap;
 use super::stack::{discover, Place, Stack};
 use super::{bounded, exchange, timed_out, wire, TransportConfig, TransportError};
@@ -230,6 +231,16 @@ impl Node {
             bounded("fi_recv", self.inner.config.op_timeout, tracing::Span::none(), ep.recv(buf, Address::UNSPEC))
                 .await?;
         Ok((PeerId(done.entry.data().unwrap_or(u64::MAX)), done.buf))
+    }
+
+    /// The one-way messages reaching this node as they arrive, with `depth`
+    /// receives of `size` bytes kept posted (at least one, and at most a
+    /// quarter of the endpoint's receive credits: the rest stay for
+    /// [`serve`](Self::serve), [`recv`](Self::recv) and the answers to this
+    /// node's requests). For a steady stream of messages; see [`Incoming`].
+    pub fn incoming(&self, depth: usize, size: usize) -> Incoming<'_> {
+        let most = (self.inner.ep.credits().1 / 4).max(1);
+        Incoming::new(self, depth.clamp(1, most), size)
     }
 
     /// Answers requests until posting a receive fails: each request goes to
