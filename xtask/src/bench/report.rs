@@ -127,7 +127,7 @@ fn async_transport(md: &mut String, rows: &[Row], plan: Plan) {
         "Latency: `examples/async_bench -m latency`, 64-byte requests one at a time through \
          `Peer::request` against `Node::serve` (tagged send, by inject when it fits, answer receive posted \
          first, a handler task per peer), half the round trip, against the Rust pingpong (`-e rdm -S 64`, one way). Message \
-         rate: `async_bench -m rate`, 64-byte `Peer::send`s from 16 tasks to 16 receiving tasks, against \
+         rate: `async_bench -m rate`, 64-byte `Peer::send`s from 16 tasks to one `Node::incoming` with 16 receives posted, against \
          `examples/msgrate -n 1 -W 16`. Both sides of the async runs on one thread (tokio's current-thread \
          runtime), the driver either busy-polling (`ProgressMode::BusyPoll`) or waiting (the default: \
          spinning for 200 µs after each completion or post, then sleeping on the CQ's wait descriptor \
