@@ -17,6 +17,9 @@ const MESSAGES: u64 = 200;
 /// Request receives the test server asks to keep posted: more than the 512
 /// requests a client may have outstanding in the ten-thousand test.
 const SERVE_RECEIVES: usize = 600;
+/// The slow server's answer to a request that came to a handler while
+/// another of the same peer's was still being handled.
+const OVERLAP: &[u8] = b"two of one peer's requests handled at once";
 /// One-way receives the test server keeps posted (`Node::incoming`).
 const ECHO_DEPTH: usize = 4;
 
@@ -126,13 +129,25 @@ async fn serve_node(role: &str, case: &Case, oob: &mut Oob) {
         }
     });
     let serving = node.clone();
+    // The peers whose request a handler is working on: `serve` hands one
+    // peer's requests to its handler one at a time, so a second one while
+    // the first sleeps is answered with OVERLAP, which fails the client.
+    let busy = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     tokio::spawn(async move {
         serving
-            .serve(move |request| async move {
-                if slow {
+            .serve(move |request| {
+                let busy = busy.clone();
+                async move {
+                    if !slow {
+                        return request.body;
+                    }
+                    if !busy.lock().expect("busy peers").insert(request.peer) {
+                        return Buf::from(OVERLAP.to_vec());
+                    }
                     tokio::time::sleep(Duration::from_millis(1)).await;
+                    busy.lock().expect("busy peers").remove(&request.peer);
+                    request.body
                 }
-                request.body
             })
             .await
             .expect("serve");
@@ -377,6 +392,7 @@ fn futures_dropped_at_random_points_leave_nothing_behind() {
 
 #[test]
 fn a_slow_receiver_slows_the_sender_and_loses_nothing() {
+    // Also checks that the server handles one peer's requests one at a time.
     const TASKS: usize = 32;
     const EACH: u64 = 40;
     const CREDITS: usize = 4;
@@ -412,6 +428,7 @@ fn slow_receiver(case: &Case, tasks: usize, each: u64, credits: usize) {
                 for i in 0..each {
                     let sent = payload(t * 1000 + i, 512);
                     let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(1024)).await.expect("request").answer;
+                    assert_ne!(&got[..], OVERLAP, "one peer's requests are handled one at a time");
                     assert_eq!(&got[..], &sent[..]);
                 }
             });
