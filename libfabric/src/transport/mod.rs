@@ -25,6 +25,7 @@ mod incoming;
 mod msg;
 mod node;
 mod peer_map;
+mod serve;
 mod stack;
 mod wire;
 

@@ -1,16 +1,13 @@
 //! The connectionless transport: an RDM endpoint, its peers, messages,
 //! requests and handlers.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use libfabric_sys::enums::{AvType, EpType};
 use libfabric_sys::flags::Caps;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::mpsc;
 
 use crate::av::{Address, AddressVector};
 use crate::cq::Entry;
@@ -217,7 +214,7 @@ impl Node {
     }
 
     /// Whether a peer was added with handle `id`.
-    fn knows(&self, id: PeerId) -> bool {
+    pub(super) fn knows(&self, id: PeerId) -> bool {
         self.inner.peers.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id)
     }
 
@@ -242,93 +239,18 @@ impl Node {
         let most = (self.inner.ep.credits().1 / 4).max(1);
         Incoming::new(self, depth.clamp(1, most), size)
     }
-
-    /// Answers requests until posting a receive fails: each request goes to
-    /// `handler`, whose answer goes back to its sender (a request that
-    /// arrives failed, e.g. longer than [`TransportConfig::max_message`],
-    /// is logged and dropped). Keeps [`TransportConfig::serve_receives`]
-    /// receives posted (at most half the endpoint's receive credits), so
-    /// requests that come faster than they are taken wait in a posted
-    /// receive rather than in the provider's unexpected queue. When it
-    /// returns or is dropped, requests received but not yet handed to a
-    /// handler are dropped with the posted receives, and their senders'
-    /// requests time out. Start it before peers can send (before
-    /// [`accept_peer`](Self::accept_peer) returns): a request that comes
-    /// before any receive is posted waits unexpected, and on shm may never
-    /// be matched (tests/libfabric-known-issues.md, 4). One peer's requests
-    /// are handled one at a time in the order they arrived; different peers'
-    /// concurrently. Waits for requests as long as it runs (no timeout);
-    /// answers are bounded by the operation timeout.
-    pub async fn serve<F, Fut>(&self, handler: F) -> Result<(), OpError>
-    where
-        F: Fn(Request) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Buf> + Send + 'static,
-    {
-        let mut queues: PeerMap<mpsc::Sender<(u64, Request)>> = PeerMap::default();
-        let depth = self.inner.config.peer_credits.max(1);
-        let ep = &self.inner.ep;
-        // At most half the endpoint's receive credits: the rest stay for
-        // `recv` and for the answers to this node's own requests.
-        let receives = self.inner.config.serve_receives.clamp(1, (ep.credits().1 / 2).max(1));
-        // Receives with one tag are matched in the order they were posted:
-        // awaiting the oldest first keeps the arrival order.
-        let mut posted = VecDeque::with_capacity(receives);
-        loop {
-            while posted.len() < receives {
-                posted.push_back(
-                    ep.post_trecv(self.request_buffer(), Address::UNSPEC, wire::REQUEST, wire::ID_MASK).await?,
-                );
-            }
-            let oldest = posted.front_mut().expect("at least one receive is posted");
-            let got = oldest.await;
-            posted.pop_front();
-            let got = match got {
-                Ok(got) => got,
-                // One bad request (too long: FI_ETRUNC) does not stop the
-                // service; its sender's request times out.
-                Err(e) if e.kind.is_some() => {
-                    tracing::warn!(error = %e, "a request receive failed; dropped");
-                    if let Some(buf) = e.buf {
-                        self.recycle(buf);
-                    }
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let (Some(tag), Some(from)) = (got.entry.tag(), got.entry.data()) else {
-                tracing::warn!("a request without a tag or sender; dropped");
-                continue;
-            };
-            let peer = PeerId(from);
-            if !self.knows(peer) {
-                tracing::warn!(peer = from, "a request from a sender that is no known peer; dropped");
-                continue;
-            }
-            let request = (tag & wire::ID_MASK, Request { peer, body: got.buf });
-            let queue = queues.entry(peer).or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(depth);
-                tokio::spawn(answer(self.clone(), peer, rx, handler.clone()));
-                tx
-            });
-            // A full queue slows this loop down: the peer's requests wait in
-            // the provider until its handler catches up.
-            if let Err(mpsc::error::SendError(request)) = queue.send(request).await {
-                tracing::warn!(peer = peer.0, id = request.0, "the peer's handler stopped; request dropped");
-            }
-        }
-    }
 }
 
 impl Node {
     /// A buffer to receive a request into: an answered request's, or a new one.
-    fn request_buffer(&self) -> Buf {
+    pub(super) fn request_buffer(&self) -> Buf {
         let spare = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
         spare.unwrap_or_else(|| Buf::zeroed(self.inner.config.max_message))
     }
 
     /// Keeps `buf` for a later request if it can take any request and
     /// fewer than a peer's credits are kept already.
-    fn recycle(&self, buf: Buf) {
+    pub(super) fn recycle(&self, buf: Buf) {
         let config = &self.inner.config;
         // A registered buffer's access was chosen for the operation it
         // was registered for (a send); a receive needs its own.
@@ -338,22 +260,6 @@ impl Node {
         let mut spare = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner());
         if buf.capacity() == config.max_message && spare.len() < config.peer_credits {
             spare.push(buf);
-        }
-    }
-}
-
-/// One peer's handler task: its requests in order, each answered.
-async fn answer<F, Fut>(node: Node, peer: PeerId, mut requests: mpsc::Receiver<(u64, Request)>, handler: F)
-where
-    F: Fn(Request) -> Fut,
-    Fut: Future<Output = Buf>,
-{
-    let Some(peer_handle) = node.peer(peer) else { return };
-    while let Some((id, request)) = requests.recv().await {
-        let response = handler(request).await;
-        match peer_handle.send_tagged(response, wire::response(id)).await {
-            Ok(sent) => node.recycle(sent),
-            Err(error) => tracing::warn!(peer = peer.0, id, %error, "answer not delivered"),
         }
     }
 }
@@ -425,11 +331,17 @@ impl Peer {
         bounded("fi_senddata", node.config.op_timeout, self.span(), work).await
     }
 
-    async fn send_tagged(&self, buf: Buf, tag: u64) -> Result<Buf, OpError> {
+    /// A tagged message by inject, if it fits and the provider has room
+    /// (see [`AsyncEndpoint::try_tinject_data`]).
+    pub(super) fn try_inject_tagged(&self, data: &[u8], tag: u64) -> Result<bool, Error> {
+        self.node.inner.ep.try_tinject_data(data, self.me_there, self.addr, tag)
+    }
+
+    pub(super) async fn send_tagged(&self, buf: Buf, tag: u64) -> Result<Buf, OpError> {
         let node = &self.node.inner;
         // A small message goes by inject: copied at once, nothing in flight
         // to hold a credit or wait for.
-        match node.ep.try_tinject_data(&buf, self.me_there, self.addr, tag) {
+        match self.try_inject_tagged(&buf, tag) {
             Ok(true) => return Ok(buf),
             Ok(false) => {}
             Err(error) => return Err(OpError { error, kind: None, buf: Some(buf) }),
