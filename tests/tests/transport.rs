@@ -20,6 +20,8 @@ const SERVE_RECEIVES: usize = 600;
 /// The slow server's answer to a request that came to a handler while
 /// another of the same peer's was still being handled.
 const OVERLAP: &[u8] = b"two of one peer's requests handled at once";
+/// A request the test server's handler panics at.
+const PANIC: &[u8] = b"panic, please";
 /// One-way receives the test server keeps posted (`Node::incoming`).
 const ECHO_DEPTH: usize = 4;
 
@@ -138,6 +140,9 @@ async fn serve_node(role: &str, case: &Case, oob: &mut Oob) {
             .serve(move |request| {
                 let busy = busy.clone();
                 async move {
+                    if request.body[..] == *PANIC {
+                        panic!("the test server's handler panics, as asked");
+                    }
                     if !slow {
                         return request.body;
                     }
@@ -229,6 +234,17 @@ fn echo_and_request_response_between_processes() {
                 assert_eq!(&reply.answer[..], &sent[..], "{}: answer {seq}", case.name());
                 assert_eq!(&reply.request[..], &sent[..], "{}: the request's buffer back", case.name());
             }
+            // A handler that panics costs its own request only.
+            let panicked = tokio::time::timeout(
+                Duration::from_millis(500),
+                peer.request(Buf::from(PANIC.to_vec()), Buf::zeroed(64)),
+            )
+            .await;
+            assert!(panicked.is_err(), "{}: a panicking handler answered: {panicked:?}", case.name());
+            let sent = payload(1, 100);
+            let reply =
+                peer.request(Buf::from(sent.clone()), Buf::zeroed(1 << 16)).await.expect("request after a panic");
+            assert_eq!(&reply.answer[..], &sent[..], "{}: the answer after a panic", case.name());
         });
         server.kill();
         println!("{}: {MESSAGES} echoes and {MESSAGES} requests verified", case.name());

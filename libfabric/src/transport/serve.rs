@@ -11,6 +11,7 @@
 use std::collections::hash_map::Entry as Slot;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -43,7 +44,8 @@ impl Node {
     /// be matched (tests/libfabric-known-issues.md, 4). One peer's requests
     /// are handled one at a time in the order they arrived; different peers'
     /// concurrently. Waits for requests as long as it runs (no timeout);
-    /// answers are bounded by the operation timeout.
+    /// answers are bounded by the operation timeout. A handler that panics
+    /// loses its request (its sender's request times out), and only that.
     ///
     /// [`TransportConfig::max_message`]: super::TransportConfig::max_message
     /// [`TransportConfig::serve_receives`]: super::TransportConfig::serve_receives
@@ -116,9 +118,15 @@ impl Node {
     /// finished and the answer fits an inject. What is left for the lane.
     async fn start<Fut: Future<Output = Buf>>(&self, lane: &Lane<Fut>, id: u64, handler: Fut) -> Option<Work<Fut>> {
         let mut started = Box::pin(handler);
-        let answer = match std::future::poll_fn(|cx| Poll::Ready(started.as_mut().poll(cx))).await {
-            Poll::Ready(answer) => answer,
-            Poll::Pending => return Some(Work::Started(id, started)),
+        let polled =
+            std::future::poll_fn(|cx| Poll::Ready(panic::catch_unwind(AssertUnwindSafe(|| started.as_mut().poll(cx)))));
+        let answer = match polled.await {
+            Ok(Poll::Ready(answer)) => answer,
+            Ok(Poll::Pending) => return Some(Work::Started(id, started)),
+            Err(_) => {
+                tracing::error!(peer = lane.peer.id().0, id, "a handler panicked; request dropped");
+                return None;
+            }
         };
         match lane.peer.try_inject_tagged(&answer, wire::response(id)) {
             Ok(true) => {
@@ -197,9 +205,14 @@ async fn answer<F, Fut>(
 {
     while let Some(next) = work.recv().await {
         let (id, response) = match next {
-            Work::Request(id, request) => (id, handler(request).await),
-            Work::Started(id, started) => (id, started.await),
-            Work::Answer(id, answer) => (id, answer),
+            Work::Request(id, request) => (id, caught(Box::pin(handler(request))).await),
+            Work::Started(id, started) => (id, caught(started).await),
+            Work::Answer(id, answer) => (id, Some(answer)),
+        };
+        let Some(response) = response else {
+            tracing::error!(peer = peer.id().0, id, "a handler panicked; request dropped");
+            unfinished.fetch_sub(1, Ordering::Release);
+            continue;
         };
         match peer.send_tagged(response, wire::response(id)).await {
             Ok(sent) => node.recycle(sent),
@@ -209,4 +222,15 @@ async fn answer<F, Fut>(
         // which the serving loop may now handle itself.
         unfinished.fetch_sub(1, Ordering::Release);
     }
+}
+
+/// Runs a handler to its end; `None` if it panicked, which costs its request
+/// only: the peer's later requests are still handled.
+async fn caught<Fut: Future<Output = Buf>>(mut handler: Pin<Box<Fut>>) -> Option<Buf> {
+    std::future::poll_fn(|cx| match panic::catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
+        Ok(Poll::Ready(answer)) => Poll::Ready(Some(answer)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(_) => Poll::Ready(None),
+    })
+    .await
 }
