@@ -20,8 +20,10 @@ const SERVE_RECEIVES: usize = 600;
 /// The slow server's answer to a request that came to a handler while
 /// another of the same peer's was still being handled.
 const OVERLAP: &[u8] = b"two of one peer's requests handled at once";
-/// A request the test server's handler panics at.
+/// Requests the test server's handler panics at: in its future, and in the
+/// call that makes the future.
 const PANIC: &[u8] = b"panic, please";
+const PANIC_AT_CALL: &[u8] = b"panic at once, please";
 /// One-way receives the test server keeps posted (`Node::incoming`).
 const ECHO_DEPTH: usize = 4;
 
@@ -138,6 +140,9 @@ async fn serve_node(role: &str, case: &Case, oob: &mut Oob) {
     tokio::spawn(async move {
         serving
             .serve(move |request| {
+                if request.body[..] == *PANIC_AT_CALL {
+                    panic!("the test server's handler panics before it returns a future, as asked");
+                }
                 let busy = busy.clone();
                 async move {
                     if request.body[..] == *PANIC {
@@ -235,12 +240,14 @@ fn echo_and_request_response_between_processes() {
                 assert_eq!(&reply.request[..], &sent[..], "{}: the request's buffer back", case.name());
             }
             // A handler that panics costs its own request only.
-            let panicked = tokio::time::timeout(
-                Duration::from_millis(500),
-                peer.request(Buf::from(PANIC.to_vec()), Buf::zeroed(64)),
-            )
-            .await;
-            assert!(panicked.is_err(), "{}: a panicking handler answered: {panicked:?}", case.name());
+            for panic in [PANIC, PANIC_AT_CALL] {
+                let panicked = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    peer.request(Buf::from(panic.to_vec()), Buf::zeroed(64)),
+                )
+                .await;
+                assert!(panicked.is_err(), "{}: a panicking handler answered: {panicked:?}", case.name());
+            }
             let sent = payload(1, 100);
             let reply =
                 peer.request(Buf::from(sent.clone()), Buf::zeroed(1 << 16)).await.expect("request after a panic");

@@ -104,7 +104,7 @@ impl Node {
             let id = tag & wire::ID_MASK;
             let request = Request { peer, body: got.buf };
             let work = if lane.idle() {
-                self.start(lane, id, handler(request)).await
+                self.start(lane, id, || handler(request)).await
             } else {
                 Some(Work::Request(id, request))
             };
@@ -116,7 +116,17 @@ impl Node {
 
     /// Runs a request's handler up to its first wait; answers it here if it
     /// finished and the answer fits an inject. What is left for the lane.
-    async fn start<Fut: Future<Output = Buf>>(&self, lane: &Lane<Fut>, id: u64, handler: Fut) -> Option<Work<Fut>> {
+    async fn start<Fut: Future<Output = Buf>>(
+        &self,
+        lane: &Lane<Fut>,
+        id: u64,
+        call: impl FnOnce() -> Fut,
+    ) -> Option<Work<Fut>> {
+        let panicked = || tracing::error!(peer = lane.peer.id().0, id, "a handler panicked; request dropped");
+        let Ok(handler) = panic::catch_unwind(AssertUnwindSafe(call)) else {
+            panicked();
+            return None;
+        };
         let mut started = Box::pin(handler);
         let polled =
             std::future::poll_fn(|cx| Poll::Ready(panic::catch_unwind(AssertUnwindSafe(|| started.as_mut().poll(cx)))));
@@ -124,7 +134,7 @@ impl Node {
             Ok(Poll::Ready(answer)) => answer,
             Ok(Poll::Pending) => return Some(Work::Started(id, started)),
             Err(_) => {
-                tracing::error!(peer = lane.peer.id().0, id, "a handler panicked; request dropped");
+                panicked();
                 return None;
             }
         };
@@ -205,7 +215,10 @@ async fn answer<F, Fut>(
 {
     while let Some(next) = work.recv().await {
         let (id, response) = match next {
-            Work::Request(id, request) => (id, caught(Box::pin(handler(request))).await),
+            Work::Request(id, request) => match panic::catch_unwind(AssertUnwindSafe(|| handler(request))) {
+                Ok(started) => (id, caught(Box::pin(started)).await),
+                Err(_) => (id, None),
+            },
             Work::Started(id, started) => (id, caught(started).await),
             Work::Answer(id, answer) => (id, Some(answer)),
         };
