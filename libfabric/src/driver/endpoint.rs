@@ -162,6 +162,12 @@ impl<E: Entry> AsyncEndpoint<E> {
     /// provider's inject size or the provider has no room for it now; send
     /// it with [`tsend_data`](Self::tsend_data) then, which waits for room.
     ///
+    /// An inject takes no credit, so a stream of them is slowed down only by
+    /// the provider refusing them, which not every provider does in time
+    /// (udp;ofi_rxd takes them faster than it can deliver them to a slow
+    /// receiver). Use it where something else bounds what is in flight, as
+    /// the transport does for requests and their answers.
+    ///
     /// ```no_run
     /// # async fn demo(ep: libfabric::driver::AsyncEndpoint, peer: libfabric::Address)
     /// # -> Result<(), Box<dyn std::error::Error>> {

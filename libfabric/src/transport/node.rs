@@ -307,23 +307,17 @@ impl Peer {
         self.me_there
     }
 
-    /// Sends a one-way message, received by the peer's [`Node::recv`];
-    /// returns the buffer once the provider is done with it: at once for a
-    /// message within the provider's inject size, which libfabric copies
-    /// (`fi_injectdata`), else when its send completes.
+    /// Sends a one-way message, received by the peer's [`Node::recv`] or
+    /// [`Node::incoming`]; returns the buffer once the provider is done with
+    /// it. Always a send, never an inject, however small: the send holds one
+    /// of the peer's credits until it completes, which is what slows a
+    /// sender down to a slow receiver (with injects, udp;ofi_rxd took
+    /// messages faster than it could deliver them, and later sends timed
+    /// out).
     pub async fn send(&self, buf: Buf) -> Result<Buf, OpError> {
         // Untagged (see `wire`): its receives are not queued behind the
         // request receives a serving node keeps posted.
         let node = &self.node.inner;
-        // A small message goes by inject, as in `send_tagged`. A receiver
-        // that falls behind still slows this sender down: its provider
-        // refuses injects once its queues are full, and the send then
-        // waits for room and for a credit.
-        match node.ep.try_inject_data(&buf, self.me_there, self.addr) {
-            Ok(true) => return Ok(buf),
-            Ok(false) => {}
-            Err(error) => return Err(OpError { error, kind: None, buf: Some(buf) }),
-        }
         let work = async {
             let _credit = self.credits.take().await;
             Ok(node.ep.send_data(buf, self.me_there, self.addr).await?.buf)
