@@ -15,9 +15,12 @@
 //! has to wait): a future that outlives it resolves with `FI_ETIMEDOUT` and
 //! its operation is cancelled. Buffers go to libfabric as
 //! they are, with no copy; when the provider needs registered memory
-//! (`FI_MR_LOCAL`) the endpoint registers them. A message within the
-//! provider's inject size is sent by inject instead (libfabric copies it
-//! before the call returns, so nothing is in flight).
+//! (`FI_MR_LOCAL`) the endpoint registers them. A request or an answer
+//! within the provider's inject size is sent by inject instead (libfabric
+//! copies it before the call returns, so nothing is in flight; the request's
+//! credit, held until its answer is in, still bounds them). One-way
+//! messages are always sent: their sends' credits are what slow a sender
+//! down to a slow receiver.
 
 mod events;
 mod exchange;
