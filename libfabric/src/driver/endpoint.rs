@@ -177,28 +177,12 @@ impl<E: Entry> AsyncEndpoint<E> {
     /// # Ok(()) }
     /// ```
     pub fn try_tinject_data(&self, data: &[u8], cq_data: u64, dest: Address, tag: u64) -> Result<bool> {
-        self.try_inject("tinject_data", data, |ep| ep.tinject_data(data, cq_data, dest, tag))
-    }
-
-    /// [`try_tinject_data`](Self::try_tinject_data) untagged
-    /// (`fi_injectdata`); send with [`send_data`](Self::send_data) when it
-    /// gives `Ok(false)`.
-    pub fn try_inject_data(&self, data: &[u8], cq_data: u64, dest: Address) -> Result<bool> {
-        self.try_inject("inject_data", data, |ep| ep.inject_data(data, cq_data, dest))
-    }
-
-    fn try_inject(
-        &self,
-        name: &'static str,
-        data: &[u8],
-        inject: impl FnOnce(&Endpoint<E>) -> Result<()>,
-    ) -> Result<bool> {
         if data.len() > self.ep.inject_limit() {
             return Ok(false);
         }
-        match inject(&self.ep) {
+        match self.ep.tinject_data(data, cq_data, dest, tag) {
             Ok(()) => {
-                self.observer.injected(name, data.len());
+                self.observer.injected("tinject_data", data.len());
                 Ok(true)
             }
             // No room now, or no inject at all: the caller sends instead.

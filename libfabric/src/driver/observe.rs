@@ -28,7 +28,6 @@ use super::OpError;
 const OPERATIONS: &[&str] = &[
     "send",
     "send_data",
-    "inject_data",
     "recv",
     "tsend",
     "tsend_data",
