@@ -489,9 +489,10 @@ fn slow_receiver(case: &Case, tasks: usize, each: u64, credits: usize) {
 
 #[test]
 fn a_slow_one_way_receiver_loses_nothing() {
-    // One-way messages within shm's and udp;ofi_rxd's inject sizes go by
-    // inject, which holds no credit: what slows the sender down then is the
-    // provider refusing injects once the receiver's side is full.
+    // Each one-way send holds one of the peer's credits until it completes:
+    // that is what slows the sender down. (Sent by inject, which holds no
+    // credit, udp;ofi_rxd took them faster than it delivered them, and
+    // later sends timed out.)
     const TASKS: u64 = 4;
     const EACH: u64 = 1000;
     for case in lanes().filter(|c| c.ep_type == EpType::RDM) {

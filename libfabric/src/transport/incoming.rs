@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use crate::av::Address;
-use crate::cq::Entry;
 use crate::driver::{Op, OpError};
 use crate::ops::Buf;
 use crate::TaggedEntry;
@@ -82,7 +81,7 @@ impl<'a> Incoming<'a> {
                 got?
             }
         };
-        Ok((PeerId(done.entry.data().unwrap_or(u64::MAX)), done.buf))
+        Ok((PeerId::of_message(&done.entry), done.buf))
     }
 
     /// Gives a message's buffer back for a later receive, so a loop that

@@ -26,6 +26,14 @@ use super::{bounded, exchange, timed_out, wire, TransportConfig, TransportError}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
 
+impl PeerId {
+    /// The sender a one-way message names (its remote CQ data; `u64::MAX`,
+    /// no peer, when it carried none).
+    pub(super) fn of_message(entry: &crate::TaggedEntry) -> PeerId {
+        PeerId(entry.data().unwrap_or(u64::MAX))
+    }
+}
+
 /// An RDM endpoint with its peers. Cloning gives another handle to the same node.
 ///
 /// ```no_run
@@ -227,7 +235,7 @@ impl Node {
         let done =
             bounded("fi_recv", self.inner.config.op_timeout, tracing::Span::none(), ep.recv(buf, Address::UNSPEC))
                 .await?;
-        Ok((PeerId(done.entry.data().unwrap_or(u64::MAX)), done.buf))
+        Ok((PeerId::of_message(&done.entry), done.buf))
     }
 
     /// The one-way messages reaching this node as they arrive, with `depth`
@@ -365,7 +373,7 @@ impl Peer {
             let answer = node.ep.post_trecv(response, Address::UNSPEC, wire::response(id), 0).await?;
             // A small request goes by inject: copied at once, no send
             // completion to wait for.
-            let sent = match node.ep.try_tinject_data(&body, self.me_there, self.addr, wire::request(id)) {
+            let sent = match self.try_inject_tagged(&body, wire::request(id)) {
                 Ok(true) => body,
                 Ok(false) => node.ep.tsend_data(body, self.me_there, self.addr, wire::request(id)).await?.buf,
                 Err(error) => return Err(OpError { error, kind: None, buf: Some(body) }),
