@@ -15,7 +15,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 
@@ -122,19 +122,15 @@ impl Node {
         id: u64,
         call: impl FnOnce() -> Fut,
     ) -> Option<Work<Fut>> {
-        let panicked = || tracing::error!(peer = lane.peer.id().0, id, "a handler panicked; request dropped");
-        let Ok(handler) = panic::catch_unwind(AssertUnwindSafe(call)) else {
-            panicked();
+        let Some(mut started) = begin(call) else {
+            panicked(&lane.peer, id);
             return None;
         };
-        let mut started = Box::pin(handler);
-        let polled =
-            std::future::poll_fn(|cx| Poll::Ready(panic::catch_unwind(AssertUnwindSafe(|| started.as_mut().poll(cx)))));
-        let answer = match polled.await {
-            Ok(Poll::Ready(answer)) => answer,
-            Ok(Poll::Pending) => return Some(Work::Started(id, started)),
-            Err(_) => {
-                panicked();
+        let answer = match std::future::poll_fn(|cx| Poll::Ready(poll_caught(started.as_mut(), cx))).await {
+            Some(Poll::Ready(answer)) => answer,
+            Some(Poll::Pending) => return Some(Work::Started(id, started)),
+            None => {
+                panicked(&lane.peer, id);
                 return None;
             }
         };
@@ -215,21 +211,19 @@ async fn answer<F, Fut>(
 {
     while let Some(next) = work.recv().await {
         let (id, response) = match next {
-            Work::Request(id, request) => match panic::catch_unwind(AssertUnwindSafe(|| handler(request))) {
-                Ok(started) => (id, caught(Box::pin(started)).await),
-                Err(_) => (id, None),
+            Work::Request(id, request) => match begin(|| handler(request)) {
+                Some(started) => (id, caught(started).await),
+                None => (id, None),
             },
             Work::Started(id, started) => (id, caught(started).await),
             Work::Answer(id, answer) => (id, Some(answer)),
         };
-        let Some(response) = response else {
-            tracing::error!(peer = peer.id().0, id, "a handler panicked; request dropped");
-            unfinished.fetch_sub(1, Ordering::Release);
-            continue;
-        };
-        match peer.send_tagged(response, wire::response(id)).await {
-            Ok(sent) => node.recycle(sent),
-            Err(error) => tracing::warn!(peer = peer.id().0, id, %error, "answer not delivered"),
+        match response {
+            Some(response) => match peer.send_tagged(response, wire::response(id)).await {
+                Ok(sent) => node.recycle(sent),
+                Err(error) => tracing::warn!(peer = peer.id().0, id, %error, "answer not delivered"),
+            },
+            None => panicked(&peer, id),
         }
         // Release: what the handler did happens before the next request,
         // which the serving loop may now handle itself.
@@ -237,13 +231,28 @@ async fn answer<F, Fut>(
     }
 }
 
+/// Logs a handler that panicked: its request is lost, nothing else.
+fn panicked(peer: &Peer, id: u64) {
+    tracing::error!(peer = peer.id().0, id, "a handler panicked; request dropped");
+}
+
+/// Calls the handler for its future; `None` if the call panicked.
+fn begin<Fut>(call: impl FnOnce() -> Fut) -> Option<Pin<Box<Fut>>> {
+    panic::catch_unwind(AssertUnwindSafe(call)).ok().map(Box::pin)
+}
+
+/// Polls a handler once; `None` if it panicked.
+fn poll_caught<Fut: Future<Output = Buf>>(handler: Pin<&mut Fut>, cx: &mut Context<'_>) -> Option<Poll<Buf>> {
+    panic::catch_unwind(AssertUnwindSafe(|| handler.poll(cx))).ok()
+}
+
 /// Runs a handler to its end; `None` if it panicked, which costs its request
 /// only: the peer's later requests are still handled.
 async fn caught<Fut: Future<Output = Buf>>(mut handler: Pin<Box<Fut>>) -> Option<Buf> {
-    std::future::poll_fn(|cx| match panic::catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
-        Ok(Poll::Ready(answer)) => Poll::Ready(Some(answer)),
-        Ok(Poll::Pending) => Poll::Pending,
-        Err(_) => Poll::Ready(None),
+    std::future::poll_fn(|cx| match poll_caught(handler.as_mut(), cx) {
+        Some(Poll::Ready(answer)) => Poll::Ready(Some(answer)),
+        Some(Poll::Pending) => Poll::Pending,
+        None => Poll::Ready(None),
     })
     .await
 }
