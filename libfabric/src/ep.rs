@@ -796,6 +796,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     }
 
     /// The provider's inject size, read once when the endpoint opened.
+    #[cfg(feature = "async")]
     #[inline]
     pub(crate) fn inject_limit(&self) -> usize {
         self.inner.inject_size

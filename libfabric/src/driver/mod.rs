@@ -56,6 +56,10 @@ pub use submit::{Posting, Submit};
 /// The largest in-flight bound a driver takes (the token's index has 32 bits).
 const MAX_IN_FLIGHT: usize = 1 << 30;
 
+/// `Shared::spinner` when no future reads the queue: no token is this (an
+/// index stays below [`MAX_IN_FLIGHT`]).
+pub(crate) const NO_SPINNER: u64 = u64::MAX;
+
 /// Completions read per [`Driver::progress`] call at most, so one busy queue
 /// cannot starve the rest of the program.
 const BATCH: usize = 64;
@@ -68,11 +72,12 @@ pub enum ProgressMode {
     /// queue's wait file descriptor when it has one (after `fi_trywait`), or
     /// else check it every millisecond.
     Wait,
-    /// Never sleep: poll the queue, yielding to other tasks in between; and
-    /// a future awaiting its operation reads the queue itself each time it
-    /// is polled (and asks to be polled again), rather than waiting for the
-    /// driver task to read it and wake it. Lowest latency; a core busy, more
-    /// on a multi-threaded runtime where several tasks await. On a
+    /// Never sleep: the future polled last of those awaiting an operation
+    /// reads the queue itself each time it is polled (and asks to be polled
+    /// again), rather than waiting for the driver task to read it and wake
+    /// it; the others wait for their wakers, and the driver task polls the
+    /// queue only while no future does (one reader at a time: every read
+    /// serves every future). Lowest latency; a core busy. On a
     /// current-thread runtime, run the work on spawned tasks: such a runtime
     /// polls the `block_on` future only between rounds of its tasks, and a
     /// busy driver is always one.
@@ -136,6 +141,10 @@ pub(crate) struct Shared<E: Entry> {
     /// driver polls, since tcp;ofi_rxm crashes in `fi_trywait` on such a
     /// queue (tests/libfabric-known-issues.md, 5).
     pub(crate) endpoint_closed: AtomicBool,
+    /// Busy-poll mode: the token of the operation whose future reads the
+    /// queue on its own polls, or [`NO_SPINNER`]; the driver task rests while
+    /// one does (see `Op::spin`).
+    pub(crate) spinner: AtomicU64,
 }
 
 /// Reads a completion queue and hands completions to the futures of
@@ -196,6 +205,7 @@ impl<E: Entry> Driver<E> {
             counters: Counters::default(),
             gate: Arc::new(RwLock::new(())),
             endpoint_closed: AtomicBool::new(false),
+            spinner: AtomicU64::new(NO_SPINNER),
         });
         Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
     }
@@ -280,24 +290,34 @@ impl<E: Entry> Shared<E> {
         let _open = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
         while n < BATCH {
-            match self.cq.poll()? {
-                Read::Empty => break,
-                Read::Op(c) => self.deliver(c.token, Ok(c)),
-                Read::Failed { error, op: Some((kind, token, buf)) } => {
-                    self.deliver(token, Err(OpError::completed(error, kind, buf)))
-                }
-                Read::Failed { error, op: None } => {
-                    self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, "an error completion of no operation of this driver");
-                }
-                other => {
-                    self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(?other, "a completion the async driver does not handle");
-                }
+            let want = BATCH - n;
+            let read = self.cq.poll_each(want, |read| self.handle(read))?;
+            n += read;
+            // A short read found the queue empty: no need to read it again.
+            if read < want.min(crate::cq::EACH_MAX) {
+                break;
             }
-            n += 1;
         }
         Ok(n)
+    }
+
+    /// Hands one read of the queue to its future.
+    fn handle(&self, read: Read<E>) {
+        match read {
+            Read::Empty => {}
+            Read::Op(c) => self.deliver(c.token, Ok(c)),
+            Read::Failed { error, op: Some((kind, token, buf)) } => {
+                self.deliver(token, Err(OpError::completed(error, kind, buf)))
+            }
+            Read::Failed { error, op: None } => {
+                self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "an error completion of no operation of this driver");
+            }
+            other => {
+                self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(?other, "a completion the async driver does not handle");
+            }
+        }
     }
 
     fn deliver(&self, token: u64, result: std::result::Result<Completion<E>, OpError>) {

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use crate::error::Error;
 use crate::ops::{Buf, Completion, OpKind, PostError};
 
 use super::observe::Observer;
-use super::{ProgressMode, Shared};
+use super::{ProgressMode, Shared, NO_SPINNER};
 
 /// Why an async operation failed, with its buffer when it has come back.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,9 @@ pub struct Op<'a, E: Entry> {
     /// Set once libfabric has the operation.
     pub(crate) op: Option<OpId>,
     done: bool,
+    /// Holds the driver's spinner role (busy-poll mode): this future reads
+    /// the queue each time it is polled.
+    spinning: bool,
     /// What to report when it finishes: its name, when it was posted (if
     /// anything reports times), and to whom.
     report: Option<(&'static str, Option<Instant>, &'a Observer)>,
@@ -73,7 +77,7 @@ pub struct Op<'a, E: Entry> {
 
 impl<'a, E: Entry> Op<'a, E> {
     pub(crate) fn new(shared: &'a Shared<E>, ep: &'a Endpoint<E>, token: u64) -> Self {
-        Op { shared, ep, token, op: None, done: false, report: None }
+        Op { shared, ep, token, op: None, done: false, spinning: false, report: None }
     }
 }
 
@@ -121,7 +125,7 @@ impl<E: Entry> Future for Op<'_, E> {
         if let Some(result) = self.take(cx) {
             return Poll::Ready(result);
         }
-        if self.shared.config.mode == ProgressMode::BusyPoll {
+        if self.shared.config.mode == ProgressMode::BusyPoll && self.spin() {
             // Read the queue here instead of waiting for the driver task to
             // read it and wake this one: a scheduling hop less per
             // operation. (A failed read is the driver task's to report.)
@@ -145,6 +149,7 @@ impl<E: Entry> Op<'_, E> {
         // The credit `taken` holds is released here, after the lock.
         let result = taken?.result?;
         self.done = true;
+        self.stop_spinning();
         if let Some((name, started, observer)) = self.report {
             observer.record(name, started, || self.shared.lock().len(), result.as_ref());
         }
@@ -152,8 +157,46 @@ impl<E: Entry> Op<'_, E> {
     }
 }
 
+impl<E: Entry> Op<'_, E> {
+    /// Whether this future is to read the queue (busy-poll mode). One future
+    /// reads at a time, since every read serves every future: more readers
+    /// would only share the thread's turns and delay the one whose
+    /// completion came in. The role goes to the future polled last, the one
+    /// most likely awaited next (a task woken, an operation just posted);
+    /// the one it displaces stops reading at its next poll and waits for
+    /// its waker.
+    fn spin(&mut self) -> bool {
+        let spinner = &self.shared.spinner;
+        if self.spinning {
+            if spinner.load(Ordering::Relaxed) == self.token {
+                return true;
+            }
+            // Displaced: this poll is the self-wake of the last one.
+            self.spinning = false;
+            return false;
+        }
+        spinner.store(self.token, Ordering::Relaxed);
+        self.spinning = true;
+        true
+    }
+
+    /// Gives the role back, if this future still holds it. While other
+    /// operations are in flight the driver task reads the queue until
+    /// another future takes the role; with none, it stays at rest (a new
+    /// operation's future takes the role when first polled).
+    fn stop_spinning(&mut self) {
+        if std::mem::take(&mut self.spinning)
+            && self.shared.spinner.compare_exchange(self.token, NO_SPINNER, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self.shared.lock().len() > 0
+        {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
 impl<E: Entry> Drop for Op<'_, E> {
     fn drop(&mut self) {
+        self.stop_spinning();
         if self.done {
             return;
         }

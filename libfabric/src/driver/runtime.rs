@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::cq::{CompletionQueue, Entry};
 
-use super::{yield_now, Driver, ProgressMode, Shared};
+use super::{yield_now, Driver, ProgressMode, Shared, NO_SPINNER};
 
 /// After the last completion, how long a driver keeps spinning before it
 /// sleeps on the wait descriptor, or polls only once per [`POLL_TICK`].
@@ -146,6 +146,15 @@ async fn poll_loop<E: Entry>(shared: &Arc<Shared<E>>) {
         if progress(shared).await > 0 {
             last = Instant::now();
             yield_now().await;
+            continue;
+        }
+        if busy && shared.spinner.load(Ordering::Relaxed) != NO_SPINNER {
+            // A future reads the queue: rest until it stops (or, should it
+            // stop being polled without finishing, read once a tick).
+            tokio::select! {
+                _ = shared.wake.notified() => {}
+                _ = tokio::time::sleep(POLL_TICK) => {}
+            }
             continue;
         }
         if busy || last.elapsed() < SPIN {
