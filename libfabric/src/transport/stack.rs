@@ -7,6 +7,7 @@ use libfabric_sys::enums::{EpType, Threading, WaitObj};
 use libfabric_sys::flags::{Caps, MrMode};
 
 use crate::cq::{CompletionQueue, CqConfig};
+use crate::driver::ProgressMode;
 use crate::domain::Domain;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
@@ -71,13 +72,20 @@ impl Stack {
     }
 
     /// A completion queue with a wait descriptor when the provider has one
-    /// (the driver sleeps on it), else one the driver polls. Not spawned
-    /// yet: the caller spawns it once its endpoint is bound (udp;ofi_rxd
-    /// crashes reading a queue while an endpoint is being bound to it).
+    /// (the driver sleeps on it), else one the driver polls. A busy-polling
+    /// driver never sleeps, so its queue has none: where there is one, the
+    /// provider signals it on each completion and clears it on reading, a
+    /// system call each on tcp. Not spawned yet: the caller spawns it once
+    /// its endpoint is bound (udp;ofi_rxd crashes reading a queue while an
+    /// endpoint is being bound to it).
     pub(crate) fn driver(&self, config: &TransportConfig) -> Result<Driver> {
         let size = config.driver.in_flight.max(64);
         let queue = |wait_obj| CqConfig { size, wait_obj, ..CqConfig::default() };
-        let cq = match CompletionQueue::open(&self.domain, &queue(WaitObj::FD)) {
+        let wait_obj = match config.driver.mode {
+            ProgressMode::Wait => WaitObj::FD,
+            ProgressMode::BusyPoll => WaitObj::NONE,
+        };
+        let cq = match CompletionQueue::open(&self.domain, &queue(wait_obj)) {
             Ok(cq) => cq,
             Err(e) if e.errno().raw() == libc::ENOSYS => CompletionQueue::open(&self.domain, &queue(WaitObj::NONE))?,
             Err(e) => return Err(e),
