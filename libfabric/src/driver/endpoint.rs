@@ -3,6 +3,7 @@
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -368,9 +369,14 @@ impl<E: Entry> AsyncEndpoint<E> {
             Ok(id) => {
                 op.op = Some(id);
                 // A waiting driver spins again after a post, as the answer
-                // may be near; a busy-polling one never sleeps.
-                if self.driver.shared.config.mode == ProgressMode::Wait {
-                    self.driver.shared.wake.notify_one();
+                // may be near (woken if it sleeps); a busy-polling one never
+                // sleeps.
+                let shared = &*self.driver.shared;
+                if shared.config.mode == ProgressMode::Wait {
+                    shared.activity.bump();
+                    if shared.asleep.load(Ordering::SeqCst) {
+                        shared.wake.notify_one();
+                    }
                 }
                 Ok(None)
             }

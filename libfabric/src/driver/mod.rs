@@ -29,6 +29,7 @@
 
 pub(crate) mod credits;
 mod endpoint;
+mod idle;
 mod observe;
 mod op;
 mod pending;
@@ -50,6 +51,8 @@ use crate::ops::Completion;
 
 pub use endpoint::AsyncEndpoint;
 pub use op::{Op, OpError};
+use idle::Activity;
+pub(crate) use idle::Idle;
 use pending::{Delivered, Pending};
 pub use submit::{Posting, Submit};
 
@@ -59,6 +62,20 @@ const MAX_IN_FLIGHT: usize = 1 << 30;
 /// `Shared::spinner` when no future reads the queue: no token is this (an
 /// index stays below [`MAX_IN_FLIGHT`]).
 pub(crate) const NO_SPINNER: u64 = u64::MAX;
+
+/// After the last completion or post, how long [`ProgressMode::Wait`] keeps
+/// reading the queue before it sleeps on the wait descriptor: an answer
+/// often follows within microseconds, far sooner than a wake-up through the
+/// descriptor could deliver it.
+pub(crate) const SPIN: Duration = Duration::from_micros(200);
+
+/// The same for a queue without a wait descriptor, which an idle driver
+/// reads once per tick (1 ms) instead. Longer than two ticks: a side that
+/// spun less would stop before its peer, idle too, saw the last message at
+/// its next tick and answered; then each message waited for a tick, and a
+/// ping-pong that once fell into that step (after any pause longer than the
+/// spin) stayed at about 2.4 ms a round trip.
+pub(crate) const POLLED_SPIN: Duration = Duration::from_micros(2_500);
 
 /// Completions read per [`Driver::progress`] call at most, so one busy queue
 /// cannot starve the rest of the program.
@@ -70,14 +87,17 @@ pub enum ProgressMode {
     /// Spin for 200 µs after each completion or post (an answer usually
     /// follows sooner than a wake-up could deliver it), then sleep on the
     /// queue's wait file descriptor when it has one (after `fi_trywait`), or
-    /// else check it every millisecond.
+    /// else spin for 2.5 ms and then check it every millisecond. While it spins, the future polled
+    /// last of those awaiting an operation reads the queue itself, as in
+    /// [`BusyPoll`](Self::BusyPoll), and the driver task rests.
     Wait,
     /// Never sleep: the future polled last of those awaiting an operation
     /// reads the queue itself each time it is polled (and asks to be polled
     /// again), rather than waiting for the driver task to read it and wake
     /// it; the others wait for their wakers, and the driver task polls the
     /// queue only while no future does (one reader at a time: every read
-    /// serves every future). Lowest latency; a core busy. On a
+    /// serves every future). The queue has no wait object. Lowest latency;
+    /// a core busy. On a
     /// current-thread runtime, run the work on spawned tasks: such a runtime
     /// polls the `block_on` future only between rounds of its tasks, and a
     /// busy driver is always one.
@@ -141,10 +161,19 @@ pub(crate) struct Shared<E: Entry> {
     /// driver polls, since tcp;ofi_rxm crashes in `fi_trywait` on such a
     /// queue (tests/libfabric-known-issues.md, 5).
     pub(crate) endpoint_closed: AtomicBool,
-    /// Busy-poll mode: the token of the operation whose future reads the
-    /// queue on its own polls, or [`NO_SPINNER`]; the driver task rests while
-    /// one does (see `Op::spin`).
+    /// The token of the operation whose future reads the queue on its own
+    /// polls, or [`NO_SPINNER`]; the driver task rests while one does (see
+    /// `Op::spin`).
     pub(crate) spinner: AtomicU64,
+    /// Completions read and posts made: waiting readers spin until `spin`
+    /// has passed without any.
+    pub(crate) activity: Activity,
+    /// [`SPIN`], or [`POLLED_SPIN`] once the driver task finds it must poll
+    /// the queue (in nanoseconds).
+    pub(crate) spin: AtomicU64,
+    /// Set while the driver task sleeps (on the wait descriptor, or between
+    /// ticks): a post wakes it then, and only then.
+    pub(crate) asleep: AtomicBool,
 }
 
 /// Reads a completion queue and hands completions to the futures of
@@ -206,6 +235,9 @@ impl<E: Entry> Driver<E> {
             gate: Arc::new(RwLock::new(())),
             endpoint_closed: AtomicBool::new(false),
             spinner: AtomicU64::new(NO_SPINNER),
+            activity: Activity::default(),
+            spin: AtomicU64::new(SPIN.as_nanos() as u64),
+            asleep: AtomicBool::new(false),
         });
         Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
     }
@@ -298,7 +330,15 @@ impl<E: Entry> Shared<E> {
                 break;
             }
         }
+        if n > 0 {
+            self.activity.bump();
+        }
         Ok(n)
+    }
+
+    /// The spin window of waiting readers.
+    pub(crate) fn spin(&self) -> Duration {
+        Duration::from_nanos(self.spin.load(Ordering::Relaxed))
     }
 
     /// Hands one read of the queue to its future.

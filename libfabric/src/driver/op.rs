@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::ops::{Buf, Completion, OpKind, PostError};
 
 use super::observe::Observer;
-use super::{ProgressMode, Shared, NO_SPINNER};
+use super::{Idle, ProgressMode, Shared, NO_SPINNER};
 
 /// Why an async operation failed, with its buffer when it has come back.
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +67,13 @@ pub struct Op<'a, E: Entry> {
     /// Set once libfabric has the operation.
     pub(crate) op: Option<OpId>,
     done: bool,
-    /// Holds the driver's spinner role (busy-poll mode): this future reads
-    /// the queue each time it is polled.
+    /// Holds the driver's spinner role: this future reads the queue each
+    /// time it is polled (see `spin`).
     spinning: bool,
+    /// Polls that read the queue, counted to space out looks at the clock.
+    polls: u32,
+    /// Whether the queue went idle while this future read it.
+    idle: Idle,
     /// What to report when it finishes: its name, when it was posted (if
     /// anything reports times), and to whom.
     report: Option<(&'static str, Option<Instant>, &'a Observer)>,
@@ -77,7 +81,7 @@ pub struct Op<'a, E: Entry> {
 
 impl<'a, E: Entry> Op<'a, E> {
     pub(crate) fn new(shared: &'a Shared<E>, ep: &'a Endpoint<E>, token: u64) -> Self {
-        Op { shared, ep, token, op: None, done: false, spinning: false, report: None }
+        Op { shared, ep, token, op: None, done: false, spinning: false, polls: 0, idle: Idle::default(), report: None }
     }
 }
 
@@ -125,7 +129,7 @@ impl<E: Entry> Future for Op<'_, E> {
         if let Some(result) = self.take(cx) {
             return Poll::Ready(result);
         }
-        if self.shared.config.mode == ProgressMode::BusyPoll && self.spin() {
+        if self.spin() {
             // Read the queue here instead of waiting for the driver task to
             // read it and wake this one: a scheduling hop less per
             // operation. (A failed read is the driver task's to report.)
@@ -134,8 +138,21 @@ impl<E: Entry> Future for Op<'_, E> {
                     return Poll::Ready(result);
                 }
             }
-            // And be polled again soon, as the driver task would poll.
-            cx.waker().wake_by_ref();
+            // Whether the queue went idle (waiting mode) is looked at on
+            // every 32nd poll: the clock costs as much as the rest of a poll.
+            self.polls = self.polls.wrapping_add(1);
+            let shared = self.shared;
+            if shared.config.mode == ProgressMode::BusyPoll
+                || self.polls % 32 != 0
+                || !self.idle.check(&shared.activity, shared.spin())
+            {
+                // And be polled again soon, as the driver task would poll.
+                cx.waker().wake_by_ref();
+            } else {
+                // Idle for a while: the driver task sleeps on the queue's
+                // wait descriptor instead, and wakes this future.
+                self.stop_spinning();
+            }
         }
         Poll::Pending
     }
@@ -158,13 +175,12 @@ impl<E: Entry> Op<'_, E> {
 }
 
 impl<E: Entry> Op<'_, E> {
-    /// Whether this future is to read the queue (busy-poll mode). One future
-    /// reads at a time, since every read serves every future: more readers
-    /// would only share the thread's turns and delay the one whose
-    /// completion came in. The role goes to the future polled last, the one
-    /// most likely awaited next (a task woken, an operation just posted);
-    /// the one it displaces stops reading at its next poll and waits for
-    /// its waker.
+    /// Whether this future is to read the queue. One future reads at a time,
+    /// since every read serves every future: more readers would only share
+    /// the thread's turns and delay the one whose completion came in. The
+    /// role goes to the future polled last, the one most likely awaited
+    /// next (a task woken, an operation just posted); the one it displaces
+    /// stops reading at its next poll and waits for its waker.
     fn spin(&mut self) -> bool {
         let spinner = &self.shared.spinner;
         if self.spinning {

@@ -3,7 +3,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -11,11 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::cq::{CompletionQueue, Entry};
 
-use super::{yield_now, Driver, ProgressMode, Shared, NO_SPINNER};
+use super::{yield_now, Driver, Idle, ProgressMode, Shared, NO_SPINNER, POLLED_SPIN};
 
-/// After the last completion, how long a driver keeps spinning before it
-/// sleeps on the wait descriptor, or polls only once per [`POLL_TICK`].
-const SPIN: Duration = Duration::from_micros(200);
 /// How often an idle polling driver looks at a queue without a wait
 /// descriptor (tokio's timer resolution).
 pub(crate) const POLL_TICK: Duration = Duration::from_millis(1);
@@ -29,8 +26,9 @@ impl<E: Entry> Driver<E> {
     /// last handle to this driver is dropped. With [`ProgressMode::Wait`] it
     /// spins for 200 µs after a completion or a post, then sleeps on the
     /// queue's wait descriptor when the provider gives one (`fi_trywait`,
-    /// then the descriptor in tokio's reactor), and polls every millisecond
-    /// otherwise.
+    /// then the descriptor in tokio's reactor); otherwise it spins for
+    /// 2.5 ms, then polls every millisecond. While a future reads the queue
+    /// itself (see [`ProgressMode`]), the task rests.
     ///
     /// Must be called within a tokio runtime with the time and I/O drivers
     /// enabled.
@@ -89,19 +87,22 @@ async fn progress<E: Entry>(shared: &Shared<E>) -> usize {
 }
 
 async fn wait_loop<E: Entry>(shared: &Arc<Shared<E>>, fd: &AsyncFd<WaitFd<CompletionQueue<E>>>) {
-    let mut last = Instant::now();
+    let mut tick = ticks();
+    let mut idle = Idle::default();
     while !closing(shared) {
+        if spinning(shared) {
+            // Then read once, whatever ended the rest.
+            rest(shared, &mut tick).await;
+        }
         // Yield after every read: the futures just woken may sit in this
         // worker's LIFO slot, where no other worker can steal them, so a
         // driver that loops without yielding would starve them.
         if progress(shared).await > 0 {
-            last = Instant::now();
             yield_now().await;
             continue;
         }
-        // Spin a little before sleeping: an answer often follows within
-        // microseconds, far sooner than a wake-up through the descriptor.
-        if last.elapsed() < SPIN {
+        // Spin a little before sleeping (see `SPIN`).
+        if !idle.check(&shared.activity, shared.spin()) {
             yield_now().await;
             continue;
         }
@@ -123,47 +124,85 @@ async fn wait_loop<E: Entry>(shared: &Arc<Shared<E>>, fd: &AsyncFd<WaitFd<Comple
                 continue;
             }
         }
+        if !fall_asleep(shared, &idle) {
+            continue;
+        }
         tokio::select! {
             ready = fd.readable() => {
                 if let Ok(mut guard) = ready {
                     guard.clear_ready();
                 }
                 // A completion: more may follow soon.
-                last = Instant::now();
+                shared.activity.bump();
             }
-            // A post, whose completion may be near.
-            _ = shared.wake.notified() => last = Instant::now(),
+            // A post (which bumped the activity), or a future that stopped
+            // reading the queue.
+            _ = shared.wake.notified() => {}
             // Only the safety net: read once, then sleep again.
             _ = tokio::time::sleep(WAIT_TICK) => {}
         }
+        shared.asleep.store(false, Ordering::SeqCst);
     }
 }
 
 async fn poll_loop<E: Entry>(shared: &Arc<Shared<E>>) {
     let busy = shared.config.mode == ProgressMode::BusyPoll;
-    let mut last = Instant::now();
+    shared.spin.store(POLLED_SPIN.as_nanos() as u64, Ordering::Relaxed);
+    let mut tick = ticks();
+    let mut idle = Idle::default();
     while !closing(shared) {
-        if progress(shared).await > 0 {
-            last = Instant::now();
+        if spinning(shared) {
+            // Then read once, whatever ended the rest.
+            rest(shared, &mut tick).await;
+        }
+        if progress(shared).await > 0 || busy || !idle.check(&shared.activity, shared.spin()) {
             yield_now().await;
             continue;
         }
-        if busy && shared.spinner.load(Ordering::Relaxed) != NO_SPINNER {
-            // A future reads the queue: rest until it stops (or, should it
-            // stop being polled without finishing, read once a tick).
-            tokio::select! {
-                _ = shared.wake.notified() => {}
-                _ = tokio::time::sleep(POLL_TICK) => {}
-            }
-            continue;
-        }
-        if busy || last.elapsed() < SPIN {
-            yield_now().await;
+        if !fall_asleep(shared, &idle) {
             continue;
         }
         tokio::select! {
-            _ = shared.wake.notified() => last = Instant::now(),
-            _ = tokio::time::sleep(POLL_TICK) => {}
+            _ = shared.wake.notified() => {}
+            _ = tick.tick() => {}
         }
+        shared.asleep.store(false, Ordering::SeqCst);
     }
+}
+
+/// Marks the driver asleep, so that a post wakes it, unless a post came
+/// since `idle`'s last check (then it stays awake and returns false). The
+/// flag is set before that look and a post bumps the activity before it
+/// reads the flag, so one of the two sees the other.
+fn fall_asleep<E: Entry>(shared: &Shared<E>, idle: &Idle) -> bool {
+    shared.asleep.store(true, Ordering::SeqCst);
+    if idle.moved(&shared.activity) {
+        shared.asleep.store(false, Ordering::SeqCst);
+        return false;
+    }
+    true
+}
+
+/// Whether a future reads the queue itself (see `Op::spin`).
+fn spinning<E: Entry>(shared: &Shared<E>) -> bool {
+    shared.spinner.load(Ordering::Relaxed) != NO_SPINNER
+}
+
+/// Rests while a future reads the queue: until it stops (its operation
+/// done, or the queue idle), or until the next tick, after which the caller
+/// reads once, should that future have stopped being polled unfinished.
+async fn rest<E: Entry>(shared: &Shared<E>, tick: &mut tokio::time::Interval) {
+    tokio::select! {
+        _ = shared.wake.notified() => {}
+        _ = tick.tick() => {}
+    }
+}
+
+/// The driver's ticks while it rests: one timer for the task's life, since a
+/// new one per rest is registered with tokio's timer each time, which then
+/// wakes its I/O driver (a system call) for the earlier deadline.
+fn ticks() -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(POLL_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }

@@ -1,0 +1,73 @@
+//! When a queue has gone idle: readers in waiting mode spin for a while after
+//! the last completion or post, then sleep.
+//!
+//! Activity is a counter that completions and posts bump, not a time: a
+//! clock read costs as much as the rest of a poll, and would be paid on
+//! every operation. Each reader keeps its own [`Idle`]: the count it last
+//! saw, and when it first saw it. Only a reader that finds nothing to read
+//! looks at the clock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Completions and posts on one queue, counted.
+#[derive(Debug, Default)]
+pub(crate) struct Activity(AtomicU64);
+
+impl Activity {
+    /// Notes a completion, or a post whose completion may be near.
+    pub(crate) fn bump(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One reader's view of an [`Activity`].
+#[derive(Debug, Default)]
+pub(crate) struct Idle {
+    seen: u64,
+    /// When `seen` was first seen; `None` until a check needs it.
+    since: Option<Instant>,
+}
+
+impl Idle {
+    /// Whether nothing happened on the queue for `spin`, counted from the
+    /// first check that saw the current count.
+    pub(crate) fn check(&mut self, activity: &Activity, spin: Duration) -> bool {
+        let count = activity.count();
+        if count != self.seen || self.since.is_none() {
+            self.seen = count;
+            self.since = Some(Instant::now());
+            return false;
+        }
+        self.since.is_some_and(|since| since.elapsed() >= spin)
+    }
+
+    /// Whether something happened since the last check.
+    pub(crate) fn moved(&self, activity: &Activity) -> bool {
+        activity.count() != self.seen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_only_after_the_spin_without_activity() {
+        let activity = Activity::default();
+        let mut idle = Idle::default();
+        let spin = Duration::from_millis(20);
+        assert!(!idle.check(&activity, spin), "the first check starts the clock");
+        assert!(!idle.check(&activity, spin));
+        std::thread::sleep(spin);
+        assert!(idle.check(&activity, spin));
+        activity.bump();
+        assert!(idle.moved(&activity));
+        assert!(!idle.check(&activity, spin), "activity restarts the clock");
+        assert!(!idle.moved(&activity));
+    }
+}
