@@ -50,9 +50,9 @@ use crate::error::Result;
 use crate::ops::Completion;
 
 pub use endpoint::AsyncEndpoint;
-pub use op::{Op, OpError};
 use idle::Activity;
 pub(crate) use idle::Idle;
+pub use op::{Op, OpError};
 use pending::{Delivered, Pending};
 pub use submit::{Posting, Submit};
 

@@ -202,7 +202,11 @@ impl<E: Entry> Op<'_, E> {
     /// operation's future takes the role when first polled).
     fn stop_spinning(&mut self) {
         if std::mem::take(&mut self.spinning)
-            && self.shared.spinner.compare_exchange(self.token, NO_SPINNER, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self
+                .shared
+                .spinner
+                .compare_exchange(self.token, NO_SPINNER, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
             && self.shared.lock().len() > 0
         {
             self.shared.wake.notify_one();

@@ -7,9 +7,9 @@ use libfabric_sys::enums::{EpType, Threading, WaitObj};
 use libfabric_sys::flags::{Caps, MrMode};
 
 use crate::cq::{CompletionQueue, CqConfig};
-use crate::driver::ProgressMode;
 use crate::domain::Domain;
 use crate::driver::Driver;
+use crate::driver::ProgressMode;
 use crate::error::{Error, Result};
 use crate::fabric::Fabric;
 use crate::info::{getinfo, Hints, Info, Target};
