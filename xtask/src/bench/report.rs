@@ -126,12 +126,14 @@ fn async_transport(md: &mut String, rows: &[Row], plan: Plan) {
         md,
         "Latency: `examples/async_bench -m latency`, 64-byte requests one at a time through \
          `Peer::request` against `Node::serve` (tagged send, by inject when it fits, answer receive posted \
-         first, a handler task per peer), half the round trip, against the Rust pingpong (`-e rdm -S 64`, one way). Message \
+         first; the serving loop answers a request whose handler is done at once, the peer's task the others), half the \
+         round trip, against the Rust pingpong (`-e rdm -S 64`, one way). Message \
          rate: `async_bench -m rate`, 64-byte `Peer::send`s from 16 tasks to one `Node::incoming` with 16 receives posted, against \
          `examples/msgrate -n 1 -W 16`. Both sides of the async runs on one thread (tokio's current-thread \
-         runtime), the driver either busy-polling (`ProgressMode::BusyPoll`) or waiting (the default: \
-         spinning for 200 µs after each completion or post, then sleeping on the CQ's wait descriptor \
-         where the provider has one, else polling every millisecond). {} round trips a run; {}; {} \
+         runtime), the driver either busy-polling (`ProgressMode::BusyPoll`: the future polled last reads the \
+         queue on each of its polls) or waiting (the default: the same while the queue is active, until 200 µs after \
+         the last completion or post, 2.5 ms on a queue without a wait descriptor; then sleeping on the CQ's wait \
+         descriptor, or polling every millisecond). {} round trips a run; {}; {} \
          rounds, the order rotating; medians.\n",
         super::transport::ROUND_TRIPS,
         super::transport::LANES.map(|(lane, n)| format!("{n} messages a run on {lane}")).join(", "),
