@@ -31,6 +31,8 @@ pub(crate) struct Idle {
     seen: u64,
     /// When `seen` was first seen; `None` until a check needs it.
     since: Option<Instant>,
+    /// Idle as of `seen`, as another reader found (see [`expire`](Self::expire)).
+    expired: bool,
 }
 
 impl Idle {
@@ -38,12 +40,20 @@ impl Idle {
     /// first check that saw the current count.
     pub(crate) fn check(&mut self, activity: &Activity, spin: Duration) -> bool {
         let count = activity.count();
-        if count != self.seen || self.since.is_none() {
+        if count != self.seen || (self.since.is_none() && !self.expired) {
             self.seen = count;
             self.since = Some(Instant::now());
+            self.expired = false;
             return false;
         }
-        self.since.is_some_and(|since| since.elapsed() >= spin)
+        self.expired || self.since.is_some_and(|since| since.elapsed() >= spin)
+    }
+
+    /// Takes over another reader's finding that the queue is idle: the next
+    /// check says idle, unless something happens before it.
+    pub(crate) fn expire(&mut self, activity: &Activity) {
+        self.seen = activity.count();
+        self.expired = true;
     }
 
     /// Whether something happened since the last check.
@@ -69,5 +79,18 @@ mod tests {
         assert!(idle.moved(&activity));
         assert!(!idle.check(&activity, spin), "activity restarts the clock");
         assert!(!idle.moved(&activity));
+    }
+
+    #[test]
+    fn an_expired_view_is_idle_until_something_happens() {
+        let activity = Activity::default();
+        let mut idle = Idle::default();
+        let spin = Duration::from_secs(60);
+        idle.expire(&activity);
+        assert!(idle.check(&activity, spin));
+        assert!(idle.check(&activity, spin));
+        activity.bump();
+        assert!(!idle.check(&activity, spin));
+        assert!(!idle.check(&activity, spin), "the clock runs again from the activity");
     }
 }

@@ -174,6 +174,9 @@ pub(crate) struct Shared<E: Entry> {
     /// Set while the driver task sleeps (on the wait descriptor, or between
     /// ticks): a post wakes it then, and only then.
     pub(crate) asleep: AtomicBool,
+    /// Set by a future that stopped reading because the queue went idle: the
+    /// driver task then goes to sleep without spinning once more.
+    pub(crate) idled: AtomicBool,
 }
 
 /// Reads a completion queue and hands completions to the futures of
@@ -238,6 +241,7 @@ impl<E: Entry> Driver<E> {
             activity: Activity::default(),
             spin: AtomicU64::new(SPIN.as_nanos() as u64),
             asleep: AtomicBool::new(false),
+            idled: AtomicBool::new(false),
         });
         Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
     }

@@ -150,7 +150,9 @@ impl<E: Entry> Future for Op<'_, E> {
                 cx.waker().wake_by_ref();
             } else {
                 // Idle for a while: the driver task sleeps on the queue's
-                // wait descriptor instead, and wakes this future.
+                // wait descriptor instead, and wakes this future; it need
+                // not spin again first.
+                shared.idled.store(true, Ordering::Relaxed);
                 self.stop_spinning();
             }
         }

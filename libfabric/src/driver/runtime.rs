@@ -94,6 +94,9 @@ async fn wait_loop<E: Entry>(shared: &Arc<Shared<E>>, fd: &AsyncFd<WaitFd<Comple
             // Then read once, whatever ended the rest.
             rest(shared, &mut tick).await;
         }
+        if shared.idled.swap(false, Ordering::Relaxed) {
+            idle.expire(&shared.activity);
+        }
         // Yield after every read: the futures just woken may sit in this
         // worker's LIFO slot, where no other worker can steal them, so a
         // driver that loops without yielding would starve them.
@@ -154,6 +157,9 @@ async fn poll_loop<E: Entry>(shared: &Arc<Shared<E>>) {
         if spinning(shared) {
             // Then read once, whatever ended the rest.
             rest(shared, &mut tick).await;
+        }
+        if shared.idled.swap(false, Ordering::Relaxed) {
+            idle.expire(&shared.activity);
         }
         if progress(shared).await > 0 || busy || !idle.check(&shared.activity, shared.spin()) {
             yield_now().await;
