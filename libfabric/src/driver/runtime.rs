@@ -199,6 +199,10 @@ fn spinning<E: Entry>(shared: &Shared<E>) -> bool {
 /// reads once, should that future have stopped being polled unfinished.
 async fn rest<E: Entry>(shared: &Shared<E>, tick: &mut tokio::time::Interval) {
     tokio::select! {
+        // In this order, rather than tokio's random one: it draws a random
+        // number per poll, and the driver rests and wakes once per request
+        // on a serving node.
+        biased;
         _ = shared.wake.notified() => {}
         _ = tick.tick() => {}
     }
