@@ -2,6 +2,7 @@
 //! tcp (MSG), tcp;ofi_rxm, udp;ofi_rxd and shm (RDM); ten thousand futures
 //! at once; futures dropped at random points; a slow receiver; a killed peer.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -357,6 +358,100 @@ fn busy_polling_futures_read_the_queue_themselves_across_threads() {
         });
         server.kill();
     }
+}
+
+#[test]
+fn requests_after_pauses_are_answered() {
+    use libfabric::driver::ProgressMode;
+    // Pauses on either side of each spin window (200 µs; 2.5 ms where the
+    // queue has no wait descriptor) and of the driver's 1 ms tick: each
+    // request after one finds both sides asleep or about to sleep.
+    const PAUSES_US: [u64; 6] = [0, 150, 300, 2_000, 3_000, 30_000];
+    for case in lanes().filter(|c| c.ep_type == EpType::RDM) {
+        let server = start("echo", &case);
+        for mode in [ProgressMode::Wait, ProgressMode::BusyPoll] {
+            let mut config = config(&case);
+            config.driver.mode = mode;
+            runtime().block_on(async {
+                let (_node, peer) = dial(&case, config, server.port).await;
+                for (seq, pause) in PAUSES_US.iter().enumerate() {
+                    tokio::time::sleep(Duration::from_micros(*pause)).await;
+                    let sent = payload(seq as u64, 64);
+                    let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(64)).await.expect("request");
+                    assert_eq!(&got.answer[..], &sent[..], "{} {mode:?}: after {pause} µs", case.name());
+                }
+            });
+            println!("{} {mode:?}: requests after pauses of up to 30 ms answered", case.name());
+        }
+        server.kill();
+    }
+}
+
+#[test]
+fn a_reading_future_left_unpolled_holds_up_no_other() {
+    use libfabric::driver::ProgressMode;
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    // A tag of the kind the transport leaves unused: no message matches it.
+    const UNUSED_TAG: u64 = 7;
+    for case in lanes().filter(|c| c.ep_type == EpType::RDM) {
+        let server = start("echo", &case);
+        for mode in [ProgressMode::Wait, ProgressMode::BusyPoll] {
+            let mut config = config(&case);
+            config.driver.mode = mode;
+            config.op_timeout = TIMEOUT;
+            runtime().block_on(async {
+                let (node, peer) = dial(&case, config, server.port).await;
+                // Connected (tcp;ofi_rxm connects on the first send).
+                peer.request(Buf::from(payload(0, 64)), Buf::zeroed(64)).await.expect("the first request");
+                // A request is polled first; then a receive that nothing will
+                // match, which takes over reading the queue for both, and is
+                // then left unpolled. The request's answer must still be read
+                // (by the resting driver), within the request's timeout.
+                let (polled, holder_polled) =
+                    (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+                let waiter = tokio::spawn({
+                    let (peer, polled, holder_polled) = (peer.clone(), polled.clone(), holder_polled.clone());
+                    async move {
+                        let sent = payload(1, 64);
+                        let mut request = std::pin::pin!(peer.request(Buf::from(sent.clone()), Buf::zeroed(64)));
+                        let early = poll_once(request.as_mut()).await;
+                        polled.notify_one();
+                        holder_polled.notified().await;
+                        let got = match early {
+                            Some(done) => done,
+                            None => request.await,
+                        };
+                        (sent, got)
+                    }
+                });
+                polled.notified().await;
+                let mut holder = node
+                    .endpoint()
+                    .post_trecv(Buf::zeroed(64), libfabric::Address::UNSPEC, UNUSED_TAG, 0)
+                    .await
+                    .expect("the receive nothing matches");
+                assert!(poll_once(std::pin::Pin::new(&mut holder)).await.is_none(), "{}: matched", case.name());
+                holder_polled.notify_one();
+                let (sent, got) = waiter.await.expect("the waiting task");
+                let answer = got.unwrap_or_else(|e| panic!("{} {mode:?}: the request: {e}", case.name())).answer;
+                assert_eq!(&answer[..], &sent[..], "{} {mode:?}: the request", case.name());
+                drop(holder);
+            });
+            println!("{} {mode:?}: a reading future left unpolled held up nothing", case.name());
+        }
+        server.kill();
+    }
+}
+
+/// Polls `f` once: its output if that poll finished it.
+async fn poll_once<F: Future>(mut f: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => Some(out),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 /// A tiny deterministic generator (no dependency): xorshift.
