@@ -86,9 +86,11 @@ const BATCH: usize = 64;
 pub enum ProgressMode {
     /// Spin for 200 µs after each completion or post (an answer usually
     /// follows sooner than a wake-up could deliver it), then sleep on the
-    /// queue's wait file descriptor when it has one (after `fi_trywait`), or
-    /// else spin for 2.5 ms and then check it every millisecond. While it spins, the future polled
-    /// last of those awaiting an operation reads the queue itself, as in
+    /// queue's wait file descriptor when it has one (after `fi_trywait`); a
+    /// queue without one is spun for 2.5 ms, then checked every millisecond
+    /// (so sparse traffic on such a queue keeps a core busy for up to
+    /// 2.5 ms after each message). While it spins, the future polled last of
+    /// those awaiting an operation reads the queue itself, as in
     /// [`BusyPoll`](Self::BusyPoll), and the driver task rests.
     Wait,
     /// Never sleep: the future polled last of those awaiting an operation
@@ -96,11 +98,10 @@ pub enum ProgressMode {
     /// again), rather than waiting for the driver task to read it and wake
     /// it; the others wait for their wakers, and the driver task polls the
     /// queue only while no future does (one reader at a time: every read
-    /// serves every future). The queue has no wait object. Lowest latency;
-    /// a core busy. On a
-    /// current-thread runtime, run the work on spawned tasks: such a runtime
-    /// polls the `block_on` future only between rounds of its tasks, and a
-    /// busy driver is always one.
+    /// serves every future). A transport node's queue then has no wait
+    /// object. Lowest latency; a core busy. On a current-thread runtime, run
+    /// the work on spawned tasks: such a runtime polls the `block_on` future
+    /// only between rounds of its tasks, and a busy driver is always one.
     BusyPoll,
 }
 
