@@ -39,14 +39,19 @@ impl Idle {
     /// Whether nothing happened on the queue for `spin`, counted from the
     /// first check that saw the current count.
     pub(crate) fn check(&mut self, activity: &Activity, spin: Duration) -> bool {
+        self.check_at(activity, spin, Instant::now())
+    }
+
+    /// [`check`](Self::check), with the time already read.
+    pub(crate) fn check_at(&mut self, activity: &Activity, spin: Duration, now: Instant) -> bool {
         let count = activity.count();
         if count != self.seen || (self.since.is_none() && !self.expired) {
             self.seen = count;
-            self.since = Some(Instant::now());
+            self.since = Some(now);
             self.expired = false;
             return false;
         }
-        self.expired || self.since.is_some_and(|since| since.elapsed() >= spin)
+        self.expired || self.since.is_some_and(|since| now.saturating_duration_since(since) >= spin)
     }
 
     /// Takes over another reader's finding that the queue is idle: the next

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cq::Entry;
 use crate::ep::{Endpoint, OpId};
@@ -14,6 +14,17 @@ use crate::ops::{Buf, Completion, OpKind, PostError};
 
 use super::observe::Observer;
 use super::{Idle, ProgressMode, Shared, NO_SPINNER};
+
+/// How long one poll of the future that reads the queue (see `Op::spin`)
+/// keeps reading while nothing comes, before it lets the runtime run other
+/// tasks: longer than a round trip on shm (about a microsecond), short
+/// enough that other tasks of the thread hardly wait. A completion for any
+/// operation ends it at once.
+const SPIN_POLL: Duration = Duration::from_micros(10);
+
+/// Empty reads between looks at the clock while spinning: a clock read
+/// costs about as much as an empty read on shm.
+const READS_PER_CLOCK: u32 = 16;
 
 /// Why an async operation failed, with its buffer when it has come back.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +81,6 @@ pub struct Op<'a, E: Entry> {
     /// Holds the driver's spinner role: this future reads the queue each
     /// time it is polled (see `spin`).
     spinning: bool,
-    /// Polls that read the queue, counted to space out looks at the clock.
-    polls: u32,
     /// Whether the queue went idle while this future read it.
     idle: Idle,
     /// What to report when it finishes: its name, when it was posted (if
@@ -81,7 +90,7 @@ pub struct Op<'a, E: Entry> {
 
 impl<'a, E: Entry> Op<'a, E> {
     pub(crate) fn new(shared: &'a Shared<E>, ep: &'a Endpoint<E>, token: u64) -> Self {
-        Op { shared, ep, token, op: None, done: false, spinning: false, polls: 0, idle: Idle::default(), report: None }
+        Op { shared, ep, token, op: None, done: false, spinning: false, idle: Idle::default(), report: None }
     }
 }
 
@@ -132,32 +141,43 @@ impl<E: Entry> Future for Op<'_, E> {
         if self.spin() {
             // Read the queue here instead of waiting for the driver task to
             // read it and wake this one: a scheduling hop less per
-            // operation. (A failed read is the driver task's to report.)
-            if matches!(self.shared.progress(), Ok(n) if n > 0) {
-                if let Some(result) = self.take(cx) {
-                    return Poll::Ready(result);
+            // operation.
+            match self.read_awhile() {
+                Spun::Delivered => {
+                    if let Some(result) = self.take(cx) {
+                        return Poll::Ready(result);
+                    }
+                    // Others' completions: let their futures run, then
+                    // read again.
+                    cx.waker().wake_by_ref();
                 }
-            }
-            // Whether the queue went idle (waiting mode) is looked at on
-            // every 32nd poll: the clock costs as much as the rest of a poll.
-            self.polls = self.polls.wrapping_add(1);
-            let shared = self.shared;
-            if shared.config.mode == ProgressMode::BusyPoll
-                || self.polls % 32 != 0
-                || !self.idle.check(&shared.activity, shared.spin())
-            {
-                // And be polled again soon, as the driver task would poll.
-                cx.waker().wake_by_ref();
-            } else {
-                // Idle for a while: the driver task sleeps on the queue's
-                // wait descriptor instead, and wakes this future; it need
-                // not spin again first.
-                shared.idled.store(true, Ordering::Relaxed);
-                self.stop_spinning();
+                Spun::Quiet(now) => {
+                    let shared = self.shared;
+                    if shared.config.mode == ProgressMode::BusyPoll
+                        || !self.idle.check_at(&shared.activity, shared.spin(), now)
+                    {
+                        // Let other tasks run, and be polled again soon.
+                        cx.waker().wake_by_ref();
+                    } else {
+                        // Idle for a while: the driver task sleeps on the
+                        // queue's wait descriptor instead, and wakes this
+                        // future; it need not spin again first.
+                        shared.idled.store(true, Ordering::Relaxed);
+                        self.stop_spinning();
+                    }
+                }
             }
         }
         Poll::Pending
     }
+}
+
+/// What [`Op::read_awhile`] found.
+enum Spun {
+    /// Completions, handed to their futures (this one's, perhaps).
+    Delivered,
+    /// Nothing for [`SPIN_POLL`] (or a failed read); the time it gave up.
+    Quiet(Instant),
 }
 
 impl<E: Entry> Op<'_, E> {
@@ -177,6 +197,30 @@ impl<E: Entry> Op<'_, E> {
 }
 
 impl<E: Entry> Op<'_, E> {
+    /// Reads the queue until something comes or [`SPIN_POLL`] has passed:
+    /// an answer that comes within that is seen as soon as it is in, not
+    /// after a round through the runtime's scheduler, which costs more than
+    /// a read (on shm, several times more).
+    fn read_awhile(&self) -> Spun {
+        let mut started = None;
+        let mut reads = 0u32;
+        loop {
+            match self.shared.progress() {
+                Ok(0) => {}
+                Ok(_) => return Spun::Delivered,
+                // A failed read is the driver task's to report.
+                Err(_) => return Spun::Quiet(Instant::now()),
+            }
+            reads = reads.wrapping_add(1);
+            if reads % READS_PER_CLOCK == 0 {
+                let now = Instant::now();
+                if now - *started.get_or_insert(now) >= SPIN_POLL {
+                    return Spun::Quiet(now);
+                }
+            }
+        }
+    }
+
     /// Whether this future is to read the queue. One future reads at a time,
     /// since every read serves every future: more readers would only share
     /// the thread's turns and delay the one whose completion came in. The

@@ -63,6 +63,8 @@ impl Node {
         // Receives with one tag are matched in the order they were posted:
         // awaiting the oldest first keeps the arrival order.
         let mut posted = VecDeque::with_capacity(receives);
+        // The box the last quick handler ran in, for the next one.
+        let mut spare = None;
         loop {
             while posted.len() < receives {
                 posted.push_back(
@@ -104,7 +106,7 @@ impl Node {
             let id = tag & wire::ID_MASK;
             let request = Request { peer, body: got.buf };
             let work = if lane.idle() {
-                self.start(lane, id, || handler(request)).await
+                self.start(lane, id, &mut spare, || handler(request)).await
             } else {
                 Some(Work::Request(id, request))
             };
@@ -116,18 +118,27 @@ impl Node {
 
     /// Runs a request's handler up to its first wait; answers it here if it
     /// finished and the answer fits an inject. What is left for the lane.
+    /// The handler runs in `spare`'s box, if there is one, and leaves it
+    /// there if it finished: a quick handler costs no allocation.
     async fn start<Fut: Future<Output = Buf>>(
         &self,
         lane: &Lane<Fut>,
         id: u64,
+        spare: &mut Option<Handler<Fut>>,
         call: impl FnOnce() -> Fut,
     ) -> Option<Work<Fut>> {
-        let Some(mut started) = begin(call) else {
+        let Some(handler) = begin(call) else {
             panicked(&lane.peer, id);
             return None;
         };
+        let mut started = spare.take().unwrap_or_else(|| Box::pin(None));
+        started.set(Some(handler));
         let answer = match std::future::poll_fn(|cx| Poll::Ready(poll_caught(started.as_mut(), cx))).await {
-            Some(Poll::Ready(answer)) => answer,
+            Some(Poll::Ready(answer)) => {
+                started.set(None);
+                *spare = Some(started);
+                answer
+            }
             Some(Poll::Pending) => return Some(Work::Started(id, started)),
             None => {
                 panicked(&lane.peer, id);
@@ -153,7 +164,7 @@ enum Work<Fut> {
     /// A request for the handler.
     Request(u64, Request),
     /// A handler the serving loop started, and found waiting.
-    Started(u64, Pin<Box<Fut>>),
+    Started(u64, Handler<Fut>),
     /// An answer to send (too large for an inject, or no room for one).
     Answer(u64, Buf),
 }
@@ -212,7 +223,7 @@ async fn answer<F, Fut>(
     while let Some(next) = work.recv().await {
         let (id, response) = match next {
             Work::Request(id, request) => match begin(|| handler(request)) {
-                Some(started) => (id, caught(started).await),
+                Some(started) => (id, caught(Box::pin(Some(started))).await),
                 None => (id, None),
             },
             Work::Started(id, started) => (id, caught(started).await),
@@ -236,19 +247,25 @@ fn panicked(peer: &Peer, id: u64) {
     tracing::error!(peer = peer.id().0, id, "a handler panicked; request dropped");
 }
 
+/// A handler's future in its box; `None` between handlers (a box kept
+/// for the next one).
+type Handler<Fut> = Pin<Box<Option<Fut>>>;
+
 /// Calls the handler for its future; `None` if the call panicked.
-fn begin<Fut>(call: impl FnOnce() -> Fut) -> Option<Pin<Box<Fut>>> {
-    panic::catch_unwind(AssertUnwindSafe(call)).ok().map(Box::pin)
+fn begin<Fut>(call: impl FnOnce() -> Fut) -> Option<Fut> {
+    panic::catch_unwind(AssertUnwindSafe(call)).ok()
 }
 
-/// Polls a handler once; `None` if it panicked.
-fn poll_caught<Fut: Future<Output = Buf>>(handler: Pin<&mut Fut>, cx: &mut Context<'_>) -> Option<Poll<Buf>> {
+/// Polls a handler once; `None` if it panicked (or the box is empty, which
+/// no caller lets happen).
+fn poll_caught<Fut: Future<Output = Buf>>(handler: Pin<&mut Option<Fut>>, cx: &mut Context<'_>) -> Option<Poll<Buf>> {
+    let handler = handler.as_pin_mut()?;
     panic::catch_unwind(AssertUnwindSafe(|| handler.poll(cx))).ok()
 }
 
 /// Runs a handler to its end; `None` if it panicked, which costs its request
 /// only: the peer's later requests are still handled.
-async fn caught<Fut: Future<Output = Buf>>(mut handler: Pin<Box<Fut>>) -> Option<Buf> {
+async fn caught<Fut: Future<Output = Buf>>(mut handler: Handler<Fut>) -> Option<Buf> {
     std::future::poll_fn(|cx| match poll_caught(handler.as_mut(), cx) {
         Some(Poll::Ready(answer)) => Poll::Ready(Some(answer)),
         Some(Poll::Pending) => Poll::Pending,
