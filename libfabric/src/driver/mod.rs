@@ -29,6 +29,7 @@
 
 pub(crate) mod credits;
 mod endpoint;
+mod hold;
 mod idle;
 mod observe;
 mod op;
@@ -94,9 +95,13 @@ pub enum ProgressMode {
     /// [`BusyPoll`](Self::BusyPoll), and the driver task rests.
     Wait,
     /// Never sleep: the future polled last of those awaiting an operation
-    /// reads the queue itself each time it is polled (and asks to be polled
-    /// again), rather than waiting for the driver task to read it and wake
-    /// it; the others wait for their wakers, and the driver task polls the
+    /// reads the queue itself each time it is polled (for up to 10 µs while
+    /// nothing comes, then it asks to be polled again), rather than waiting
+    /// for the driver task to read it and wake it. Once such reading has held
+    /// the thread for 20 µs without the task giving it up, the future yields
+    /// (and each finished operation spends a unit of tokio's budget), so
+    /// other tasks, timers and I/O still get their turns. The others wait for
+    /// their wakers, and the driver task polls the
     /// queue only while no future does (one reader at a time: every read
     /// serves every future). A transport node's queue then has no wait
     /// object. Lowest latency; a core busy. On a current-thread runtime, run
@@ -178,6 +183,9 @@ pub(crate) struct Shared<E: Entry> {
     /// Set by a future that stopped reading because the queue went idle: the
     /// driver task then goes to sleep without spinning once more.
     pub(crate) idled: AtomicBool,
+    /// What one read of the queue costs: how long a reading future spins
+    /// is counted in reads (see `hold`).
+    pub(crate) read_cost: hold::ReadCost,
 }
 
 /// Reads a completion queue and hands completions to the futures of
@@ -243,6 +251,7 @@ impl<E: Entry> Driver<E> {
             spin: AtomicU64::new(SPIN.as_nanos() as u64),
             asleep: AtomicBool::new(false),
             idled: AtomicBool::new(false),
+            read_cost: hold::ReadCost::default(),
         });
         Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
     }

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::ops::{Buf, Completion, OpKind, PostError};
 
 use super::observe::Observer;
-use super::{Idle, ProgressMode, Shared, NO_SPINNER};
+use super::{hold, Idle, ProgressMode, Shared, NO_SPINNER};
 
 /// How long one poll of the future that reads the queue (see `Op::spin`)
 /// keeps reading while nothing comes, before it lets the runtime run other
@@ -21,10 +21,6 @@ use super::{Idle, ProgressMode, Shared, NO_SPINNER};
 /// enough that other tasks of the thread hardly wait. A completion for any
 /// operation ends it at once.
 const SPIN_POLL: Duration = Duration::from_micros(10);
-
-/// Empty reads between looks at the clock while spinning: a clock read
-/// costs about as much as an empty read on shm.
-const READS_PER_CLOCK: u32 = 16;
 
 /// Why an async operation failed, with its buffer when it has come back.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +131,15 @@ impl<E: Entry> Future for Op<'_, E> {
     type Output = Result<Completion<E>, OpError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // A unit of the runtime's budget per poll that finishes: a task
+        // whose operations keep finishing within their first poll (see
+        // `read_awhile`) would otherwise never give its thread up.
+        let Poll::Ready(budget) = budget::poll_proceed(cx) else {
+            hold::release();
+            return Poll::Pending;
+        };
         if let Some(result) = self.take(cx) {
+            budget.made_progress();
             return Poll::Ready(result);
         }
         if self.spin() {
@@ -145,6 +149,7 @@ impl<E: Entry> Future for Op<'_, E> {
             match self.read_awhile() {
                 Spun::Delivered => {
                     if let Some(result) = self.take(cx) {
+                        budget.made_progress();
                         return Poll::Ready(result);
                     }
                     // Others' completions: let their futures run, then
@@ -168,7 +173,30 @@ impl<E: Entry> Future for Op<'_, E> {
                 }
             }
         }
+        // The task is likely to give its thread up now.
+        hold::release();
         Poll::Pending
+    }
+}
+
+/// tokio's cooperative budget, with the `tokio` feature; without it there
+/// is no runtime to yield to that could say when.
+mod budget {
+    #[cfg(feature = "tokio")]
+    pub(super) use tokio::task::coop::poll_proceed;
+
+    #[cfg(not(feature = "tokio"))]
+    pub(super) fn poll_proceed(_: &mut std::task::Context<'_>) -> std::task::Poll<Unlimited> {
+        std::task::Poll::Ready(Unlimited)
+    }
+
+    /// No budget to spend.
+    #[cfg(not(feature = "tokio"))]
+    pub(super) struct Unlimited;
+
+    #[cfg(not(feature = "tokio"))]
+    impl Unlimited {
+        pub(super) fn made_progress(&self) {}
     }
 }
 
@@ -200,24 +228,35 @@ impl<E: Entry> Op<'_, E> {
     /// Reads the queue until something comes or [`SPIN_POLL`] has passed:
     /// an answer that comes within that is seen as soon as it is in, not
     /// after a round through the runtime's scheduler, which costs more than
-    /// a read (on shm, several times more).
+    /// a read (on shm, several times more). Gives up sooner, whatever came,
+    /// once spinning has held the thread long enough (see `hold`).
     fn read_awhile(&self) -> Spun {
-        let mut started = None;
-        let mut reads = 0u32;
-        loop {
-            match self.shared.progress() {
-                Ok(0) => {}
-                Ok(_) => return Spun::Delivered,
+        let shared = self.shared;
+        let started = hold::measure().then(Instant::now);
+        let each = shared.read_cost.nanos();
+        // Reads until the window closes, or until the thread has been held
+        // long enough (at least one read).
+        let window = SPIN_POLL.as_nanos() as u64;
+        let left = window.min((hold::HOLD.as_nanos() as u64).saturating_sub(hold::held()));
+        let most = (left / each.max(1)).max(1);
+        let mut reads = 0u64;
+        let spun = loop {
+            reads += 1;
+            match shared.progress() {
+                Ok(0) if reads < most => {}
+                Ok(0) => break None,
+                Ok(_) => break Some(Spun::Delivered),
                 // A failed read is the driver task's to report.
-                Err(_) => return Spun::Quiet(Instant::now()),
+                Err(_) => break None,
             }
-            reads = reads.wrapping_add(1);
-            if reads % READS_PER_CLOCK == 0 {
-                let now = Instant::now();
-                if now - *started.get_or_insert(now) >= SPIN_POLL {
-                    return Spun::Quiet(now);
-                }
-            }
+        };
+        let reads = u32::try_from(reads).unwrap_or(u32::MAX);
+        if let Some(started) = started {
+            shared.read_cost.measured(reads, started.elapsed());
+        }
+        match spun {
+            Some(spun) if !hold::spend(u64::from(reads) * each) => spun,
+            _ => Spun::Quiet(Instant::now()),
         }
     }
 
