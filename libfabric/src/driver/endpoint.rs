@@ -305,7 +305,7 @@ impl<E: Entry> AsyncEndpoint<E> {
             Ok(Some(full)) => Now::Wait(full.buf),
             Err(error) => {
                 drop(op);
-                self.observer.record::<E>(name, started, || self.driver.shared.lock().len(), Err(&error));
+                self.observer.record::<E>(name, started, || self.driver.shared.in_flight(), Err(&error));
                 Now::Failed(error)
             }
         }
@@ -324,7 +324,7 @@ impl<E: Entry> AsyncEndpoint<E> {
         let shared = &*self.driver.shared;
         let started = self.observer.start();
         let failed = |e: OpError| {
-            self.observer.record::<E>(name, started, || shared.lock().len(), Err(&e));
+            self.observer.record::<E>(name, started, || shared.in_flight(), Err(&e));
             Err(e)
         };
         let mut op = self.entry(name, credits.take_owned().await, started);

@@ -40,7 +40,7 @@ mod submit;
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -183,9 +183,39 @@ pub(crate) struct Shared<E: Entry> {
     /// Set by a future that stopped reading because the queue went idle: the
     /// driver task then goes to sleep without spinning once more.
     pub(crate) idled: AtomicBool,
+    /// `pending.len()`, kept on each release of the lock, for readers that
+    /// need not take it.
+    in_flight: AtomicUsize,
     /// What one read of the queue costs: how long a reading future spins
     /// is counted in reads (see `hold`).
     pub(crate) read_cost: hold::ReadCost,
+}
+
+/// The operation table, locked; on release it leaves its length in
+/// `Shared::in_flight`.
+struct Locked<'a, E: Entry> {
+    table: MutexGuard<'a, Pending<E>>,
+    in_flight: &'a AtomicUsize,
+}
+
+impl<E: Entry> std::ops::Deref for Locked<'_, E> {
+    type Target = Pending<E>;
+    fn deref(&self) -> &Pending<E> {
+        &self.table
+    }
+}
+
+impl<E: Entry> std::ops::DerefMut for Locked<'_, E> {
+    fn deref_mut(&mut self) -> &mut Pending<E> {
+        &mut self.table
+    }
+}
+
+impl<E: Entry> Drop for Locked<'_, E> {
+    fn drop(&mut self) {
+        // Before the guard's own drop: still under the lock.
+        self.in_flight.store(self.table.len(), Ordering::Relaxed);
+    }
 }
 
 /// Reads a completion queue and hands completions to the futures of
@@ -252,6 +282,7 @@ impl<E: Entry> Driver<E> {
             asleep: AtomicBool::new(false),
             idled: AtomicBool::new(false),
             read_cost: hold::ReadCost::default(),
+            in_flight: AtomicUsize::new(0),
         });
         Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
     }
@@ -316,10 +347,15 @@ impl<E: Entry> Driver<E> {
 }
 
 impl<E: Entry> Shared<E> {
-    fn lock(&self) -> MutexGuard<'_, Pending<E>> {
+    fn lock(&self) -> Locked<'_, E> {
         // A panic while holding the lock leaves the table consistent (every
         // change is one assignment), so a poisoned lock is still usable.
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+        Locked { table: self.pending.lock().unwrap_or_else(|p| p.into_inner()), in_flight: &self.in_flight }
+    }
+
+    /// Operations in flight, as of the last change (read without the lock).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// `fi_trywait`, or `None` once an endpoint bound to the queue has
@@ -344,7 +380,8 @@ impl<E: Entry> Shared<E> {
                 break;
             }
         }
-        if n > 0 {
+        // Only waiting readers look at the activity.
+        if n > 0 && self.config.mode == ProgressMode::Wait {
             self.activity.bump();
         }
         Ok(n)

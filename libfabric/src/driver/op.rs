@@ -218,7 +218,7 @@ impl<E: Entry> Op<'_, E> {
         self.done = true;
         self.stop_spinning();
         if let Some((name, started, observer)) = self.report {
-            observer.record(name, started, || self.shared.lock().len(), result.as_ref());
+            observer.record(name, started, || self.shared.in_flight(), result.as_ref());
         }
         Some(result)
     }
@@ -292,7 +292,7 @@ impl<E: Entry> Op<'_, E> {
                 .spinner
                 .compare_exchange(self.token, NO_SPINNER, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
-            && self.shared.lock().len() > 0
+            && self.shared.in_flight() > 0
         {
             self.shared.wake.notify_one();
         }

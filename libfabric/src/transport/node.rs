@@ -221,11 +221,6 @@ impl Node {
         Some(Peer { node: self.clone(), id, addr, me_there: *me_there, credits: credits.clone() })
     }
 
-    /// Whether a peer was added with handle `id`.
-    pub(super) fn knows(&self, id: PeerId) -> bool {
-        self.inner.peers.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&id)
-    }
-
     /// Receives the next one-way message from any peer into `buf`, within
     /// the operation timeout. The [`PeerId`] is the sender's word (its
     /// remote CQ data); [`peer`](Self::peer) says whether it names a peer
@@ -259,16 +254,20 @@ impl Node {
     /// Keeps `buf` for a later request if it can take any request and
     /// fewer than a peer's credits are kept already.
     pub(super) fn recycle(&self, buf: Buf) {
-        let config = &self.inner.config;
-        // A registered buffer's access was chosen for the operation it
-        // was registered for (a send); a receive needs its own.
-        if buf.memory_region().is_some() {
+        if !self.fits_any_request(&buf) {
             return;
         }
         let mut spare = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if buf.capacity() == config.max_message && spare.len() < config.peer_credits {
+        if spare.len() < self.inner.config.peer_credits {
             spare.push(buf);
         }
+    }
+
+    /// Whether a request of any size may be received into `buf`.
+    pub(super) fn fits_any_request(&self, buf: &Buf) -> bool {
+        // A registered buffer's access was chosen for the operation it
+        // was registered for (a send); a receive needs its own.
+        buf.memory_region().is_none() && buf.capacity() == self.inner.config.max_message
     }
 }
 

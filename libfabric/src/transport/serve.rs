@@ -63,13 +63,14 @@ impl Node {
         // Receives with one tag are matched in the order they were posted:
         // awaiting the oldest first keeps the arrival order.
         let mut posted = VecDeque::with_capacity(receives);
-        // The box the last quick handler ran in, for the next one.
-        let mut spare = None;
+        // The box the last quick handler ran in, and the buffer of its
+        // answer, for the next request: kept here, not in the node's pool,
+        // which is behind a lock.
+        let mut spare = Spare { handler: None, buffer: None };
         loop {
             while posted.len() < receives {
-                posted.push_back(
-                    ep.post_trecv(self.request_buffer(), Address::UNSPEC, wire::REQUEST, wire::ID_MASK).await?,
-                );
+                let buf = spare.buffer.take().unwrap_or_else(|| self.request_buffer());
+                posted.push_back(ep.post_trecv(buf, Address::UNSPEC, wire::REQUEST, wire::ID_MASK).await?);
             }
             let oldest = posted.front_mut().expect("at least one receive is posted");
             let got = oldest.await;
@@ -92,15 +93,16 @@ impl Node {
                 continue;
             };
             let peer = PeerId(from);
-            if !self.knows(peer) {
-                tracing::warn!(peer = from, "a request from a sender that is no known peer; dropped");
-                continue;
-            }
+            // A lane is opened only for a peer the node knows, and peers are
+            // never removed: a sender with a lane needs no other check.
             let lane = match lanes.entry(peer) {
                 Slot::Occupied(lane) => lane.into_mut(),
                 Slot::Vacant(slot) => match self.peer(peer) {
                     Some(handle) => slot.insert(Lane::open(self, handle, depth, handler.clone())),
-                    None => continue, // removed since `knows`
+                    None => {
+                        tracing::warn!(peer = from, "a request from a sender that is no known peer; dropped");
+                        continue;
+                    }
                 },
             };
             let id = tag & wire::ID_MASK;
@@ -119,24 +121,25 @@ impl Node {
     /// Runs a request's handler up to its first wait; answers it here if it
     /// finished and the answer fits an inject. What is left for the lane.
     /// The handler runs in `spare`'s box, if there is one, and leaves it
-    /// there if it finished: a quick handler costs no allocation.
+    /// there if it finished, and the answer's buffer with it: a quick
+    /// handler costs no allocation.
     async fn start<Fut: Future<Output = Buf>>(
         &self,
         lane: &Lane<Fut>,
         id: u64,
-        spare: &mut Option<Handler<Fut>>,
+        spare: &mut Spare<Fut>,
         call: impl FnOnce() -> Fut,
     ) -> Option<Work<Fut>> {
         let Some(handler) = begin(call) else {
             panicked(&lane.peer, id);
             return None;
         };
-        let mut started = spare.take().unwrap_or_else(|| Box::pin(None));
+        let mut started = spare.handler.take().unwrap_or_else(|| Box::pin(None));
         started.set(Some(handler));
         let answer = match std::future::poll_fn(|cx| Poll::Ready(poll_caught(started.as_mut(), cx))).await {
             Some(Poll::Ready(answer)) => {
                 started.set(None);
-                *spare = Some(started);
+                spare.handler = Some(started);
                 answer
             }
             Some(Poll::Pending) => return Some(Work::Started(id, started)),
@@ -147,7 +150,11 @@ impl Node {
         };
         match lane.peer.try_inject_tagged(&answer, wire::response(id)) {
             Ok(true) => {
-                self.recycle(answer);
+                if spare.buffer.is_none() && self.fits_any_request(&answer) {
+                    spare.buffer = Some(answer);
+                } else {
+                    self.recycle(answer);
+                }
                 None
             }
             Ok(false) => Some(Work::Answer(id, answer)),
@@ -157,6 +164,12 @@ impl Node {
             }
         }
     }
+}
+
+/// What the serving loop keeps from one quick request for the next.
+struct Spare<Fut> {
+    handler: Option<Handler<Fut>>,
+    buffer: Option<Buf>,
 }
 
 /// What a peer's lane has to finish, in order.
