@@ -100,11 +100,10 @@ pub enum ProgressMode {
     /// for the driver task to read it and wake it. Once such reading has held
     /// the thread for 20 µs without the task giving it up, the future yields
     /// (and each finished operation spends a unit of tokio's budget), so
-    /// other tasks, timers and I/O still get their turns. The others wait for
-    /// their wakers, and the driver task polls the
-    /// queue only while no future does (one reader at a time: every read
-    /// serves every future). A transport node's queue then has no wait
-    /// object. Lowest latency; a core busy. On a current-thread runtime, run
+    /// other tasks, timers and I/O still get their turns. The others wait
+    /// for their wakers, and the driver task polls the queue only while no
+    /// future does (one reader at a time: every read serves every future).
+    /// A transport node's queue then has no wait object. Lowest latency; a core busy. On a current-thread runtime, run
     /// the work on spawned tasks: such a runtime polls the `block_on` future
     /// only between rounds of its tasks, and a busy driver is always one.
     BusyPoll,

@@ -204,7 +204,8 @@ mod budget {
 enum Spun {
     /// Completions, handed to their futures (this one's, perhaps).
     Delivered,
-    /// Nothing for [`SPIN_POLL`] (or a failed read); the time it gave up.
+    /// Nothing for [`SPIN_POLL`], a failed read, or the thread held long
+    /// enough (see `hold`): time to return `Pending`. The time it gave up.
     Quiet(Instant),
 }
 
@@ -240,23 +241,24 @@ impl<E: Entry> Op<'_, E> {
         let left = window.min((hold::HOLD.as_nanos() as u64).saturating_sub(hold::held()));
         let most = (left / each.max(1)).max(1);
         let mut reads = 0u64;
-        let spun = loop {
+        let delivered = loop {
             reads += 1;
             match shared.progress() {
                 Ok(0) if reads < most => {}
-                Ok(0) => break None,
-                Ok(_) => break Some(Spun::Delivered),
+                Ok(0) => break false,
+                Ok(_) => break true,
                 // A failed read is the driver task's to report.
-                Err(_) => break None,
+                Err(_) => break false,
             }
         };
         let reads = u32::try_from(reads).unwrap_or(u32::MAX);
         if let Some(started) = started {
             shared.read_cost.measured(reads, started.elapsed());
         }
-        match spun {
-            Some(spun) if !hold::spend(u64::from(reads) * each) => spun,
-            _ => Spun::Quiet(Instant::now()),
+        if delivered && !hold::spend(u64::from(reads) * each) {
+            Spun::Delivered
+        } else {
+            Spun::Quiet(Instant::now())
         }
     }
 
