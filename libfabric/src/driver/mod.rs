@@ -41,7 +41,7 @@ mod submit;
 use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -188,6 +188,27 @@ pub(crate) struct Shared<E: Entry> {
     /// What one read of the queue costs: how long a reading future spins
     /// is counted in reads (see `hold`).
     pub(crate) read_cost: hold::ReadCost,
+}
+
+/// The completion a reading future is looking for, kept for it when its
+/// own read brings it in (see `Op::read_awhile`).
+pub(crate) struct Mine<E: Entry> {
+    token: u64,
+    pub(crate) result: Option<std::result::Result<Completion<E>, OpError>>,
+    /// The operation's credit, given back when this is dropped (after the lock).
+    _permit: Option<credits::OwnedCredit>,
+}
+
+impl<E: Entry> Mine<E> {
+    pub(crate) fn new(token: u64) -> Self {
+        Mine { token, result: None, _permit: None }
+    }
+}
+
+/// A driver's gate held open: see `Shared::gate`.
+pub(crate) struct Open<'a> {
+    gate: &'a RwLock<()>,
+    _held: RwLockReadGuard<'a, ()>,
 }
 
 /// The operation table, locked; on release it leaves its length in
@@ -367,12 +388,25 @@ impl<E: Entry> Shared<E> {
         Some(self.cq.trywait())
     }
 
+    /// The gate, held open (no endpoint bound to the queue opens or closes
+    /// until it is dropped).
+    pub(crate) fn open(&self) -> Open<'_> {
+        Open { gate: &self.gate, _held: self.gate.read().unwrap_or_else(|p| p.into_inner()) }
+    }
+
     pub(crate) fn progress(&self) -> Result<usize> {
-        let _open = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        self.progress_while(&self.open(), &mut None)
+    }
+
+    /// [`progress`](Self::progress) under a gate the caller holds open (a
+    /// future that reads the queue many times in a row opens it once); the
+    /// completion `mine` names, if it comes, is kept there.
+    pub(crate) fn progress_while(&self, open: &Open<'_>, mine: &mut Option<Mine<E>>) -> Result<usize> {
+        debug_assert!(std::ptr::eq(open.gate, &*self.gate), "another driver's gate");
         let mut n = 0;
         while n < BATCH {
             let want = BATCH - n;
-            let read = self.cq.poll_each(want, |read| self.handle(read))?;
+            let read = self.cq.poll_each(want, |read| self.handle(read, mine))?;
             n += read;
             // A short read found the queue empty: no need to read it again.
             if read < want.min(crate::cq::EACH_MAX) {
@@ -392,12 +426,12 @@ impl<E: Entry> Shared<E> {
     }
 
     /// Hands one read of the queue to its future.
-    fn handle(&self, read: Read<E>) {
+    fn handle(&self, read: Read<E>, mine: &mut Option<Mine<E>>) {
         match read {
             Read::Empty => {}
-            Read::Op(c) => self.deliver(c.token, Ok(c)),
+            Read::Op(c) => self.deliver(c.token, Ok(c), mine),
             Read::Failed { error, op: Some((kind, token, buf)) } => {
-                self.deliver(token, Err(OpError::completed(error, kind, buf)))
+                self.deliver(token, Err(OpError::completed(error, kind, buf)), mine)
             }
             Read::Failed { error, op: None } => {
                 self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
@@ -410,10 +444,21 @@ impl<E: Entry> Shared<E> {
         }
     }
 
-    fn deliver(&self, token: u64, result: std::result::Result<Completion<E>, OpError>) {
+    fn deliver(&self, token: u64, result: std::result::Result<Completion<E>, OpError>, mine: &mut Option<Mine<E>>) {
         let failed = result.is_err();
-        let delivered = self.lock().deliver(token, result);
         let c = &self.counters;
+        if let Some(mine) = mine.as_mut().filter(|m| m.token == token && m.result.is_none()) {
+            // The reader's own: straight to it, one lock instead of two.
+            if let Some(permit) = self.lock().claim(token) {
+                c.completed.fetch_add(1, Ordering::Relaxed);
+                if failed {
+                    c.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                (mine.result, mine._permit) = (Some(result), permit);
+                return;
+            }
+        }
+        let delivered = self.lock().deliver(token, result);
         match delivered {
             Delivered::Wake(waker) => {
                 c.completed.fetch_add(1, Ordering::Relaxed);

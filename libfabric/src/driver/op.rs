@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::cq::Entry;
@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::ops::{Buf, Completion, OpKind, PostError};
 
 use super::observe::Observer;
-use super::{hold, Idle, ProgressMode, Shared, NO_SPINNER};
+use super::{hold, Idle, Mine, ProgressMode, Shared, NO_SPINNER};
 
 /// How long one poll of the future that reads the queue (see `Op::spin`)
 /// keeps reading while nothing comes, before it lets the runtime run other
@@ -138,37 +138,59 @@ impl<E: Entry> Future for Op<'_, E> {
             hold::release();
             return Poll::Pending;
         };
-        if let Some(result) = self.take(cx) {
+        // The future that reads the queue looks for its result again after
+        // each read, so it leaves its waker only once it stops reading:
+        // most operations then finish with no waker cloned, and no wake-up
+        // of a task that is already running.
+        let reader = self.reads_next();
+        if let Some(result) = self.take((!reader).then(|| cx.waker())) {
             budget.made_progress();
             return Poll::Ready(result);
         }
-        if self.spin() {
-            // Read the queue here instead of waiting for the driver task to
-            // read it and wake this one: a scheduling hop less per
-            // operation.
-            match self.read_awhile() {
-                Spun::Delivered => {
-                    if let Some(result) = self.take(cx) {
+        if !self.spin() {
+            if reader {
+                // Displaced since: wait for the waker, left now.
+                if let Some(result) = self.take(Some(cx.waker())) {
+                    budget.made_progress();
+                    return Poll::Ready(result);
+                }
+            }
+            hold::release();
+            return Poll::Pending;
+        }
+        // Read the queue here instead of waiting for the driver task to
+        // read it and wake this one: a scheduling hop less per operation.
+        match self.read_awhile() {
+            Spun::Mine(result) => {
+                budget.made_progress();
+                return Poll::Ready(self.finish(result));
+            }
+            Spun::Delivered => {
+                if let Some(result) = self.take(None) {
+                    budget.made_progress();
+                    return Poll::Ready(result);
+                }
+                // Others' completions: let their futures run, then read
+                // again.
+                cx.waker().wake_by_ref();
+            }
+            Spun::Quiet(now) => {
+                let shared = self.shared;
+                if shared.config.mode == ProgressMode::BusyPoll
+                    || !self.idle.check_at(&shared.activity, shared.spin(), now)
+                {
+                    // Let other tasks run, and be polled again soon.
+                    cx.waker().wake_by_ref();
+                } else {
+                    // Idle for a while: the driver task sleeps on the
+                    // queue's wait descriptor instead, and wakes this future
+                    // through the waker left here; it need not spin again
+                    // first.
+                    shared.idled.store(true, Ordering::Relaxed);
+                    self.stop_spinning();
+                    if let Some(result) = self.take(Some(cx.waker())) {
                         budget.made_progress();
                         return Poll::Ready(result);
-                    }
-                    // Others' completions: let their futures run, then
-                    // read again.
-                    cx.waker().wake_by_ref();
-                }
-                Spun::Quiet(now) => {
-                    let shared = self.shared;
-                    if shared.config.mode == ProgressMode::BusyPoll
-                        || !self.idle.check_at(&shared.activity, shared.spin(), now)
-                    {
-                        // Let other tasks run, and be polled again soon.
-                        cx.waker().wake_by_ref();
-                    } else {
-                        // Idle for a while: the driver task sleeps on the
-                        // queue's wait descriptor instead, and wakes this
-                        // future; it need not spin again first.
-                        shared.idled.store(true, Ordering::Relaxed);
-                        self.stop_spinning();
                     }
                 }
             }
@@ -201,8 +223,11 @@ mod budget {
 }
 
 /// What [`Op::read_awhile`] found.
-enum Spun {
-    /// Completions, handed to their futures (this one's, perhaps).
+enum Spun<E: Entry> {
+    /// This operation's completion, read here.
+    Mine(Result<Completion<E>, OpError>),
+    /// Others' completions, handed to their futures (this one's too, should
+    /// another reader have brought it in meanwhile).
     Delivered,
     /// Nothing for [`SPIN_POLL`], a failed read, or the thread held long
     /// enough (see `hold`): time to return `Pending`. The time it gave up.
@@ -210,18 +235,23 @@ enum Spun {
 }
 
 impl<E: Entry> Op<'_, E> {
-    /// The result if it is in (reported, and the operation done); else the
-    /// waker is left for the driver.
-    fn take(&mut self, cx: &Context<'_>) -> Option<Result<Completion<E>, OpError>> {
-        let taken = self.shared.lock().poll(self.token, cx.waker());
+    /// The result if it is in (reported, and the operation done); else
+    /// `waker`, if any, is left for whoever reads the completion.
+    fn take(&mut self, waker: Option<&Waker>) -> Option<Result<Completion<E>, OpError>> {
+        let taken = self.shared.lock().poll(self.token, waker);
         // The credit `taken` holds is released here, after the lock.
         let result = taken?.result?;
+        Some(self.finish(result))
+    }
+
+    /// The operation is over with `result`: reported, and given up.
+    fn finish(&mut self, result: Result<Completion<E>, OpError>) -> Result<Completion<E>, OpError> {
         self.done = true;
         self.stop_spinning();
         if let Some((name, started, observer)) = self.report {
             observer.record(name, started, || self.shared.in_flight(), result.as_ref());
         }
-        Some(result)
+        result
     }
 }
 
@@ -231,7 +261,7 @@ impl<E: Entry> Op<'_, E> {
     /// after a round through the runtime's scheduler, which costs more than
     /// a read (on shm, several times more). Gives up sooner, whatever came,
     /// once spinning has held the thread long enough (see `hold`).
-    fn read_awhile(&self) -> Spun {
+    fn read_awhile(&self) -> Spun<E> {
         let shared = self.shared;
         let started = hold::measure().then(Instant::now);
         let each = shared.read_cost.nanos();
@@ -241,9 +271,11 @@ impl<E: Entry> Op<'_, E> {
         let left = window.min((hold::HOLD.as_nanos() as u64).saturating_sub(hold::held()));
         let most = (left / each.max(1)).max(1);
         let mut reads = 0u64;
+        let open = shared.open();
+        let mut mine = Some(Mine::new(self.token));
         let delivered = loop {
             reads += 1;
-            match shared.progress() {
+            match shared.progress_while(&open, &mut mine) {
                 Ok(0) if reads < most => {}
                 Ok(0) => break false,
                 Ok(_) => break true,
@@ -251,15 +283,28 @@ impl<E: Entry> Op<'_, E> {
                 Err(_) => break false,
             }
         };
+        drop(open);
         let reads = u32::try_from(reads).unwrap_or(u32::MAX);
         if let Some(started) = started {
             shared.read_cost.measured(reads, started.elapsed());
         }
-        if delivered && !hold::spend(u64::from(reads) * each) {
+        // Its own completion goes back however long the thread was held:
+        // the next operation's poll yields instead.
+        let held_long = hold::spend(u64::from(reads) * each);
+        if let Some(result) = mine.and_then(|m| m.result) {
+            return Spun::Mine(result);
+        }
+        if delivered && !held_long {
             Spun::Delivered
         } else {
             Spun::Quiet(Instant::now())
         }
+    }
+
+    /// Whether [`spin`](Self::spin) would give this future the role now
+    /// (it still may not, should another future take it meanwhile).
+    fn reads_next(&self) -> bool {
+        !self.spinning || self.shared.spinner.load(Ordering::Relaxed) == self.token
     }
 
     /// Whether this future is to read the queue. One future reads at a time,
