@@ -185,6 +185,10 @@ pub(crate) struct Shared<E: Entry> {
     /// `pending.len()`, kept on each release of the lock, for readers that
     /// need not take it.
     in_flight: AtomicUsize,
+    /// Results left in the table for their futures so far: a reading future
+    /// that sees no change since it last looked has none there, and need not
+    /// take the lock to find out (its own completion it reads itself).
+    pub(crate) left: AtomicU64,
     /// What one read of the queue costs: how long a reading future spins
     /// is counted in reads (see `hold`).
     pub(crate) read_cost: hold::ReadCost,
@@ -303,6 +307,7 @@ impl<E: Entry> Driver<E> {
             idled: AtomicBool::new(false),
             read_cost: hold::ReadCost::default(),
             in_flight: AtomicUsize::new(0),
+            left: AtomicU64::new(0),
         });
         Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
     }
@@ -461,6 +466,9 @@ impl<E: Entry> Shared<E> {
         let delivered = self.lock().deliver(token, result);
         match delivered {
             Delivered::Wake(waker) => {
+                // Release, after the lock: a future that sees the new count
+                // finds the result when it takes the lock.
+                self.left.fetch_add(1, Ordering::Release);
                 c.completed.fetch_add(1, Ordering::Relaxed);
                 if failed {
                     c.failed.fetch_add(1, Ordering::Relaxed);
