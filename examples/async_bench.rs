@@ -149,42 +149,22 @@ async fn server(o: &Options) -> Result<(), String> {
     // Receives are posted (serve, the receiving task) before the peer can
     // send: a request that came first would wait unexpected, where shm may
     // never match it (tests/libfabric-known-issues.md, 4).
-    let received = Arc::new(AtomicU64::new(0));
-    // The count a fence waits for (none: u64::MAX); receivers wake the fence
-    // only once it is reached, not on every message.
-    let wanted = Arc::new(AtomicU64::new(u64::MAX));
-    let arrived = Arc::new(Notify::new());
-    let (rate, fence_count, fence_wanted, fence_wake) = (o.rate, received.clone(), wanted.clone(), arrived.clone());
-    let serving = node.clone();
-    tokio::spawn(async move {
-        let served = serving.serve(move |request| {
-            let (count, wanted, wake) = (fence_count.clone(), fence_wanted.clone(), fence_wake.clone());
+    let fence = Arc::new(Fence::default());
+    if o.rate {
+        // A request is the client's fence, carrying the count of messages it
+        // sent: answered once they are all in.
+        let fence = fence.clone();
+        tokio::spawn(serve(node.clone(), move |request| {
+            let fence = fence.clone();
             async move {
-                // In rate mode a request is the client's fence, carrying the
-                // count of messages it sent: answered once they are all in.
-                let expected = if rate { fence(&request.body) } else { 0 };
-                if count.load(Ordering::SeqCst) < expected {
-                    // SeqCst with the receivers' add and load: either a
-                    // receiver sees this wish, or this sees its count.
-                    wanted.store(expected, Ordering::SeqCst);
-                    loop {
-                        // Registered before the check, so no wake-up is missed.
-                        let woken = wake.notified();
-                        tokio::pin!(woken);
-                        woken.as_mut().enable();
-                        if count.load(Ordering::SeqCst) >= expected {
-                            break;
-                        }
-                        woken.await;
-                    }
-                }
+                fence.reached(count_in(&request.body)).await;
                 request.body
             }
-        });
-        if let Err(e) = served.await {
-            eprintln!("async_bench: serve: {e}");
-        }
-    });
+        }));
+    } else {
+        // An echo, as the synchronous pingpong's server is.
+        tokio::spawn(serve(node.clone(), |request| async move { request.body }));
+    }
     // One receiving task, `-W` receives kept posted (one in latency mode),
     // reporting how it ended: the closing message, or an error.
     let depth = if o.rate { o.window } else { 1 };
@@ -196,9 +176,7 @@ async fn server(o: &Options) -> Result<(), String> {
             match incoming.next().await {
                 Ok((_, msg)) if msg.is_empty() => break Ok(()),
                 Ok((_, msg)) => {
-                    if received.fetch_add(1, Ordering::SeqCst) + 1 >= wanted.load(Ordering::SeqCst) {
-                        arrived.notify_waiters();
-                    }
+                    fence.arrived();
                     incoming.recycle(msg);
                 }
                 Err(e) if e.error.is_timeout() => {}
@@ -215,8 +193,63 @@ async fn server(o: &Options) -> Result<(), String> {
     }
 }
 
+/// Answers requests with `handler` until serving fails.
+async fn serve<F, Fut>(node: Node, handler: F)
+where
+    F: Fn(libfabric::transport::Request) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Buf> + Send + 'static,
+{
+    if let Err(e) = node.serve(handler).await {
+        eprintln!("async_bench: serve: {e}");
+    }
+}
+
+/// One-way messages counted in, and a rate fence waiting for a count.
+struct Fence {
+    received: AtomicU64,
+    /// The count a fence waits for (none: u64::MAX); receivers wake the
+    /// fence only once it is reached, not on every message.
+    wanted: AtomicU64,
+    wake: Notify,
+}
+
+impl Default for Fence {
+    fn default() -> Self {
+        Fence { received: AtomicU64::new(0), wanted: AtomicU64::new(u64::MAX), wake: Notify::new() }
+    }
+}
+
+impl Fence {
+    /// One more message is in.
+    fn arrived(&self) {
+        if self.received.fetch_add(1, Ordering::SeqCst) + 1 >= self.wanted.load(Ordering::SeqCst) {
+            self.wake.notify_waiters();
+        }
+    }
+
+    /// Returns once `expected` messages are in.
+    async fn reached(&self, expected: u64) {
+        if self.received.load(Ordering::SeqCst) >= expected {
+            return;
+        }
+        // SeqCst with the receivers' add and load: either a receiver sees
+        // this wish, or this sees its count.
+        self.wanted.store(expected, Ordering::SeqCst);
+        loop {
+            // Registered before the check, so no wake-up is missed.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.received.load(Ordering::SeqCst) >= expected {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
 /// The message count a rate fence carries (8 bytes, big-endian).
-fn fence(body: &[u8]) -> u64 {
+fn count_in(body: &[u8]) -> u64 {
     body.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes)
 }
 
