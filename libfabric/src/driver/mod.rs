@@ -41,7 +41,7 @@ mod submit;
 use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -185,34 +185,9 @@ pub(crate) struct Shared<E: Entry> {
     /// `pending.len()`, kept on each release of the lock, for readers that
     /// need not take it.
     in_flight: AtomicUsize,
-    /// Results left in the table for their futures so far: a reading future
-    /// that sees no change since it last looked has none there, and need not
-    /// take the lock to find out (its own completion it reads itself).
-    pub(crate) left: AtomicU64,
     /// What one read of the queue costs: how long a reading future spins
     /// is counted in reads (see `hold`).
     pub(crate) read_cost: hold::ReadCost,
-}
-
-/// The completion a reading future is looking for, kept for it when its
-/// own read brings it in (see `Op::read_awhile`).
-pub(crate) struct Mine<E: Entry> {
-    token: u64,
-    pub(crate) result: Option<std::result::Result<Completion<E>, OpError>>,
-    /// The operation's credit, given back when this is dropped (after the lock).
-    _permit: Option<credits::OwnedCredit>,
-}
-
-impl<E: Entry> Mine<E> {
-    pub(crate) fn new(token: u64) -> Self {
-        Mine { token, result: None, _permit: None }
-    }
-}
-
-/// A driver's gate held open: see `Shared::gate`.
-pub(crate) struct Open<'a> {
-    gate: &'a RwLock<()>,
-    _held: RwLockReadGuard<'a, ()>,
 }
 
 /// The operation table, locked; on release it leaves its length in
@@ -307,7 +282,6 @@ impl<E: Entry> Driver<E> {
             idled: AtomicBool::new(false),
             read_cost: hold::ReadCost::default(),
             in_flight: AtomicUsize::new(0),
-            left: AtomicU64::new(0),
         });
         Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
     }
@@ -393,25 +367,12 @@ impl<E: Entry> Shared<E> {
         Some(self.cq.trywait())
     }
 
-    /// The gate, held open (no endpoint bound to the queue opens or closes
-    /// until it is dropped).
-    pub(crate) fn open(&self) -> Open<'_> {
-        Open { gate: &self.gate, _held: self.gate.read().unwrap_or_else(|p| p.into_inner()) }
-    }
-
     pub(crate) fn progress(&self) -> Result<usize> {
-        self.progress_while(&self.open(), &mut None)
-    }
-
-    /// [`progress`](Self::progress) under a gate the caller holds open (a
-    /// future that reads the queue many times in a row opens it once); the
-    /// completion `mine` names, if it comes, is kept there.
-    pub(crate) fn progress_while(&self, open: &Open<'_>, mine: &mut Option<Mine<E>>) -> Result<usize> {
-        debug_assert!(std::ptr::eq(open.gate, &*self.gate), "another driver's gate");
+        let _open = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
         while n < BATCH {
             let want = BATCH - n;
-            let read = self.cq.poll_each(want, |read| self.handle(read, mine))?;
+            let read = self.cq.poll_each(want, |read| self.handle(read))?;
             n += read;
             // A short read found the queue empty: no need to read it again.
             if read < want.min(crate::cq::EACH_MAX) {
@@ -431,12 +392,12 @@ impl<E: Entry> Shared<E> {
     }
 
     /// Hands one read of the queue to its future.
-    fn handle(&self, read: Read<E>, mine: &mut Option<Mine<E>>) {
+    fn handle(&self, read: Read<E>) {
         match read {
             Read::Empty => {}
-            Read::Op(c) => self.deliver(c.token, Ok(c), mine),
+            Read::Op(c) => self.deliver(c.token, Ok(c)),
             Read::Failed { error, op: Some((kind, token, buf)) } => {
-                self.deliver(token, Err(OpError::completed(error, kind, buf)), mine)
+                self.deliver(token, Err(OpError::completed(error, kind, buf)))
             }
             Read::Failed { error, op: None } => {
                 self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
@@ -449,26 +410,12 @@ impl<E: Entry> Shared<E> {
         }
     }
 
-    fn deliver(&self, token: u64, result: std::result::Result<Completion<E>, OpError>, mine: &mut Option<Mine<E>>) {
+    fn deliver(&self, token: u64, result: std::result::Result<Completion<E>, OpError>) {
         let failed = result.is_err();
-        let c = &self.counters;
-        if let Some(mine) = mine.as_mut().filter(|m| m.token == token && m.result.is_none()) {
-            // The reader's own: straight to it, one lock instead of two.
-            if let Some(permit) = self.lock().claim(token) {
-                c.completed.fetch_add(1, Ordering::Relaxed);
-                if failed {
-                    c.failed.fetch_add(1, Ordering::Relaxed);
-                }
-                (mine.result, mine._permit) = (Some(result), permit);
-                return;
-            }
-        }
         let delivered = self.lock().deliver(token, result);
+        let c = &self.counters;
         match delivered {
             Delivered::Wake(waker) => {
-                // Release, after the lock: a future that sees the new count
-                // finds the result when it takes the lock.
-                self.left.fetch_add(1, Ordering::Release);
                 c.completed.fetch_add(1, Ordering::Relaxed);
                 if failed {
                     c.failed.fetch_add(1, Ordering::Relaxed);

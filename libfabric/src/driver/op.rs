@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::cq::Entry;
@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::ops::{Buf, Completion, OpKind, PostError};
 
 use super::observe::Observer;
-use super::{hold, Idle, Mine, ProgressMode, Shared, NO_SPINNER};
+use super::{hold, Idle, ProgressMode, Shared, NO_SPINNER};
 
 /// How long one poll of the future that reads the queue (see `Op::spin`)
 /// keeps reading while nothing comes, before it lets the runtime run other
@@ -82,15 +82,11 @@ pub struct Op<'a, E: Entry> {
     /// What to report when it finishes: its name, when it was posted (if
     /// anything reports times), and to whom.
     report: Option<(&'static str, Option<Instant>, &'a Observer)>,
-    /// `Shared::left` when this future last looked in the table (or was
-    /// made, before its operation was posted).
-    seen: u64,
 }
 
 impl<'a, E: Entry> Op<'a, E> {
     pub(crate) fn new(shared: &'a Shared<E>, ep: &'a Endpoint<E>, token: u64) -> Self {
-        let seen = shared.left.load(Ordering::Acquire);
-        Op { shared, ep, token, op: None, done: false, spinning: false, idle: Idle::default(), report: None, seen }
+        Op { shared, ep, token, op: None, done: false, spinning: false, idle: Idle::default(), report: None }
     }
 }
 
@@ -142,65 +138,37 @@ impl<E: Entry> Future for Op<'_, E> {
             hold::release();
             return Poll::Pending;
         };
-        // The future that reads the queue looks for its result again after
-        // each read, so it leaves its waker only once it stops reading:
-        // most operations then finish with no waker cloned, and no wake-up
-        // of a task that is already running.
-        let reader = self.reads_next();
-        // A reader looks in the table only if a result was left there since
-        // it last looked: its own completion it reads itself (`Spun::Mine`).
-        let left = self.shared.left.load(Ordering::Acquire);
-        if !reader || left != self.seen {
-            self.seen = left;
-            if let Some(result) = self.take((!reader).then(|| cx.waker())) {
-                budget.made_progress();
-                return Poll::Ready(result);
-            }
+        if let Some(result) = self.take(cx) {
+            budget.made_progress();
+            return Poll::Ready(result);
         }
-        if !self.spin() {
-            if reader {
-                // Displaced since: wait for the waker, left now.
-                if let Some(result) = self.take(Some(cx.waker())) {
-                    budget.made_progress();
-                    return Poll::Ready(result);
-                }
-            }
-            hold::release();
-            return Poll::Pending;
-        }
-        // Read the queue here instead of waiting for the driver task to
-        // read it and wake this one: a scheduling hop less per operation.
-        match self.read_awhile() {
-            Spun::Mine(result) => {
-                budget.made_progress();
-                return Poll::Ready(self.finish(result));
-            }
-            Spun::Delivered => {
-                if let Some(result) = self.take(None) {
-                    budget.made_progress();
-                    return Poll::Ready(result);
-                }
-                // Others' completions: let their futures run, then read
-                // again.
-                cx.waker().wake_by_ref();
-            }
-            Spun::Quiet(now) => {
-                let shared = self.shared;
-                if shared.config.mode == ProgressMode::BusyPoll
-                    || !self.idle.check_at(&shared.activity, shared.spin(), now)
-                {
-                    // Let other tasks run, and be polled again soon.
-                    cx.waker().wake_by_ref();
-                } else {
-                    // Idle for a while: the driver task sleeps on the
-                    // queue's wait descriptor instead, and wakes this future
-                    // through the waker left here; it need not spin again
-                    // first.
-                    shared.idled.store(true, Ordering::Relaxed);
-                    self.stop_spinning();
-                    if let Some(result) = self.take(Some(cx.waker())) {
+        if self.spin() {
+            // Read the queue here instead of waiting for the driver task to
+            // read it and wake this one: a scheduling hop less per
+            // operation.
+            match self.read_awhile() {
+                Spun::Delivered => {
+                    if let Some(result) = self.take(cx) {
                         budget.made_progress();
                         return Poll::Ready(result);
+                    }
+                    // Others' completions: let their futures run, then
+                    // read again.
+                    cx.waker().wake_by_ref();
+                }
+                Spun::Quiet(now) => {
+                    let shared = self.shared;
+                    if shared.config.mode == ProgressMode::BusyPoll
+                        || !self.idle.check_at(&shared.activity, shared.spin(), now)
+                    {
+                        // Let other tasks run, and be polled again soon.
+                        cx.waker().wake_by_ref();
+                    } else {
+                        // Idle for a while: the driver task sleeps on the
+                        // queue's wait descriptor instead, and wakes this
+                        // future; it need not spin again first.
+                        shared.idled.store(true, Ordering::Relaxed);
+                        self.stop_spinning();
                     }
                 }
             }
@@ -233,11 +201,8 @@ mod budget {
 }
 
 /// What [`Op::read_awhile`] found.
-enum Spun<E: Entry> {
-    /// This operation's completion, read here.
-    Mine(Result<Completion<E>, OpError>),
-    /// Others' completions, handed to their futures (this one's too, should
-    /// another reader have brought it in meanwhile).
+enum Spun {
+    /// Completions, handed to their futures (this one's, perhaps).
     Delivered,
     /// Nothing for [`SPIN_POLL`], a failed read, or the thread held long
     /// enough (see `hold`): time to return `Pending`. The time it gave up.
@@ -245,23 +210,18 @@ enum Spun<E: Entry> {
 }
 
 impl<E: Entry> Op<'_, E> {
-    /// The result if it is in (reported, and the operation done); else
-    /// `waker`, if any, is left for whoever reads the completion.
-    fn take(&mut self, waker: Option<&Waker>) -> Option<Result<Completion<E>, OpError>> {
-        let taken = self.shared.lock().poll(self.token, waker);
+    /// The result if it is in (reported, and the operation done); else the
+    /// waker is left for the driver.
+    fn take(&mut self, cx: &Context<'_>) -> Option<Result<Completion<E>, OpError>> {
+        let taken = self.shared.lock().poll(self.token, cx.waker());
         // The credit `taken` holds is released here, after the lock.
         let result = taken?.result?;
-        Some(self.finish(result))
-    }
-
-    /// The operation is over with `result`: reported, and given up.
-    fn finish(&mut self, result: Result<Completion<E>, OpError>) -> Result<Completion<E>, OpError> {
         self.done = true;
         self.stop_spinning();
         if let Some((name, started, observer)) = self.report {
             observer.record(name, started, || self.shared.in_flight(), result.as_ref());
         }
-        result
+        Some(result)
     }
 }
 
@@ -271,7 +231,7 @@ impl<E: Entry> Op<'_, E> {
     /// after a round through the runtime's scheduler, which costs more than
     /// a read (on shm, several times more). Gives up sooner, whatever came,
     /// once spinning has held the thread long enough (see `hold`).
-    fn read_awhile(&self) -> Spun<E> {
+    fn read_awhile(&self) -> Spun {
         let shared = self.shared;
         let started = hold::measure().then(Instant::now);
         let each = shared.read_cost.nanos();
@@ -281,11 +241,9 @@ impl<E: Entry> Op<'_, E> {
         let left = window.min((hold::HOLD.as_nanos() as u64).saturating_sub(hold::held()));
         let most = (left / each.max(1)).max(1);
         let mut reads = 0u64;
-        let open = shared.open();
-        let mut mine = Some(Mine::new(self.token));
         let delivered = loop {
             reads += 1;
-            match shared.progress_while(&open, &mut mine) {
+            match shared.progress() {
                 // A pause between empty reads: without it the round trip
                 // on shm was slower (measured; a tighter loop most likely
                 // contends with the peer writing the lines polled here).
@@ -296,28 +254,15 @@ impl<E: Entry> Op<'_, E> {
                 Err(_) => break false,
             }
         };
-        drop(open);
         let reads = u32::try_from(reads).unwrap_or(u32::MAX);
         if let Some(started) = started {
             shared.read_cost.measured(reads, started.elapsed());
         }
-        // Its own completion goes back however long the thread was held:
-        // the next operation's poll yields instead.
-        let held_long = hold::spend(u64::from(reads) * each);
-        if let Some(result) = mine.and_then(|m| m.result) {
-            return Spun::Mine(result);
-        }
-        if delivered && !held_long {
+        if delivered && !hold::spend(u64::from(reads) * each) {
             Spun::Delivered
         } else {
             Spun::Quiet(Instant::now())
         }
-    }
-
-    /// Whether [`spin`](Self::spin) would give this future the role now
-    /// (it still may not, should another future take it meanwhile).
-    fn reads_next(&self) -> bool {
-        !self.spinning || self.shared.spinner.load(Ordering::Relaxed) == self.token
     }
 
     /// Whether this future is to read the queue. One future reads at a time,

@@ -111,28 +111,14 @@ impl<E: Entry> Pending<E> {
         }
     }
 
-    /// The reading future's own completion, read by that future: frees the
-    /// entry (the result goes straight to the future, not through the
-    /// table) and gives back its credit, to drop outside the lock. `None`
-    /// unless the entry is waiting for it.
-    pub(crate) fn claim(&mut self, token: u64) -> Option<Option<OwnedCredit>> {
-        let slot = self.slot(token)?;
-        if !matches!(slot.state, State::Waiting(_)) {
-            return None;
-        }
-        Some(self.free(token).1)
-    }
-
-    /// The future's side: its result if it is in, else remember the waker
-    /// (if given: a future that will look again by itself leaves none).
-    pub(crate) fn poll(&mut self, token: u64, waker: Option<&Waker>) -> Option<Taken<E>> {
+    /// The future's side: its result if it is in, else remember the waker.
+    pub(crate) fn poll(&mut self, token: u64, waker: &Waker) -> Option<Taken<E>> {
         let slot = self.slot(token)?;
         match &mut slot.state {
             State::Waiting(w) => {
-                match (w, waker) {
-                    (_, None) => {}
-                    (Some(old), Some(new)) if old.will_wake(new) => {}
-                    (w, Some(new)) => *w = Some(new.clone()),
+                match w {
+                    Some(old) if old.will_wake(waker) => {}
+                    _ => *w = Some(waker.clone()),
                 }
                 None
             }
