@@ -60,6 +60,7 @@ mod mr;
 mod ops;
 mod pep;
 mod poll;
+mod probe;
 mod rawkey;
 mod rma;
 mod sep;
