@@ -21,7 +21,6 @@ use crate::domain::{Domain, DomainInner};
 use crate::error::{check, CompletionError, Error, Result};
 use crate::fid::{Object, ThreadModel, ThreadSafe, Types};
 use crate::ops::{Buf, Completion, Failed, OpKind, TableSet};
-use crate::probe;
 
 /// A completion entry format (`FI_CQ_FORMAT_*`): the type a CQ is read into.
 ///
@@ -430,9 +429,6 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
             return Ok(1);
         }
         let n = self.count("fi_cq_read", ret)?;
-        if n > 0 {
-            probe::read();
-        }
         for e in &entries[..n] {
             each(self.claim(*e).unwrap_or(Read::Raw(*e)));
         }
@@ -507,7 +503,6 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         // SAFETY: `e` holds one entry of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
         if ret == 1 {
-            probe::read();
             let read = self.claim(e[0]).unwrap_or(Read::Raw(e[0]));
             unlock_reads(lock);
             return Ok(read);
@@ -553,7 +548,6 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
         // SAFETY: `e` holds one entry of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), e.as_mut_ptr().cast(), 1) };
         if ret == 1 {
-            probe::read();
             if let Some((kind, token)) = self.inner.tables.complete_fixed(&e[0]) {
                 unlock_reads(lock);
                 return Ok(FixedRead::Fixed { kind, token, entry: e[0] });

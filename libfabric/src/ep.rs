@@ -31,7 +31,6 @@ use crate::fid::{Object, ThreadModel, ThreadSafe, Types};
 use crate::info::Info;
 use crate::mr::MemoryRegion;
 use crate::ops::{Buf, OpKind, OpTable, PostError};
-use crate::probe;
 
 pub(crate) struct EpInner {
     // Fields drop in order: the endpoint is closed before anything it uses.
@@ -761,47 +760,39 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// copied before the call returns. At most `info().inject_size()` bytes.
     #[inline(always)]
     pub fn inject(&self, data: &[u8], dest: Address) -> Result<()> {
-        probe::inject();
         self.check_inject("fi_inject", data)?;
         let dest = self.destination("fi_inject", dest)?;
         // SAFETY: inject copies `data` before returning.
-        let ret = unsafe { fi_inject(self.as_raw(), data.as_ptr().cast(), data.len(), dest) };
-        probe::injected();
-        check("fi_inject", ret).map(drop)
+        check("fi_inject", unsafe { fi_inject(self.as_raw(), data.as_ptr().cast(), data.len(), dest) }).map(drop)
     }
 
     /// `fi_injectdata`: inject with remote CQ data.
     pub fn inject_data(&self, data: &[u8], cq_data: u64, dest: Address) -> Result<()> {
-        probe::inject();
         self.check_inject("fi_injectdata", data)?;
         let dest = self.destination("fi_injectdata", dest)?;
         // SAFETY: inject copies `data` before returning.
-        let ret = unsafe { fi_injectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest) };
-        probe::injected();
-        check("fi_injectdata", ret).map(drop)
+        check("fi_injectdata", unsafe { fi_injectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest) })
+            .map(drop)
     }
 
     /// `fi_tinject`: a tagged inject.
     #[inline(always)]
     pub fn tinject(&self, data: &[u8], dest: Address, tag: u64) -> Result<()> {
-        probe::inject();
         self.check_inject("fi_tinject", data)?;
         let dest = self.destination("fi_tinject", dest)?;
         // SAFETY: inject copies `data` before returning.
-        let ret = unsafe { fi_tinject(self.as_raw(), data.as_ptr().cast(), data.len(), dest, tag) };
-        probe::injected();
-        check("fi_tinject", ret).map(drop)
+        check("fi_tinject", unsafe { fi_tinject(self.as_raw(), data.as_ptr().cast(), data.len(), dest, tag) }).map(drop)
     }
 
     /// `fi_tinjectdata`: a tagged inject with remote CQ data.
     pub fn tinject_data(&self, data: &[u8], cq_data: u64, dest: Address, tag: u64) -> Result<()> {
-        probe::inject();
         self.check_inject("fi_tinjectdata", data)?;
         let dest = self.destination("fi_tinjectdata", dest)?;
         // SAFETY: inject copies `data` before returning.
-        let ret = unsafe { fi_tinjectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest, tag) };
-        probe::injected();
-        check("fi_tinjectdata", ret).map(drop)
+        check("fi_tinjectdata", unsafe {
+            fi_tinjectdata(self.as_raw(), data.as_ptr().cast(), data.len(), cq_data, dest, tag)
+        })
+        .map(drop)
     }
 
     /// The provider's inject size, read once when the endpoint opened.

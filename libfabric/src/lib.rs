@@ -60,7 +60,6 @@ mod mr;
 mod ops;
 mod pep;
 mod poll;
-mod probe;
 mod rawkey;
 mod rma;
 mod sep;
