@@ -22,8 +22,11 @@
  *
  * (the mean is of the samples between the 10th and 90th percentiles).
  *
- * Each probe costs a counter read and an atomic increment, the same for
- * every program measured. x86_64 only.
+ * Every part starts after the probe's own bookkeeping and ends at its
+ * first counter read, so the probes (a few counter reads and atomic
+ * operations, about 50 ns a side per round trip here) lengthen the round
+ * trip without entering the parts; the same for every program measured.
+ * x86_64 only.
  *
  *   cc -O2 -shared -fPIC scripts/turns.c -o turns.so
  *   LD_PRELOAD=./turns.so fi_pingpong ...
@@ -101,7 +104,8 @@ static ssize_t cq_read(struct fid_cq *cq, void *buf, size_t count)
 		uint64_t injected = atomic_exchange_explicit(&last_inject, 0, memory_order_relaxed);
 		if (injected)
 			push(&waits, t - injected);
-		atomic_store_explicit(&last_read, t, memory_order_relaxed);
+		/* Read again: the turn starts after this bookkeeping. */
+		atomic_store_explicit(&last_read, __rdtsc(), memory_order_relaxed);
 	}
 	return ret;
 }

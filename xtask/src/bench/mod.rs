@@ -2,8 +2,9 @@
 //! libfabric's C `fi_pingpong`, run alternately in one session, per provider
 //! and size; median latency and bandwidth of each, the ratio Rust/C, and the
 //! instructions per round trip of both counted by callgrind; then message
-//! rate against the work, and the async transport beside the synchronous
-//! tools. Writes
+//! rate against the work, the async transport beside the synchronous
+//! tools, and the critical path of each (turns, measured alike in C and
+//! Rust). Writes
 //! `docs/benchmarks.md` and `docs/benchmarks.svg`.
 
 mod callgrind;
@@ -11,6 +12,7 @@ mod pingpong;
 mod report;
 mod scaling;
 mod transport;
+mod turns;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -103,7 +105,10 @@ pub fn run(root: &Path, plan: Plan) -> Result<String, String> {
     let async_bench = build_example(root, "async_bench")?;
     let tools = transport::Tools { pingpong: &rust, msgrate: &msgrate, async_bench: &async_bench };
     let transport = transport::measure(&tools, plan.rounds)?;
-    let markdown = report::markdown(&results, &scaling, &transport, plan);
+    let library = turns::build_library(root, &target_dir(root))?;
+    let async_lanes = transport::LANES.map(|(lane, _)| lane);
+    let turns = turns::measure(&LANES[..plan.lanes], &async_lanes, &library, &c, &rust, &async_bench, plan.rounds)?;
+    let markdown = report::markdown(&results, &scaling, &transport, &turns, plan);
     let docs = root.join("docs");
     std::fs::write(docs.join("benchmarks.md"), &markdown).map_err(|e| format!("docs/benchmarks.md: {e}"))?;
     std::fs::write(docs.join("benchmarks.svg"), report::svg(&results))
@@ -122,7 +127,11 @@ fn build_example(root: &Path, name: &str) -> Result<PathBuf, String> {
     if !status.success() {
         return Err(format!("cargo build of the {name} example failed"));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let exe = target.join("release/examples").join(name);
+    let exe = target_dir(root).join("release/examples").join(name);
     exe.is_file().then_some(exe.clone()).ok_or_else(|| format!("{}: not built", exe.display()))
+}
+
+/// The workspace's target directory.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }

@@ -113,17 +113,32 @@ pub fn run_pair(exe: &Path, args: &[String]) -> Result<Option<(f64, f64)>, Strin
 /// with `args` on loopback, the client under `wrapper` (a command and its
 /// arguments, put before `exe`) when one is given; the client's stdout.
 pub fn pair(exe: &Path, args: &[String], wrapper: &[String]) -> Result<String, String> {
+    Ok(pair_with(exe, args, wrapper, &[])?.client)
+}
+
+/// What the two sides of a run printed.
+pub struct Printed {
+    /// The client's stdout.
+    pub client: String,
+    /// The client's stderr.
+    pub client_err: String,
+    /// The server's stderr.
+    pub server_err: String,
+}
+
+/// [`pair`] with `env` set for both sides; what both printed.
+pub fn pair_with(exe: &Path, args: &[String], wrapper: &[String], env: &[(&str, &str)]) -> Result<Printed, String> {
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-    let mut server = spawn(exe, &[args, &["-B".into(), port.to_string()]].concat(), false)?;
+    let mut server = spawn(exe, &[args, &["-B".into(), port.to_string()]].concat(), false, env)?;
     wait_listening(port, &mut server)?;
     let client_args = [args, &["-P".into(), port.to_string(), "127.0.0.1".into()]].concat();
     let client = match wrapper.split_first() {
         Some((command, rest)) => {
-            spawn(Path::new(command), &[rest, &[exe.display().to_string()], &client_args].concat(), true)?
+            spawn(Path::new(command), &[rest, &[exe.display().to_string()], &client_args].concat(), true, env)?
         }
-        None => spawn(exe, &client_args, true)?,
+        None => spawn(exe, &client_args, true, env)?,
     };
-    let client_out = match finish(client) {
+    let (client, client_err) = match finish(client) {
         Ok(out) => out,
         Err(e) => {
             // Its peer is gone: the server would wait out its own deadline.
@@ -132,14 +147,15 @@ pub fn pair(exe: &Path, args: &[String], wrapper: &[String]) -> Result<String, S
             return Err(e);
         }
     };
-    finish(server)?;
-    Ok(client_out)
+    let (_, server_err) = finish(server)?;
+    Ok(Printed { client, client_err, server_err })
 }
 
-pub fn spawn(exe: &Path, args: &[String], capture: bool) -> Result<Child, String> {
+pub fn spawn(exe: &Path, args: &[String], capture: bool, env: &[(&str, &str)]) -> Result<Child, String> {
     Command::new(exe)
         .args(args)
         .envs(LOOPBACK)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(if capture { Stdio::piped() } else { Stdio::null() })
         .stderr(Stdio::piped())
@@ -147,8 +163,8 @@ pub fn spawn(exe: &Path, args: &[String], capture: bool) -> Result<Child, String
         .map_err(|e| format!("{}: {e}", exe.display()))
 }
 
-/// Waits for the child; its stdout, or its stderr as the error.
-pub fn finish(child: Child) -> Result<String, String> {
+/// Waits for the child; its stdout and stderr, or its stderr as the error.
+pub fn finish(child: Child) -> Result<(String, String), String> {
     let start = Instant::now();
     let mut child = child;
     loop {
@@ -164,7 +180,7 @@ pub fn finish(child: Child) -> Result<String, String> {
     if !out.status.success() {
         return Err(format!("pingpong failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
 /// Waits until the server's control socket listens (read from the kernel's

@@ -7,6 +7,7 @@ use super::callgrind::Counts;
 use super::pingpong::SizeResult;
 use super::scaling::Point;
 use super::transport::Row;
+use super::turns;
 use super::{Lane, Plan};
 
 pub struct LaneResult {
@@ -15,7 +16,13 @@ pub struct LaneResult {
     pub counts: Counts,
 }
 
-pub fn markdown(results: &[LaneResult], scaling: &[Point], transport: &[Row], plan: Plan) -> String {
+pub fn markdown(
+    results: &[LaneResult],
+    scaling: &[Point],
+    transport: &[Row],
+    turns: &[turns::Row],
+    plan: Plan,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks: Rust pingpong beside C `fi_pingpong`\n");
     let _ = writeln!(
@@ -117,7 +124,84 @@ pub fn markdown(results: &[LaneResult], scaling: &[Point], transport: &[Row], pl
         }
     );
     async_transport(&mut md, transport, plan);
+    critical_path(&mut md, turns, plan);
     md
+}
+
+fn critical_path(md: &mut String, rows: &[turns::Row], plan: Plan) {
+    let _ = writeln!(md, "\n## The critical path: what each side does in a round trip\n");
+    let _ = writeln!(
+        md,
+        "Wall times here wander by up to 2× for minutes at a time, mostly in the provider's part of a round \
+         trip. So each tool also runs with `scripts/turns.c` preloaded into both processes: it wraps the \
+         completion read and the injects of every libfabric object the program opens (through `fi_fabric`, \
+         the one call it can interpose), the C tool's as much as ours, and reads the time stamp counter. A \
+         side's **turn** runs from the read that returned a message to the call that injects the answer: \
+         all that the program does. The rest of a round trip is the two injects and the two **trips** \
+         (from an inject's return to the peer's read that returns the message), which are the provider's. \
+         So the difference of two tools' turns is the difference of their round trips that the code makes, \
+         and \"by the critical path\" below is the ratio of round trips it gives: (the reference's round \
+         trip + the difference of turns) / the reference's round trip, the round trip being twice the \
+         reference's µs one way in the same runs (the probes lengthen it by about 100 ns, outside the \
+         parts). Message sizes are below each provider's inject size (only an inject ends a turn). {} runs \
+         of each tool, the order rotating; each figure is the median over runs of a run's mean between its \
+         10th and 90th percentile, in ns.\n",
+        plan.rounds
+    );
+    let _ = writeln!(md, "### Rust pingpong beside C `fi_pingpong` (issue 6)\n");
+    let _ = writeln!(
+        md,
+        "| lane | size | C turns (client + server) | Rust turns | Rust − C | C round trip | Rust/C by the critical path | C trip | Rust trip |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let extra = r.rust.turns() - r.c.turns();
+        let _ = writeln!(
+            md,
+            "| {} | {} B | {:.1} + {:.1} | {:.1} + {:.1} | {:+.1} | {:.0} | {:.3} | {:.0} | {:.0} |",
+            r.lane.name(),
+            r.size,
+            r.c.client_turn,
+            r.c.server_turn,
+            r.rust.client_turn,
+            r.rust.server_turn,
+            extra,
+            r.c.round_trip(),
+            (r.c.round_trip() + extra) / r.c.round_trip(),
+            r.c.trip(),
+            r.rust.trip()
+        );
+    }
+    let _ = writeln!(md, "\n### The async transport beside the Rust pingpong (issue 5)\n");
+    let _ = writeln!(
+        md,
+        "`async_bench -m latency --busy` against the Rust pingpong, the same size. The async server answers \
+         from its serving loop; its client's turn includes posting the next answer's receive.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| lane | size | pingpong turns (client + server) | async turns | async − pingpong | pingpong round trip | async/pingpong by the critical path | pingpong trip | async trip |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let Some(a) = r.async_busy else { continue };
+        let extra = a.turns() - r.rust.turns();
+        let _ = writeln!(
+            md,
+            "| {} | {} B | {:.1} + {:.1} | {:.1} + {:.1} | {:+.1} | {:.0} | {:.2} | {:.0} | {:.0} |",
+            r.lane.provider,
+            r.size,
+            r.rust.client_turn,
+            r.rust.server_turn,
+            a.client_turn,
+            a.server_turn,
+            extra,
+            r.rust.round_trip(),
+            (r.rust.round_trip() + extra) / r.rust.round_trip(),
+            r.rust.trip(),
+            a.trip()
+        );
+    }
 }
 
 fn async_transport(md: &mut String, rows: &[Row], plan: Plan) {

@@ -1,0 +1,193 @@
+//! The critical path of a round trip, measured the same way in every tool:
+//! `scripts/turns.c`, preloaded into both sides, times each side's turn
+//! (from the read that returned a message to the inject of the answer),
+//! the injects, and the waits between them. Wall times on a shared machine
+//! wander by 2× for minutes at a time, mostly in the provider's trips;
+//! turns hold what the binding does, and stay within a few ns.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::pingpong::{lane_args, median, pair_with};
+use super::Lane;
+
+/// Means (between the 10th and 90th percentile) of one run, ns, and the
+/// tool's own µs one way.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Split {
+    pub client_turn: f64,
+    pub server_turn: f64,
+    pub client_inject: f64,
+    pub server_inject: f64,
+    /// From the client's inject to the read that returned the answer.
+    pub client_wait: f64,
+    pub usec: f64,
+}
+
+impl Split {
+    /// Both turns: what the program does in a round trip.
+    pub fn turns(&self) -> f64 {
+        self.client_turn + self.server_turn
+    }
+
+    /// The round trip by the tool's own clock (twice its µs one way), ns:
+    /// the parts and the probes between them.
+    pub fn round_trip(&self) -> f64 {
+        2000.0 * self.usec
+    }
+
+    /// One trip through the provider (the client's wait less the server's
+    /// turn and inject, halved).
+    pub fn trip(&self) -> f64 {
+        (self.client_wait - self.server_turn - self.server_inject) / 2.0
+    }
+
+    /// Field by field medians of `runs`.
+    fn median(runs: &[Split]) -> Split {
+        let m = |f: fn(&Split) -> f64| median(runs.iter().map(f).collect());
+        Split {
+            client_turn: m(|s| s.client_turn),
+            server_turn: m(|s| s.server_turn),
+            client_inject: m(|s| s.client_inject),
+            server_inject: m(|s| s.server_inject),
+            client_wait: m(|s| s.client_wait),
+            usec: m(|s| s.usec),
+        }
+    }
+}
+
+/// One lane's medians: C and Rust pingpong, and the async transport
+/// (busy-polling) where it runs on the lane.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub lane: Lane,
+    pub size: usize,
+    pub c: Split,
+    pub rust: Split,
+    pub async_busy: Option<Split>,
+}
+
+/// Message size of a lane: below its inject size (only injects end a
+/// turn), which is 64 on tcp and tcp;ofi_rxm.
+fn size(lane: &Lane) -> usize {
+    if lane.provider.starts_with("tcp") {
+        32
+    } else {
+        64
+    }
+}
+
+/// Round trips per run: about half a second of work at this machine's
+/// latencies (0.7 µs a round trip on shm, 8 to 15 on the others).
+fn round_trips(lane: &Lane) -> usize {
+    match lane.provider {
+        "shm" => 200_000,
+        "tcp;ofi_rxm" => 20_000,
+        _ => 50_000,
+    }
+}
+
+/// Builds the library from `scripts/turns.c` into the target directory.
+pub fn build_library(root: &Path, target: &Path) -> Result<PathBuf, String> {
+    let library = target.join("turns.so");
+    let status = Command::new("cc")
+        .args(["-O2", "-Wall", "-shared", "-fPIC"])
+        .arg(root.join("scripts/turns.c"))
+        .arg("-o")
+        .arg(&library)
+        .status()
+        .map_err(|e| format!("cc: {e}"))?;
+    status.success().then_some(library).ok_or_else(|| "cc of scripts/turns.c failed".into())
+}
+
+/// Every lane, `rounds` times each tool, the order rotating; the medians.
+/// `async_lanes` names the providers the async transport runs on.
+pub fn measure(
+    lanes: &[Lane],
+    async_lanes: &[&str],
+    library: &Path,
+    c: &Path,
+    rust: &Path,
+    async_bench: &Path,
+    rounds: usize,
+) -> Result<Vec<Row>, String> {
+    let preload = library.to_str().ok_or("the library's path is not UTF-8")?;
+    let mut rows = Vec::new();
+    for lane in lanes {
+        eprintln!("bench: turns on {}", lane.name());
+        let size = size(lane).to_string();
+        let n = round_trips(lane).to_string();
+        let pingpong_args = [lane_args(lane), vec!["-S".into(), size.clone(), "-I".into(), n.clone()]].concat();
+        let async_args: Vec<String> = ["-p", lane.provider, "-m", "latency", "-S", &size, "-I", &n, "--busy"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let runs_async = async_lanes.contains(&lane.provider);
+        let tools: Vec<(&Path, &[String])> = if runs_async {
+            vec![(c, &pingpong_args), (rust, &pingpong_args), (async_bench, &async_args)]
+        } else {
+            vec![(c, &pingpong_args), (rust, &pingpong_args)]
+        };
+        let mut runs: Vec<Vec<Split>> = vec![Vec::new(); tools.len()];
+        for round in 0..rounds {
+            for k in (0..tools.len()).map(|i| (i + round) % tools.len()) {
+                let (exe, args) = tools[k];
+                let printed = pair_with(exe, args, &[], &[("LD_PRELOAD", preload)])?;
+                runs[k].push(split(&printed.client, &printed.client_err, &printed.server_err).ok_or_else(|| {
+                    format!("{} on {}: no turns line (is the size below the inject size?)", exe.display(), lane.name())
+                })?);
+            }
+        }
+        let mut medians = runs.iter().map(|r| Split::median(r));
+        let (c, rust) = (medians.next().unwrap_or_default(), medians.next().unwrap_or_default());
+        rows.push(Row { lane: *lane, size: size.parse().unwrap_or(0), c, rust, async_busy: medians.next() });
+    }
+    Ok(rows)
+}
+
+/// The split of one run from what its two sides printed.
+fn split(client_out: &str, client_err: &str, server_err: &str) -> Option<Split> {
+    let [client_turn, client_inject, client_wait] = means(client_err)?;
+    let [server_turn, server_inject, _] = means(server_err)?;
+    // Every tool prints the µs one way as the 7th field of its last line.
+    let usec = client_out.lines().last()?.split_whitespace().nth(6)?.parse().ok()?;
+    Some(Split { client_turn, server_turn, client_inject, server_inject, client_wait, usec })
+}
+
+/// The means of turns, injects and waits of the library's line:
+/// `turns: turns N p10 a p50 b p90 c mean d, injects …, waits … ns`.
+fn means(stderr: &str) -> Option<[f64; 3]> {
+    let line = stderr.lines().find_map(|l| l.strip_prefix("turns: "))?;
+    let mut parts = line.split(", ").map(|part| {
+        let fields: Vec<&str> = part.split_whitespace().collect();
+        let at = fields.iter().position(|&f| f == "mean")?;
+        fields.get(at + 1)?.parse::<f64>().ok()
+    });
+    Some([parts.next()??, parts.next()??, parts.next()??])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_splits_into_turns_injects_and_trips() {
+        let client = "turns: turns 9 p10 30 p50 40 p90 50 mean 38.5, injects 9 p10 70 p50 72 p90 80 mean 72.0, \
+                      waits 9 p10 400 p50 430 p90 460 mean 430.0 ns\n";
+        let server = "turns: turns 9 p10 30 p50 35 p90 40 mean 35.0, injects 9 p10 70 p50 73 p90 80 mean 75.0, \
+                      waits 9 p10 400 p50 440 p90 460 mean 441.0 ns\n";
+        let out = "bytes #sent ...\n64      200k    =200k    24m         0.15s    174.62       0.37       2.73\n";
+        let s = split(out, client, server).expect("parsed");
+        assert_eq!((s.client_turn, s.server_turn, s.client_inject, s.server_inject), (38.5, 35.0, 72.0, 75.0));
+        assert_eq!(s.usec, 0.37);
+        assert_eq!(s.turns(), 73.5);
+        assert_eq!(s.round_trip(), 740.0);
+        assert_eq!(s.trip(), (430.0 - 35.0 - 75.0) / 2.0);
+    }
+
+    #[test]
+    fn a_run_without_the_line_gives_nothing() {
+        assert!(split("64 1 1 1 1 1 0.37 1\n", "", "").is_none());
+        assert!(means("turns: turns 0, injects 0, waits 0 ns").is_none());
+    }
+}
