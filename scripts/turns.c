@@ -9,16 +9,19 @@
  * queue and endpoint opened from it a copy of its ops table in which the
  * calls below are wrapped. It reads the time stamp counter
  *   - when a completion read (fi_cq_read) returns something, and
- *   - before and after each inject (fi_inject, fi_injectdata, fi_tinject,
- *     fi_tinjectdata).
+ *   - before and after each send: fi_inject, fi_injectdata, fi_send,
+ *     fi_senddata and their tagged forms (fi_sendmsg, used by neither
+ *     pingpong's loop, is left alone).
  * A *turn* runs from the read that returned a message to the call that
- * injects the answer: all that the program does between the two. An
- * *inject* is the call itself, and a *wait* runs from an inject's return to
- * the next read that returns something: on the client, the server's turn
- * and inject and two trips through the provider. At exit it prints, to
- * standard error, after dropping the first tenth as warm-up:
+ * sends the answer: all that the program does between the two. A *send*
+ * is the call itself, and a *wait* runs from a send's return to the next
+ * read that returns something: on the client, for an inject, the server's
+ * turn and inject and two trips through the provider (for a send with a
+ * completion, the wait ends at that completion, and means little). At
+ * exit it prints, to standard error, after dropping the first tenth as
+ * warm-up:
  *
- *   turns: turns N p10 A p50 B p90 C mean D, injects ..., waits ... ns
+ *   turns: turns N p10 A p50 B p90 C mean D, sends ..., waits ... ns
  *
  * (the mean is of the samples between the 10th and 90th percentiles).
  *
@@ -54,10 +57,10 @@ struct samples {
 	uint64_t v[MOST];
 };
 
-static struct samples turns, injects, waits;
-/* When the last read returned something, the inject being made was
- * called, and the last inject returned; 0 once used. */
-static _Atomic uint64_t last_read, injecting, last_inject;
+static struct samples turns, sends, waits;
+/* When the last read returned something, the send being made was called,
+ * and the last send returned; 0 once used. */
+static _Atomic uint64_t last_read, sending, last_send;
 static uint64_t tsc0;
 static struct timespec clock0;
 
@@ -101,62 +104,80 @@ static ssize_t cq_read(struct fid_cq *cq, void *buf, size_t count)
 	ssize_t ret = ORIG(cq, cq->ops)->read(cq, buf, count);
 	if (ret > 0) {
 		uint64_t t = __rdtsc();
-		uint64_t injected = atomic_exchange_explicit(&last_inject, 0, memory_order_relaxed);
-		if (injected)
-			push(&waits, t - injected);
+		uint64_t sent = atomic_exchange_explicit(&last_send, 0, memory_order_relaxed);
+		if (sent)
+			push(&waits, t - sent);
 		/* Read again: the turn starts after this bookkeeping. */
 		atomic_store_explicit(&last_read, __rdtsc(), memory_order_relaxed);
 	}
 	return ret;
 }
 
-static void before_inject(void)
+static void before_send(void)
 {
 	uint64_t t = __rdtsc();
 	uint64_t read = atomic_exchange_explicit(&last_read, 0, memory_order_relaxed);
 	if (read)
 		push(&turns, t - read);
-	atomic_store_explicit(&injecting, __rdtsc(), memory_order_relaxed);
+	atomic_store_explicit(&sending, __rdtsc(), memory_order_relaxed);
 }
 
-static void after_inject(void)
+static void after_send(void)
 {
 	uint64_t t = __rdtsc();
-	push(&injects, t - atomic_load_explicit(&injecting, memory_order_relaxed));
-	atomic_store_explicit(&last_inject, __rdtsc(), memory_order_relaxed);
+	push(&sends, t - atomic_load_explicit(&sending, memory_order_relaxed));
+	atomic_store_explicit(&last_send, __rdtsc(), memory_order_relaxed);
 }
+
+/* A wrapper that times a call through the original table, by name. */
+#define TIMED(kind, call, ...)                                                 \
+	before_send();                                                         \
+	ssize_t ret = ORIG(kind, ep->kind)->call(ep, __VA_ARGS__);             \
+	after_send();                                                          \
+	return ret
 
 static ssize_t msg_inject(struct fid_ep *ep, const void *buf, size_t len, fi_addr_t dest)
 {
-	before_inject();
-	ssize_t ret = ORIG(msg, ep->msg)->inject(ep, buf, len, dest);
-	after_inject();
-	return ret;
+	TIMED(msg, inject, buf, len, dest);
 }
 
 static ssize_t msg_injectdata(struct fid_ep *ep, const void *buf, size_t len, uint64_t data, fi_addr_t dest)
 {
-	before_inject();
-	ssize_t ret = ORIG(msg, ep->msg)->injectdata(ep, buf, len, data, dest);
-	after_inject();
-	return ret;
+	TIMED(msg, injectdata, buf, len, data, dest);
+}
+
+static ssize_t msg_send(struct fid_ep *ep, const void *buf, size_t len, void *desc, fi_addr_t dest, void *context)
+{
+	TIMED(msg, send, buf, len, desc, dest, context);
+}
+
+static ssize_t msg_senddata(struct fid_ep *ep, const void *buf, size_t len, void *desc, uint64_t data,
+			    fi_addr_t dest, void *context)
+{
+	TIMED(msg, senddata, buf, len, desc, data, dest, context);
 }
 
 static ssize_t tagged_inject(struct fid_ep *ep, const void *buf, size_t len, fi_addr_t dest, uint64_t tag)
 {
-	before_inject();
-	ssize_t ret = ORIG(tagged, ep->tagged)->inject(ep, buf, len, dest, tag);
-	after_inject();
-	return ret;
+	TIMED(tagged, inject, buf, len, dest, tag);
 }
 
 static ssize_t tagged_injectdata(struct fid_ep *ep, const void *buf, size_t len, uint64_t data, fi_addr_t dest,
 				 uint64_t tag)
 {
-	before_inject();
-	ssize_t ret = ORIG(tagged, ep->tagged)->injectdata(ep, buf, len, data, dest, tag);
-	after_inject();
-	return ret;
+	TIMED(tagged, injectdata, buf, len, data, dest, tag);
+}
+
+static ssize_t tagged_send(struct fid_ep *ep, const void *buf, size_t len, void *desc, fi_addr_t dest, uint64_t tag,
+			   void *context)
+{
+	TIMED(tagged, send, buf, len, desc, dest, tag, context);
+}
+
+static ssize_t tagged_senddata(struct fid_ep *ep, const void *buf, size_t len, void *desc, uint64_t data,
+			       fi_addr_t dest, uint64_t tag, void *context)
+{
+	TIMED(tagged, senddata, buf, len, desc, data, dest, tag, context);
 }
 
 static int cq_open(struct fid_domain *domain, struct fi_cq_attr *attr, struct fid_cq **cq, void *context)
@@ -179,12 +200,16 @@ static int endpoint(struct fid_domain *domain, struct fi_info *info, struct fid_
 	if ((*ep)->msg && (m = COPY(msg, (*ep)->msg))) {
 		m->ops.inject = msg_inject;
 		m->ops.injectdata = msg_injectdata;
+		m->ops.send = msg_send;
+		m->ops.senddata = msg_senddata;
 		(*ep)->msg = &m->ops;
 	}
 	struct wrapped_tagged *t;
 	if ((*ep)->tagged && (t = COPY(tagged, (*ep)->tagged))) {
 		t->ops.inject = tagged_inject;
 		t->ops.injectdata = tagged_injectdata;
+		t->ops.send = tagged_send;
+		t->ops.senddata = tagged_senddata;
 		(*ep)->tagged = &t->ops;
 	}
 	return ret;
@@ -283,6 +308,6 @@ __attribute__((destructor)) static void report(void)
 	double per_ns = (__rdtsc() - tsc0) / ns;
 	fputs("turns: ", stderr);
 	summary("turns", &turns, per_ns, ", ");
-	summary("injects", &injects, per_ns, ", ");
+	summary("sends", &sends, per_ns, ", ");
 	summary("waits", &waits, per_ns, " ns\n");
 }

@@ -61,6 +61,8 @@ pub struct Plan {
     pub messages: u64,
     /// Message rate at the ends of each window and peer range only.
     pub sparse_scaling: bool,
+    /// Turns at the small and the largest size only.
+    pub sparse_turns: bool,
 }
 
 impl Plan {
@@ -73,6 +75,7 @@ impl Plan {
             callgrind_runs: 1,
             messages: 10_000,
             sparse_scaling: true,
+            sparse_turns: true,
         }
     }
     pub fn full() -> Plan {
@@ -84,6 +87,7 @@ impl Plan {
             callgrind_runs: 2,
             messages: 100_000,
             sparse_scaling: false,
+            sparse_turns: false,
         }
     }
 }
@@ -107,7 +111,8 @@ pub fn run(root: &Path, plan: Plan) -> Result<String, String> {
     let transport = transport::measure(&tools, plan.rounds)?;
     let library = turns::build_library(root, &target_dir(root))?;
     let async_lanes = transport::LANES.map(|(lane, _)| lane);
-    let turns = turns::measure(&LANES[..plan.lanes], &async_lanes, &library, &c, &rust, &async_bench, plan.rounds)?;
+    let turn_tools = turns::Tools { library: &library, c: &c, rust: &rust, async_bench: &async_bench };
+    let turns = turns::measure(&LANES[..plan.lanes], &async_lanes, &turn_tools, plan.rounds, plan.sparse_turns)?;
     let markdown = report::markdown(&results, &scaling, &transport, &turns, plan);
     let docs = root.join("docs");
     std::fs::write(docs.join("benchmarks.md"), &markdown).map_err(|e| format!("docs/benchmarks.md: {e}"))?;

@@ -134,42 +134,43 @@ fn critical_path(md: &mut String, rows: &[turns::Row], plan: Plan) {
         md,
         "Wall times here wander by up to 2× for minutes at a time, mostly in the provider's part of a round \
          trip. So each tool also runs with `scripts/turns.c` preloaded into both processes: it wraps the \
-         completion read and the injects of every libfabric object the program opens (through `fi_fabric`, \
-         the one call it can interpose), the C tool's as much as ours, and reads the time stamp counter. A \
-         side's **turn** runs from the read that returned a message to the call that injects the answer: \
-         all that the program does. The rest of a round trip is the two injects and the two **trips** \
-         (from an inject's return to the peer's read that returns the message), which are the provider's. \
-         So the difference of two tools' turns is the difference of their round trips that the code makes, \
-         and \"by the critical path\" below is the ratio of round trips it gives: (the reference's round \
-         trip + the difference of turns) / the reference's round trip, the round trip being twice the \
-         reference's µs one way in the same runs (the probes lengthen it by about 100 ns, outside the \
-         parts). Message sizes are below each provider's inject size (only an inject ends a turn). {} runs \
-         of each tool, the order rotating; each figure is the median over runs of a run's mean between its \
-         10th and 90th percentile, in ns.\n",
+         completion read and the sends (`fi_inject`, `fi_send` and their data and tagged forms) of every \
+         libfabric object the program opens (through `fi_fabric`, the one call it can interpose), the C \
+         tool's as much as ours, and reads the time stamp counter. A side's **turn** runs from the read that \
+         returned a message to the call that sends the answer: all that the program does. The rest of a \
+         round trip is the provider's: the two sends, and the two **trips** from a send to the peer's read \
+         that returns the message. So the difference of two tools' turns is the difference of their round \
+         trips that the code makes, and \"by the critical path\" below is the ratio it gives: latency (the \
+         reference's round trip + the difference of turns) / the reference's round trip, and bandwidth the \
+         inverse, the round trip being twice the reference's µs one way in the same runs (the probes \
+         lengthen it by about 100 ns, outside the parts). Trips are shown where the size goes by inject (for \
+         a send the client's wait ends at the send's own completion). {} runs of each tool and size, the \
+         order rotating; each figure is the median over runs of a run's mean between its 10th and 90th \
+         percentile, in ns.\n",
         plan.rounds
     );
     let _ = writeln!(md, "### Rust pingpong beside C `fi_pingpong` (issue 6)\n");
     let _ = writeln!(
         md,
-        "| lane | size | C turns (client + server) | Rust turns | Rust − C | C round trip | Rust/C by the critical path | C trip | Rust trip |"
+        "| lane | size | C turns (client + server) | Rust turns | Rust − C | C round trip | latency Rust/C | bandwidth Rust/C |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let extra = r.rust.turns() - r.c.turns();
+        let round_trip = r.c.round_trip();
         let _ = writeln!(
             md,
-            "| {} | {} B | {:.1} + {:.1} | {:.1} + {:.1} | {:+.1} | {:.0} | {:.3} | {:.0} | {:.0} |",
+            "| {} | {} | {:.1} + {:.1} | {:.1} + {:.1} | {:+.1} | {:.0} | {:.3} | {:.3} |",
             r.lane.name(),
-            r.size,
+            size(r.size),
             r.c.client_turn,
             r.c.server_turn,
             r.rust.client_turn,
             r.rust.server_turn,
             extra,
-            r.c.round_trip(),
-            (r.c.round_trip() + extra) / r.c.round_trip(),
-            r.c.trip(),
-            r.rust.trip()
+            round_trip,
+            (round_trip + extra) / round_trip,
+            round_trip / (round_trip + extra)
         );
     }
     let _ = writeln!(md, "\n### The async transport beside the Rust pingpong (issue 5)\n");
@@ -188,9 +189,9 @@ fn critical_path(md: &mut String, rows: &[turns::Row], plan: Plan) {
         let extra = a.turns() - r.rust.turns();
         let _ = writeln!(
             md,
-            "| {} | {} B | {:.1} + {:.1} | {:.1} + {:.1} | {:+.1} | {:.0} | {:.2} | {:.0} | {:.0} |",
+            "| {} | {} | {:.1} + {:.1} | {:.1} + {:.1} | {:+.1} | {:.0} | {:.2} | {:.0} | {:.0} |",
             r.lane.provider,
-            r.size,
+            size(r.size),
             r.rust.client_turn,
             r.rust.server_turn,
             a.client_turn,

@@ -1,9 +1,9 @@
 //! The critical path of a round trip, measured the same way in every tool:
 //! `scripts/turns.c`, preloaded into both sides, times each side's turn
-//! (from the read that returned a message to the inject of the answer),
-//! the injects, and the waits between them. Wall times on a shared machine
-//! wander by 2× for minutes at a time, mostly in the provider's trips;
-//! turns hold what the binding does, and stay within a few ns.
+//! (from the read that returned a message to the call that sends the
+//! answer), the sends, and the waits between them. Wall times on a shared
+//! machine wander by 2× for minutes at a time, mostly in the provider's
+//! trips; turns hold what the program does, and stay within a few ns.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,8 +17,8 @@ use super::Lane;
 pub struct Split {
     pub client_turn: f64,
     pub server_turn: f64,
-    pub client_inject: f64,
-    pub server_inject: f64,
+    pub client_send: f64,
+    pub server_send: f64,
     /// From the client's inject to the read that returned the answer.
     pub client_wait: f64,
     pub usec: f64,
@@ -37,9 +37,9 @@ impl Split {
     }
 
     /// One trip through the provider (the client's wait less the server's
-    /// turn and inject, halved).
+    /// turn and send, halved); only for a size that goes by inject.
     pub fn trip(&self) -> f64 {
-        (self.client_wait - self.server_turn - self.server_inject) / 2.0
+        (self.client_wait - self.server_turn - self.server_send) / 2.0
     }
 
     /// Field by field medians of `runs`.
@@ -48,16 +48,16 @@ impl Split {
         Split {
             client_turn: m(|s| s.client_turn),
             server_turn: m(|s| s.server_turn),
-            client_inject: m(|s| s.client_inject),
-            server_inject: m(|s| s.server_inject),
+            client_send: m(|s| s.client_send),
+            server_send: m(|s| s.server_send),
             client_wait: m(|s| s.client_wait),
             usec: m(|s| s.usec),
         }
     }
 }
 
-/// One lane's medians: C and Rust pingpong, and the async transport
-/// (busy-polling) where it runs on the lane.
+/// One lane and size's medians: C and Rust pingpong, and the async
+/// transport (busy-polling) where it runs on the lane, at the small size.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub lane: Lane,
@@ -67,9 +67,9 @@ pub struct Row {
     pub async_busy: Option<Split>,
 }
 
-/// Message size of a lane: below its inject size (only injects end a
-/// turn), which is 64 on tcp and tcp;ofi_rxm.
-fn size(lane: &Lane) -> usize {
+/// The small size of a lane: below its inject size, so that the trips
+/// can be told from the waits (tcp and tcp;ofi_rxm inject below 64).
+fn small(lane: &Lane) -> usize {
     if lane.provider.starts_with("tcp") {
         32
     } else {
@@ -77,12 +77,24 @@ fn size(lane: &Lane) -> usize {
     }
 }
 
-/// Round trips per run: about half a second of work at this machine's
-/// latencies (0.7 µs a round trip on shm, 8 to 15 on the others).
-fn round_trips(lane: &Lane) -> usize {
-    match lane.provider {
-        "shm" => 200_000,
-        "tcp;ofi_rxm" => 20_000,
+/// The sizes measured: the small one, and large ones for bandwidth
+/// (`sparse` skips 64 KiB).
+fn sizes(lane: &Lane, sparse: bool) -> Vec<usize> {
+    let mut sizes = vec![small(lane), 64 << 10, 1 << 20];
+    if sparse {
+        sizes.remove(1);
+    }
+    sizes
+}
+
+/// Round trips per run: a few tenths of a second of work at this machine's
+/// latencies (0.7 µs a small round trip on shm, 8 to 15 on the others).
+fn round_trips(lane: &Lane, size: usize) -> usize {
+    match (size, lane.provider) {
+        (s, _) if s >= 1 << 20 => 200,
+        (s, _) if s >= 64 << 10 => 2_000,
+        (_, "shm") => 200_000,
+        (_, "tcp;ofi_rxm") => 20_000,
         _ => 50_000,
     }
 }
@@ -100,62 +112,82 @@ pub fn build_library(root: &Path, target: &Path) -> Result<PathBuf, String> {
     status.success().then_some(library).ok_or_else(|| "cc of scripts/turns.c failed".into())
 }
 
-/// Every lane, `rounds` times each tool, the order rotating; the medians.
-/// `async_lanes` names the providers the async transport runs on.
+/// The executables compared.
+pub struct Tools<'a> {
+    /// The library built from `scripts/turns.c`.
+    pub library: &'a Path,
+    pub c: &'a Path,
+    pub rust: &'a Path,
+    pub async_bench: &'a Path,
+}
+
+/// Every lane and size, `rounds` times each tool, the order rotating; the
+/// medians. `async_lanes` names the providers the async transport runs on.
+/// A size that neither pingpong runs on a lane (above its largest message)
+/// is left out.
 pub fn measure(
     lanes: &[Lane],
     async_lanes: &[&str],
-    library: &Path,
-    c: &Path,
-    rust: &Path,
-    async_bench: &Path,
+    tools: &Tools,
     rounds: usize,
+    sparse: bool,
 ) -> Result<Vec<Row>, String> {
-    let preload = library.to_str().ok_or("the library's path is not UTF-8")?;
+    let preload = tools.library.to_str().ok_or("the library's path is not UTF-8")?;
+    let env = [("LD_PRELOAD", preload)];
     let mut rows = Vec::new();
     for lane in lanes {
-        eprintln!("bench: turns on {}", lane.name());
-        let size = size(lane).to_string();
-        let n = round_trips(lane).to_string();
-        let pingpong_args = [lane_args(lane), vec!["-S".into(), size.clone(), "-I".into(), n.clone()]].concat();
-        let async_args: Vec<String> = ["-p", lane.provider, "-m", "latency", "-S", &size, "-I", &n, "--busy"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let runs_async = async_lanes.contains(&lane.provider);
-        let tools: Vec<(&Path, &[String])> = if runs_async {
-            vec![(c, &pingpong_args), (rust, &pingpong_args), (async_bench, &async_args)]
-        } else {
-            vec![(c, &pingpong_args), (rust, &pingpong_args)]
-        };
-        let mut runs: Vec<Vec<Split>> = vec![Vec::new(); tools.len()];
-        for round in 0..rounds {
-            for k in (0..tools.len()).map(|i| (i + round) % tools.len()) {
-                let (exe, args) = tools[k];
-                let printed = pair_with(exe, args, &[], &[("LD_PRELOAD", preload)])?;
-                runs[k].push(split(&printed.client, &printed.client_err, &printed.server_err).ok_or_else(|| {
-                    format!("{} on {}: no turns line (is the size below the inject size?)", exe.display(), lane.name())
-                })?);
+        for size in sizes(lane, sparse) {
+            eprintln!("bench: turns on {} at {size} B", lane.name());
+            let (s, n) = (size.to_string(), round_trips(lane, size).to_string());
+            let pingpong_args = [lane_args(lane), vec!["-S".into(), s.clone(), "-I".into(), n.clone()]].concat();
+            let async_args: Vec<String> = ["-p", lane.provider, "-m", "latency", "-S", &s, "-I", &n, "--busy"]
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            let mut runners: Vec<(&Path, &[String])> = vec![(tools.c, &pingpong_args), (tools.rust, &pingpong_args)];
+            if size == small(lane) && async_lanes.contains(&lane.provider) {
+                runners.push((tools.async_bench, &async_args));
             }
+            let mut runs: Vec<Vec<Split>> = vec![Vec::new(); runners.len()];
+            'rounds: for round in 0..rounds {
+                for k in (0..runners.len()).map(|i| (i + round) % runners.len()) {
+                    let (exe, args) = runners[k];
+                    let printed = match pair_with(exe, args, &[], &env) {
+                        Ok(printed) => printed,
+                        // Above the lane's largest message: no tool runs it.
+                        Err(_) if round == 0 && k == 0 => break 'rounds,
+                        Err(e) => return Err(format!("{} on {} at {size} B: {e}", exe.display(), lane.name())),
+                    };
+                    let parts = split(&printed.client, &printed.client_err, &printed.server_err);
+                    runs[k].push(
+                        parts.ok_or_else(|| {
+                            format!("{} on {} at {size} B: no turns line", exe.display(), lane.name())
+                        })?,
+                    );
+                }
+            }
+            if runs.iter().any(Vec::is_empty) {
+                continue;
+            }
+            let mut medians = runs.iter().map(|r| Split::median(r));
+            let (c, rust) = (medians.next().unwrap_or_default(), medians.next().unwrap_or_default());
+            rows.push(Row { lane: *lane, size, c, rust, async_busy: medians.next() });
         }
-        let mut medians = runs.iter().map(|r| Split::median(r));
-        let (c, rust) = (medians.next().unwrap_or_default(), medians.next().unwrap_or_default());
-        rows.push(Row { lane: *lane, size: size.parse().unwrap_or(0), c, rust, async_busy: medians.next() });
     }
     Ok(rows)
 }
 
 /// The split of one run from what its two sides printed.
 fn split(client_out: &str, client_err: &str, server_err: &str) -> Option<Split> {
-    let [client_turn, client_inject, client_wait] = means(client_err)?;
-    let [server_turn, server_inject, _] = means(server_err)?;
+    let [client_turn, client_send, client_wait] = means(client_err)?;
+    let [server_turn, server_send, _] = means(server_err)?;
     // Every tool prints the µs one way as the 7th field of its last line.
     let usec = client_out.lines().last()?.split_whitespace().nth(6)?.parse().ok()?;
-    Some(Split { client_turn, server_turn, client_inject, server_inject, client_wait, usec })
+    Some(Split { client_turn, server_turn, client_send, server_send, client_wait, usec })
 }
 
 /// The means of turns, injects and waits of the library's line:
-/// `turns: turns N p10 a p50 b p90 c mean d, injects …, waits … ns`.
+/// `turns: turns N p10 a p50 b p90 c mean d, sends …, waits … ns`.
 fn means(stderr: &str) -> Option<[f64; 3]> {
     let line = stderr.lines().find_map(|l| l.strip_prefix("turns: "))?;
     let mut parts = line.split(", ").map(|part| {
@@ -171,14 +203,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_run_splits_into_turns_injects_and_trips() {
-        let client = "turns: turns 9 p10 30 p50 40 p90 50 mean 38.5, injects 9 p10 70 p50 72 p90 80 mean 72.0, \
+    fn a_run_splits_into_turns_sends_and_trips() {
+        let client = "turns: turns 9 p10 30 p50 40 p90 50 mean 38.5, sends 9 p10 70 p50 72 p90 80 mean 72.0, \
                       waits 9 p10 400 p50 430 p90 460 mean 430.0 ns\n";
-        let server = "turns: turns 9 p10 30 p50 35 p90 40 mean 35.0, injects 9 p10 70 p50 73 p90 80 mean 75.0, \
+        let server = "turns: turns 9 p10 30 p50 35 p90 40 mean 35.0, sends 9 p10 70 p50 73 p90 80 mean 75.0, \
                       waits 9 p10 400 p50 440 p90 460 mean 441.0 ns\n";
         let out = "bytes #sent ...\n64      200k    =200k    24m         0.15s    174.62       0.37       2.73\n";
         let s = split(out, client, server).expect("parsed");
-        assert_eq!((s.client_turn, s.server_turn, s.client_inject, s.server_inject), (38.5, 35.0, 72.0, 75.0));
+        assert_eq!((s.client_turn, s.server_turn, s.client_send, s.server_send), (38.5, 35.0, 72.0, 75.0));
         assert_eq!(s.usec, 0.37);
         assert_eq!(s.turns(), 73.5);
         assert_eq!(s.round_trip(), 740.0);
@@ -188,6 +220,6 @@ mod tests {
     #[test]
     fn a_run_without_the_line_gives_nothing() {
         assert!(split("64 1 1 1 1 1 0.37 1\n", "", "").is_none());
-        assert!(means("turns: turns 0, injects 0, waits 0 ns").is_none());
+        assert!(means("turns: turns 0, sends 0, waits 0 ns").is_none());
     }
 }
