@@ -152,15 +152,20 @@ fn critical_path(md: &mut String, rows: &[turns::Row], plan: Plan) {
     let _ = writeln!(md, "### Rust pingpong beside C `fi_pingpong` (issue 6)\n");
     let _ = writeln!(
         md,
-        "| lane | size | C turns (client + server) | Rust turns | Rust − C | C round trip | latency Rust/C | bandwidth Rust/C |"
+        "| lane | size | C turns (client + server) | Rust turns | Rust − C | C round trip | latency Rust/C | bandwidth Rust/C | C trip | Rust trip |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let extra = r.rust.turns() - r.c.turns();
         let round_trip = r.c.round_trip();
+        let trips = if r.size == turns::small(&r.lane) {
+            format!("{:.0} | {:.0}", r.c.trip(), r.rust.trip())
+        } else {
+            "– | –".into()
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1} + {:.1} | {:.1} + {:.1} | {:+.1} | {:.0} | {:.3} | {:.3} |",
+            "| {} | {} | {:.1} + {:.1} | {:.1} + {:.1} | {:+.1} | {:.0} | {:.3} | {:.3} | {trips} |",
             r.lane.name(),
             size(r.size),
             r.c.client_turn,

@@ -69,7 +69,7 @@ pub struct Row {
 
 /// The small size of a lane: below its inject size, so that the trips
 /// can be told from the waits (tcp and tcp;ofi_rxm inject below 64).
-fn small(lane: &Lane) -> usize {
+pub fn small(lane: &Lane) -> usize {
     if lane.provider.starts_with("tcp") {
         32
     } else {
