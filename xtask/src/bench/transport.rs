@@ -59,9 +59,11 @@ pub fn measure(tools: &Tools, rounds: usize) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// Kind 0 is synchronous; 1 async busy-polling; 2 async waiting.
-fn async_args(lane: &str, kind: usize, mode: &str, n: u64) -> Vec<String> {
-    let mut args: Vec<String> = ["-p", lane, "-m", mode, "-S", "64", "-I", &n.to_string(), "-W", &WINDOW.to_string()]
+/// `async_bench`'s arguments: `size`-byte messages, `n` of them. Kind 0 is
+/// synchronous; 1 async busy-polling; 2 async waiting.
+pub fn async_args(lane: &str, kind: usize, mode: &str, size: usize, n: u64) -> Vec<String> {
+    let (size, n) = (size.to_string(), n.to_string());
+    let mut args: Vec<String> = ["-p", lane, "-m", mode, "-S", &size, "-I", &n, "-W", &WINDOW.to_string()]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -78,7 +80,7 @@ fn latency(tools: &Tools, lane: &str, kind: usize, n: u64) -> Result<f64, String
         let row = run_pair(tools.pingpong, &args)?.ok_or_else(|| format!("{lane}: pingpong printed no row"))?;
         return Ok(row.0);
     }
-    field(&pair(tools.async_bench, &async_args(lane, kind, "latency", n), &[])?, 6)
+    field(&pair(tools.async_bench, &async_args(lane, kind, "latency", 64, n), &[])?, 6)
 }
 
 fn message_rate(tools: &Tools, lane: &str, kind: usize, n: u64) -> Result<f64, String> {
@@ -89,7 +91,7 @@ fn message_rate(tools: &Tools, lane: &str, kind: usize, n: u64) -> Result<f64, S
             .collect();
         return field(&pair(tools.msgrate, &args, &[])?, 5);
     }
-    field(&pair(tools.async_bench, &async_args(lane, kind, "rate", n), &[])?, 7)
+    field(&pair(tools.async_bench, &async_args(lane, kind, "rate", 64, n), &[])?, 7)
 }
 
 /// The `i`th number of a tool's one-line result.

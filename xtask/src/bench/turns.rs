@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::pingpong::{lane_args, median, pair_with};
+use super::transport::async_args;
 use super::Lane;
 
 /// Means (between the 10th and 90th percentile) of one run, ns, and the
@@ -138,12 +139,10 @@ pub fn measure(
     for lane in lanes {
         for size in sizes(lane, sparse) {
             eprintln!("bench: turns on {} at {size} B", lane.name());
-            let (s, n) = (size.to_string(), round_trips(lane, size).to_string());
-            let pingpong_args = [lane_args(lane), vec!["-S".into(), s.clone(), "-I".into(), n.clone()]].concat();
-            let async_args: Vec<String> = ["-p", lane.provider, "-m", "latency", "-S", &s, "-I", &n, "--busy"]
-                .iter()
-                .map(|a| a.to_string())
-                .collect();
+            let n = round_trips(lane, size);
+            let pingpong_args =
+                [lane_args(lane), vec!["-S".into(), size.to_string(), "-I".into(), n.to_string()]].concat();
+            let async_args = async_args(lane.provider, 1, "latency", size, n as u64);
             let mut runners: Vec<(&Path, &[String])> = vec![(tools.c, &pingpong_args), (tools.rust, &pingpong_args)];
             if size == small(lane) && async_lanes.contains(&lane.provider) {
                 runners.push((tools.async_bench, &async_args));
