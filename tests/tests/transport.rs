@@ -360,6 +360,83 @@ fn busy_polling_futures_read_the_queue_themselves_across_threads() {
     }
 }
 
+/// What `Peer::request` relies on when it sends a small request before
+/// posting its answer's receive: an answer that comes first waits in the
+/// provider and is taken by the receive posted later. Done here by hand,
+/// with the transport's tags (kind in the top two bits, the id below), so
+/// that the answer surely comes first: the node reads its queue for 100 ms
+/// (a one-way receive that nothing arrives for) between the two.
+#[test]
+fn an_answer_that_comes_before_its_receive_is_taken_by_it() {
+    use libfabric::driver::ProgressMode;
+    use libfabric::{Address, Entry};
+    const REQUEST: u64 = 1 << 62;
+    const RESPONSE: u64 = 2 << 62;
+    for case in lanes().filter(|c| c.ep_type == EpType::RDM) {
+        let server = start("echo", &case);
+        for mode in [ProgressMode::Wait, ProgressMode::BusyPoll] {
+            let mut config = config(&case);
+            config.driver.mode = mode;
+            runtime().block_on(async {
+                let (node, peer) = dial(&case, config, server.port).await;
+                let ep = node.endpoint();
+                // A first request brings the connection up (tcp;ofi_rxm
+                // refuses injects until it is).
+                peer.request(Buf::from(payload(0, 16)), Buf::zeroed(64)).await.expect("the first request");
+                let waiting = |ms| tokio::time::timeout(Duration::from_millis(ms), node.recv(Buf::zeroed(64)));
+                for seq in 0..8u64 {
+                    // Ids far above the node's own, which start at 1.
+                    let id = (1 << 40) + seq;
+                    let sent = payload(seq, 16);
+                    let start = Instant::now();
+                    // Until the provider has room (reading the queue meanwhile).
+                    while !ep.try_tinject_data(&sent, peer.me_there(), peer.address(), REQUEST | id).expect("inject") {
+                        assert!(start.elapsed() < DEADLINE, "{}: no room for an inject", case.name());
+                        assert!(waiting(1).await.is_err(), "{}: a one-way message came", case.name());
+                    }
+                    let waited = waiting(100).await;
+                    assert!(waited.is_err(), "{}: a one-way message came: {waited:?}", case.name());
+                    let answer =
+                        ep.post_trecv(Buf::zeroed(64), Address::UNSPEC, RESPONSE | id, 0).await.expect("fi_trecv");
+                    let got = tokio::time::timeout(DEADLINE, answer)
+                        .await
+                        .unwrap_or_else(|_| panic!("{} {mode:?}: answer {seq} never taken", case.name()))
+                        .expect("the answer");
+                    assert_eq!(got.entry.tag(), Some(RESPONSE | id), "{} {mode:?}: answer {seq}'s tag", case.name());
+                    assert_eq!(&got.buf[..], &sent[..], "{} {mode:?}: answer {seq}", case.name());
+                }
+                // And the node's own requests after these.
+                let sent = payload(9, 16);
+                let reply = peer.request(Buf::from(sent.clone()), Buf::zeroed(64)).await.expect("request");
+                assert_eq!(&reply.answer[..], &sent[..], "{} {mode:?}: a request after", case.name());
+            });
+            println!("{} {mode:?}: answers that came before their receives were taken", case.name());
+        }
+        server.kill();
+    }
+}
+
+/// A node that serves posts its answers' receives before its requests
+/// leave (see `Peer::request`); its requests are answered as any other's.
+#[test]
+fn a_node_that_serves_too_gets_its_answers() {
+    for case in lanes().filter(|c| c.ep_type == EpType::RDM) {
+        let server = start("echo", &case);
+        runtime().block_on(async {
+            let (node, peer) = dial(&case, config(&case), server.port).await;
+            let serving = node.clone();
+            tokio::spawn(async move { serving.serve(|r| async move { r.body }).await });
+            for seq in 0..MESSAGES {
+                let sent = payload(seq, size(seq));
+                let reply = peer.request(Buf::from(sent.clone()), Buf::zeroed(1 << 16)).await.expect("request");
+                assert_eq!(&reply.answer[..], &sent[..], "{}: answer {seq}", case.name());
+            }
+        });
+        server.kill();
+        println!("{}: {MESSAGES} requests of a serving node answered", case.name());
+    }
+}
+
 #[test]
 fn requests_after_pauses_are_answered() {
     use libfabric::driver::ProgressMode;

@@ -262,6 +262,13 @@ impl<E: Entry> AsyncEndpoint<E> {
         self.posting("recv", &self.rx, buf, move |ep, buf, token| ep.recv(buf, src, token))
     }
 
+    /// One of the receive credits, taken now if one is free: with it, a
+    /// receive can be posted later without waiting for a credit (see
+    /// [`RecvCredit::post_trecv`]).
+    pub(crate) fn try_reserve_recv(&self) -> Option<RecvCredit<'_, E>> {
+        self.rx.try_take_owned().map(|credit| RecvCredit { ep: self, credit })
+    }
+
     /// The future of an operation: posted now if it can be without waiting
     /// (see the `submit` module notes), else by the waiting path.
     fn submit<'a, P>(&'a self, name: &'static str, credits: &'a Arc<Credits>, buf: Buf, mut post: P) -> Submit<'a, E>
@@ -283,7 +290,24 @@ impl<E: Entry> AsyncEndpoint<E> {
     where
         P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError> + Send + 'a,
     {
-        match self.post_now(name, credits, buf, &mut post) {
+        let now = self.post_now(name, credits, buf, &mut post);
+        self.posting_from(now, name, credits, post)
+    }
+
+    /// The [`Posting`] of what [`post_now`](Self::post_now) gave: a wait
+    /// (for a credit, or for room in the provider's queue) goes on with
+    /// `post`.
+    fn posting_from<'a, P>(
+        &'a self,
+        now: Now<'a, E>,
+        name: &'static str,
+        credits: &'a Arc<Credits>,
+        post: P,
+    ) -> Posting<'a, E>
+    where
+        P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError> + Send + 'a,
+    {
+        match now {
             Now::Posted(op) => Posting::ready(Ok(op)),
             Now::Failed(error) => Posting::ready(Err(error)),
             Now::Wait(buf) => Posting::waiting(Box::pin(self.post(name, credits, buf, post))),
@@ -296,7 +320,17 @@ impl<E: Entry> AsyncEndpoint<E> {
     where
         P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
     {
-        let Some(credit) = credits.try_take_owned() else { return Now::Wait(buf) };
+        match credits.try_take_owned() {
+            Some(credit) => self.post_with(name, credit, buf, post),
+            None => Now::Wait(buf),
+        }
+    }
+
+    /// Posts with `credit` if the provider takes the operation at once.
+    fn post_with<P>(&self, name: &'static str, credit: OwnedCredit, buf: Buf, post: &mut P) -> Now<'_, E>
+    where
+        P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
+    {
         let started = self.observer.start();
         let mut op = self.entry(name, credit, started);
         match self.attempt(&mut op, buf, post) {
@@ -383,6 +417,35 @@ impl<E: Entry> AsyncEndpoint<E> {
             Err(e) if queue_full(&e.error) => Ok(Some(e)),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A receive credit taken ahead of its receive
+/// ([`AsyncEndpoint::try_reserve_recv`]), for a caller that must not wait
+/// between something it does and the post (the transport's requests:
+/// between sending a request and posting its answer's receive, so that
+/// dropping the request's future cannot leave the answer unmatched).
+/// Dropping it gives the credit back.
+pub(crate) struct RecvCredit<'a, E: Entry> {
+    ep: &'a AsyncEndpoint<E>,
+    credit: OwnedCredit,
+}
+
+impl<'a, E: Entry> RecvCredit<'a, E> {
+    /// [`AsyncEndpoint::post_trecv`] with this credit: resolved at once,
+    /// unless the provider's queue is full, which it then waits out as
+    /// `post_trecv` does.
+    pub(crate) fn post_trecv(self, buf: Buf, src: Address, tag: u64, ignore: u64) -> Posting<'a, E> {
+        let ep = self.ep;
+        let mut post = move |e: &Endpoint<E>, buf, token| e.trecv(buf, src, tag, ignore, token);
+        let now = ep.post_with("trecv", self.credit, buf, &mut post);
+        ep.posting_from(now, "trecv", &ep.rx, post)
+    }
+}
+
+impl<E: Entry> fmt::Debug for RecvCredit<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvCredit").finish_non_exhaustive()
     }
 }
 

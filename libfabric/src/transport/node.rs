@@ -2,7 +2,7 @@
 //! requests and handlers.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use libfabric_sys::enums::{AvType, EpType};
@@ -60,6 +60,10 @@ struct NodeInner {
     config: TransportConfig,
     name: Vec<u8>,
     next_request: AtomicU64,
+    /// Set once [`Node::serve`] has posted its request receives (which
+    /// ignore the id bits): from then on, requests post their answer's
+    /// receive before they leave (see [`Peer::request`]).
+    serves: AtomicBool,
     /// The peers added to the address vector, with their credits (shared by
     /// every handle to a peer) and this node's handle there. Only these may
     /// be sent to: a handle read off the wire is checked here first, since
@@ -129,6 +133,7 @@ impl Node {
                 config,
                 name,
                 next_request: AtomicU64::new(1),
+                serves: AtomicBool::new(false),
                 peers: Mutex::new(PeerMap::default()),
                 spare: Mutex::new(Vec::new()),
                 _stack: stack,
@@ -246,6 +251,11 @@ impl Node {
 
 impl Node {
     /// A buffer to receive a request into: an answered request's, or a new one.
+    /// From now on this node serves: see [`Peer::request`].
+    pub(super) fn mark_serving(&self) {
+        self.inner.serves.store(true, Ordering::Relaxed);
+    }
+
     pub(super) fn request_buffer(&self) -> Buf {
         let spare = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
         spare.unwrap_or_else(|| Buf::zeroed(self.inner.config.max_message))
@@ -361,21 +371,49 @@ impl Peer {
     /// more than [`TransportConfig::peer_credits`] requests of this node to
     /// hold at once. A request within the provider's inject size goes by
     /// `fi_tinjectdata`, so only its answer is waited for.
+    ///
+    /// Such a request leaves before its answer's receive is posted, unless
+    /// the node serves too: posting then happens while the request
+    /// travels, not between the previous answer and this request, which
+    /// is most of what a request costs over a synchronous round trip. The
+    /// receive is in place long before the answer can come back (a round
+    /// trip), and an answer that came first would wait in the provider
+    /// until it is. A serving node posts first: its request receives
+    /// leave shm's receive entries ignoring the id bits, and shm then
+    /// matches an answer that waited with any answer receive
+    /// (tests/libfabric-known-issues.md, 6).
     pub async fn request(&self, body: Buf, response: Buf) -> Result<Reply, OpError> {
         let node = &self.node.inner;
         let id = node.next_request.fetch_add(1, Ordering::Relaxed);
         let limit = node.config.op_timeout;
         let work = async {
             let _credit = self.credits.take().await;
-            // The answer's receive is posted before the request leaves, so
-            // the answer can never arrive unexpected.
-            let answer = node.ep.post_trecv(response, Address::UNSPEC, wire::response(id), 0).await?;
+            // The receive's credit is taken before the request leaves, so
+            // nothing between the two can wait (and be dropped): a request
+            // out without its answer's receive would leave the answer in
+            // the provider for good (unless the provider's queue is full,
+            // which `post_trecv` waits out).
+            let ahead = if node.serves.load(Ordering::Relaxed) { None } else { node.ep.try_reserve_recv() };
             // A small request goes by inject: copied at once, no send
             // completion to wait for.
-            let sent = match self.try_inject_tagged(&body, wire::request(id)) {
-                Ok(true) => body,
-                Ok(false) => node.ep.tsend_data(body, self.me_there, self.addr, wire::request(id)).await?.buf,
-                Err(error) => return Err(OpError { error, kind: None, buf: Some(body) }),
+            let injected = match ahead.is_some().then(|| self.try_inject_tagged(&body, wire::request(id))) {
+                Some(Err(error)) => return Err(OpError { error, kind: None, buf: Some(body) }),
+                Some(Ok(injected)) => injected,
+                None => false,
+            };
+            let answer = match ahead {
+                Some(credit) => credit.post_trecv(response, Address::UNSPEC, wire::response(id), 0),
+                None => node.ep.post_trecv(response, Address::UNSPEC, wire::response(id), 0),
+            };
+            let answer = answer.await?;
+            let sent = if injected {
+                body
+            } else {
+                match self.try_inject_tagged(&body, wire::request(id)) {
+                    Ok(true) => body,
+                    Ok(false) => node.ep.tsend_data(body, self.me_there, self.addr, wire::request(id)).await?.buf,
+                    Err(error) => return Err(OpError { error, kind: None, buf: Some(body) }),
+                }
             };
             // The request is out, so its answer will come: if this future is
             // dropped from here on, the receive stays posted and takes the

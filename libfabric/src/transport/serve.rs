@@ -60,6 +60,7 @@ impl Node {
         // At most half the endpoint's receive credits: the rest stay for
         // `recv` and for the answers to this node's own requests.
         let receives = self.config().serve_receives.clamp(1, (ep.credits().1 / 2).max(1));
+        self.mark_serving();
         // Receives with one tag are matched in the order they were posted:
         // awaiting the oldest first keeps the arrival order.
         let mut posted = VecDeque::with_capacity(receives);
