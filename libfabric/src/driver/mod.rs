@@ -50,12 +50,16 @@ use crate::cq::{CompletionQueue, Entry, Read, TaggedEntry};
 use crate::error::Result;
 use crate::ops::Completion;
 
+use credits::OwnedCredit;
 pub use endpoint::AsyncEndpoint;
 use idle::Activity;
 pub(crate) use idle::Idle;
 pub use op::{Op, OpError};
 use pending::{Delivered, Pending};
 pub use submit::{Posting, Submit};
+
+/// How an operation ended, as its future gives it.
+pub(crate) type OpResult<E> = std::result::Result<Completion<E>, OpError>;
 
 /// The largest in-flight bound a driver takes (the token's index has 32 bits).
 const MAX_IN_FLIGHT: usize = 1 << 30;
@@ -141,10 +145,9 @@ pub struct DriverStats {
     pub unclaimed: u64,
 }
 
+/// The rarer counts (`completed` and `failed` are kept in the table).
 #[derive(Default)]
 struct Counters {
-    completed: AtomicU64,
-    failed: AtomicU64,
     orphaned: AtomicU64,
     unclaimed: AtomicU64,
 }
@@ -305,9 +308,13 @@ impl<E: Entry> Driver<E> {
     /// Counts of what the driver has handled.
     pub fn stats(&self) -> DriverStats {
         let c = &self.shared.counters;
+        let (completed, failed) = {
+            let table = self.shared.lock();
+            (table.completed, table.failed)
+        };
         DriverStats {
-            completed: c.completed.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
+            completed,
+            failed,
             orphaned: c.orphaned.load(Ordering::Relaxed),
             unclaimed: c.unclaimed.load(Ordering::Relaxed),
         }
@@ -368,11 +375,19 @@ impl<E: Entry> Shared<E> {
     }
 
     pub(crate) fn progress(&self) -> Result<usize> {
+        self.progress_for(NO_SPINNER, &mut None)
+    }
+
+    /// [`progress`](Self::progress) for the future of operation `own`, which
+    /// reads the queue itself: its completion is put in `mine` instead of
+    /// the table, where the future would only take it out again (and its
+    /// own waker need not be woken).
+    pub(crate) fn progress_for(&self, own: u64, mine: &mut Option<OpResult<E>>) -> Result<usize> {
         let _open = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
         while n < BATCH {
             let want = BATCH - n;
-            let read = self.cq.poll_each(want, |read| self.handle(read))?;
+            let read = self.cq.poll_each(want, |read| self.handle(read, own, mine))?;
             n += read;
             // A short read found the queue empty: no need to read it again.
             if read < want.min(crate::cq::EACH_MAX) {
@@ -391,13 +406,21 @@ impl<E: Entry> Shared<E> {
         Duration::from_nanos(self.spin.load(Ordering::Relaxed))
     }
 
-    /// Hands one read of the queue to its future.
-    fn handle(&self, read: Read<E>) {
+    /// Hands one read of the queue to its future (to `mine` if it is
+    /// `own`'s; see `progress_for`).
+    fn handle(&self, read: Read<E>, own: u64, mine: &mut Option<OpResult<E>>) {
+        let mut hand_over = |token, result| {
+            if token == own {
+                *mine = Some(result);
+            } else {
+                self.deliver(token, result);
+            }
+        };
         match read {
             Read::Empty => {}
-            Read::Op(c) => self.deliver(c.token, Ok(c)),
+            Read::Op(c) => hand_over(c.token, Ok(c)),
             Read::Failed { error, op: Some((kind, token, buf)) } => {
-                self.deliver(token, Err(OpError::completed(error, kind, buf)))
+                hand_over(token, Err(OpError::completed(error, kind, buf)))
             }
             Read::Failed { error, op: None } => {
                 self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
@@ -410,28 +433,30 @@ impl<E: Entry> Shared<E> {
         }
     }
 
-    fn deliver(&self, token: u64, result: std::result::Result<Completion<E>, OpError>) {
-        let failed = result.is_err();
+    /// The reading future of operation `token` took its own completion
+    /// (`progress_for`): frees its entry as taking it from the table would.
+    /// The entry's credit is returned, for the caller to drop outside the
+    /// lock.
+    pub(crate) fn finish(&self, token: u64, failed: bool) -> Option<OwnedCredit> {
+        self.lock().finish(token, failed)
+    }
+
+    pub(crate) fn deliver(&self, token: u64, result: OpResult<E>) {
         let delivered = self.lock().deliver(token, result);
-        let c = &self.counters;
         match delivered {
             Delivered::Wake(waker) => {
-                c.completed.fetch_add(1, Ordering::Relaxed);
-                if failed {
-                    c.failed.fetch_add(1, Ordering::Relaxed);
-                }
                 if let Some(w) = waker {
                     w.wake();
                 }
             }
             // Dropped here, outside the lock: the buffer, then the credit.
             Delivered::Orphan(result, permit) => {
-                c.orphaned.fetch_add(1, Ordering::Relaxed);
+                self.counters.orphaned.fetch_add(1, Ordering::Relaxed);
                 drop(result);
                 drop(permit);
             }
             Delivered::Unknown(result) => {
-                c.unclaimed.fetch_add(1, Ordering::Relaxed);
+                self.counters.unclaimed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(token, ok = result.is_ok(), "a completion with a token of no operation of this driver");
             }
         }

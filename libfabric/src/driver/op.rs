@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::ops::{Buf, Completion, OpKind, PostError};
 
 use super::observe::Observer;
-use super::{hold, Idle, ProgressMode, Shared, NO_SPINNER};
+use super::{hold, Idle, OpResult, ProgressMode, Shared, NO_SPINNER};
 
 /// How long one poll of the future that reads the queue (see `Op::spin`)
 /// keeps reading while nothing comes, before it lets the runtime run other
@@ -147,6 +147,10 @@ impl<E: Entry> Future for Op<'_, E> {
             // read it and wake this one: a scheduling hop less per
             // operation.
             match self.read_awhile() {
+                Spun::Mine(result) => {
+                    budget.made_progress();
+                    return Poll::Ready(self.finish(result));
+                }
                 Spun::Delivered => {
                     if let Some(result) = self.take(cx) {
                         budget.made_progress();
@@ -201,8 +205,11 @@ mod budget {
 }
 
 /// What [`Op::read_awhile`] found.
-enum Spun {
-    /// Completions, handed to their futures (this one's, perhaps).
+enum Spun<E: Entry> {
+    /// This operation's own completion (others' are handed to their
+    /// futures).
+    Mine(OpResult<E>),
+    /// Completions, handed to their futures.
     Delivered,
     /// Nothing for [`SPIN_POLL`], a failed read, or the thread held long
     /// enough (see `hold`): time to return `Pending`. The time it gave up.
@@ -216,12 +223,25 @@ impl<E: Entry> Op<'_, E> {
         let taken = self.shared.lock().poll(self.token, cx.waker());
         // The credit `taken` holds is released here, after the lock.
         let result = taken?.result?;
+        Some(self.done_with(result))
+    }
+
+    /// Its own completion, read off the queue by this future: the entry is
+    /// freed without the round through the table.
+    fn finish(&mut self, result: OpResult<E>) -> OpResult<E> {
+        // The credit is released here, after the lock.
+        drop(self.shared.finish(self.token, result.is_err()));
+        self.done_with(result)
+    }
+
+    /// Marks the operation done and reports it.
+    fn done_with(&mut self, result: OpResult<E>) -> OpResult<E> {
         self.done = true;
         self.stop_spinning();
         if let Some((name, started, observer)) = self.report {
             observer.record(name, started, || self.shared.in_flight(), result.as_ref());
         }
-        Some(result)
+        result
     }
 }
 
@@ -231,7 +251,7 @@ impl<E: Entry> Op<'_, E> {
     /// after a round through the runtime's scheduler, which costs more than
     /// a read (on shm, several times more). Gives up sooner, whatever came,
     /// once spinning has held the thread long enough (see `hold`).
-    fn read_awhile(&self) -> Spun {
+    fn read_awhile(&self) -> Spun<E> {
         let shared = self.shared;
         let started = hold::measure().then(Instant::now);
         let each = shared.read_cost.nanos();
@@ -241,9 +261,10 @@ impl<E: Entry> Op<'_, E> {
         let left = window.min((hold::HOLD.as_nanos() as u64).saturating_sub(hold::held()));
         let most = (left / each.max(1)).max(1);
         let mut reads = 0u64;
+        let mut mine = None;
         let delivered = loop {
             reads += 1;
-            match shared.progress() {
+            match shared.progress_for(self.token, &mut mine) {
                 // A pause between empty reads: without it the round trip
                 // on shm was slower (measured; a tighter loop most likely
                 // contends with the peer writing the lines polled here).
@@ -258,10 +279,18 @@ impl<E: Entry> Op<'_, E> {
         if let Some(started) = started {
             shared.read_cost.measured(reads, started.elapsed());
         }
-        if delivered && !hold::spend(u64::from(reads) * each) {
-            Spun::Delivered
-        } else {
-            Spun::Quiet(Instant::now())
+        // Only reads that found something count towards the hold.
+        let held = delivered && hold::spend(u64::from(reads) * each);
+        match mine {
+            Some(result) if !held => Spun::Mine(result),
+            // Time to let the thread go: into the table with it, to be
+            // taken at the next poll (the same as any other completion).
+            Some(result) => {
+                shared.deliver(self.token, result);
+                Spun::Quiet(Instant::now())
+            }
+            None if delivered && !held => Spun::Delivered,
+            None => Spun::Quiet(Instant::now()),
         }
     }
 

@@ -40,6 +40,11 @@ pub(crate) struct Pending<E> {
     slots: Vec<Slot<E>>,
     free: Vec<u32>,
     waiting: usize,
+    /// Results handed to their futures, and how many of them were errors:
+    /// counted here, under the lock already held, rather than with atomic
+    /// adds of their own on every completion's path.
+    pub(crate) completed: u64,
+    pub(crate) failed: u64,
 }
 
 /// What a finished operation's result met in the table.
@@ -54,7 +59,7 @@ pub(crate) enum Delivered<E> {
 
 impl<E: Entry> Pending<E> {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Pending { slots: Vec::with_capacity(n), free: Vec::with_capacity(n), waiting: 0 }
+        Pending { slots: Vec::with_capacity(n), free: Vec::with_capacity(n), waiting: 0, completed: 0, failed: 0 }
     }
 
     /// Operations posted and not yet taken by their futures or the driver.
@@ -99,7 +104,9 @@ impl<E: Entry> Pending<E> {
         match &mut slot.state {
             State::Waiting(waker) => {
                 let waker = waker.take();
+                let failed = result.is_err();
                 slot.state = State::Done(result);
+                self.count(failed);
                 Delivered::Wake(waker)
             }
             State::Abandoned => {
@@ -109,6 +116,24 @@ impl<E: Entry> Pending<E> {
             // A second completion for one operation: not ours to judge here.
             State::Done(_) | State::Free => Delivered::Unknown(result),
         }
+    }
+
+    /// The future's side, when it read its own completion off the queue
+    /// (it never reached the table): frees its entry, giving the credit
+    /// back. `None` also for a token that is not waiting, which a future
+    /// that is still polled never has.
+    pub(crate) fn finish(&mut self, token: u64, failed: bool) -> Option<OwnedCredit> {
+        let slot = self.slot(token)?;
+        if !matches!(slot.state, State::Waiting(_)) {
+            return None;
+        }
+        self.count(failed);
+        self.free(token).1
+    }
+
+    fn count(&mut self, failed: bool) {
+        self.completed += 1;
+        self.failed += u64::from(failed);
     }
 
     /// The future's side: its result if it is in, else remember the waker.
