@@ -11,8 +11,9 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -29,8 +30,69 @@ pub(crate) struct Credits {
 /// reference, or an `Arc` for a credit that outlives the borrow.
 pub(crate) struct Credit<C: Deref<Target = Credits>>(C);
 
-/// A credit that holds its pool.
-pub(crate) type OwnedCredit = Credit<Arc<Credits>>;
+/// A credit of a [`KeptPool`], given back when dropped. It points to its
+/// pool instead of holding an `Arc` of it: taking and giving back a credit
+/// is then one atomic instruction each, not two (on every operation's path,
+/// where each costs about 8 ns on the machines measured).
+///
+/// Sound because of where these credits live: a driver's operation table
+/// (which drops before the driver's kept pools), and values that borrow
+/// the driver (operation futures, posts, results being taken). None
+/// outlives the driver that keeps its pool.
+pub(crate) struct OwnedCredit(NonNull<Credits>);
+
+// SAFETY: the credit reaches its pool only through a shared reference, and
+// `Credits` is `Sync` (atomics and a `Notify`).
+unsafe impl Send for OwnedCredit {}
+// SAFETY: as for `Send`; `&OwnedCredit` gives no access at all.
+unsafe impl Sync for OwnedCredit {}
+
+impl Drop for OwnedCredit {
+    fn drop(&mut self) {
+        // SAFETY: the pool is a `KeptPool`, alive as long as the driver that
+        // keeps it, which outlives this credit (see the type's notes).
+        unsafe { self.0.as_ref() }.give_back();
+    }
+}
+
+/// A pool whose credits are [`OwnedCredit`]s: made by [`Keeper::keep`],
+/// which holds it until the driver that owns the keeper is dropped.
+#[derive(Clone)]
+pub(crate) struct KeptPool(Arc<Credits>);
+
+impl KeptPool {
+    /// Takes a credit if one is free.
+    #[inline]
+    pub(crate) fn try_take(&self) -> Option<OwnedCredit> {
+        self.0.try_take().then(|| self.credit())
+    }
+
+    /// Takes a credit, waiting for one if none is free.
+    pub(crate) async fn take(&self) -> OwnedCredit {
+        let credit = self.0.take().await;
+        // Given back by the `OwnedCredit` instead.
+        std::mem::forget(credit);
+        self.credit()
+    }
+
+    /// The credit just taken, as an `OwnedCredit`.
+    fn credit(&self) -> OwnedCredit {
+        OwnedCredit(NonNull::from(&*self.0))
+    }
+}
+
+/// The pools a driver keeps alive (see [`OwnedCredit`]).
+#[derive(Default)]
+pub(crate) struct Keeper(Mutex<Vec<Arc<Credits>>>);
+
+impl Keeper {
+    /// A pool of `n` credits, kept until this keeper is dropped.
+    pub(crate) fn keep(&self, n: usize) -> KeptPool {
+        let pool = Arc::new(Credits::new(n));
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(pool.clone());
+        KeptPool(pool)
+    }
+}
 
 impl Credits {
     /// A pool of `n` credits.
@@ -76,26 +138,12 @@ impl Credits {
         Credit(holder)
     }
 
-    /// Takes a credit that holds the pool if one is free, without waiting.
-    #[inline]
-    pub(crate) fn try_take_owned(self: &Arc<Self>) -> Option<OwnedCredit> {
-        self.try_take().then(|| Credit(self.clone()))
-    }
-
     /// Takes a credit, waiting for one if none is free.
     pub(crate) async fn take(&self) -> Credit<&Credits> {
         if self.try_take() {
             return Credit(self);
         }
         Credits::wait(self).await
-    }
-
-    /// Like [`take`](Self::take), for a credit that holds the pool.
-    pub(crate) async fn take_owned(self: &Arc<Self>) -> OwnedCredit {
-        if self.try_take() {
-            return Credit(self.clone());
-        }
-        Credits::wait(self.clone()).await
     }
 
     fn give_back(&self) {
@@ -136,20 +184,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_credit_comes_back_when_dropped_and_wakes_a_waiter() {
-        let pool = Arc::new(Credits::new(2));
-        let (a, b) = (pool.take_owned().await, pool.take().await);
-        assert_eq!(pool.available(), 0);
+        let keeper = Arc::new(Keeper::default());
+        let pool = keeper.keep(2);
+        let (a, b) = (pool.take().await, pool.try_take().expect("a free credit"));
+        assert_eq!(pool.0.available(), 0);
         let waiter = {
-            let pool = pool.clone();
-            tokio::spawn(async move { pool.take_owned().await })
+            let (pool, keeper) = (pool.clone(), keeper.clone());
+            // The keeper goes with the task, as a driver outlives its credits.
+            tokio::spawn(async move { (pool.take().await, keeper) })
         };
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "no credit free: it waits");
         drop(a);
-        let c = waiter.await.expect("the waiter got the credit given back");
-        assert_eq!(pool.available(), 0);
+        let (c, _keeper) = waiter.await.expect("the waiter got the credit given back");
+        assert_eq!(pool.0.available(), 0);
         drop((b, c));
-        assert_eq!(pool.available(), 2);
+        assert_eq!(pool.0.available(), 2);
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ops::{Buf, PostError};
 use crate::rma::RemoteMemory;
 
-use super::credits::{Credits, OwnedCredit};
+use super::credits::{KeptPool, OwnedCredit};
 use super::observe::Observer;
 use super::op::Op;
 use super::submit::{Posting, Submit};
@@ -40,8 +40,8 @@ pub struct AsyncEndpoint<E: Entry = crate::TaggedEntry> {
     ep: Arc<Gated<E>>,
     driver: Driver<E>,
     /// Credits for transmits (sends, RMA, atomics) and for receives.
-    tx: Arc<Credits>,
-    rx: Arc<Credits>,
+    tx: KeptPool,
+    rx: KeptPool,
     /// How many credits each has in all: (transmits, receives).
     limits: (usize, usize),
     observer: Arc<Observer>,
@@ -107,7 +107,8 @@ impl<E: Entry> AsyncEndpoint<E> {
         let bound = |size: usize| if size == 0 { limit } else { limit.min(size) };
         let limits =
             (bound(ep.info().tx_attr().map_or(0, |a| a.size())), bound(ep.info().rx_attr().map_or(0, |a| a.size())));
-        let (tx, rx) = (Arc::new(Credits::new(limits.0)), Arc::new(Credits::new(limits.1)));
+        let pools = &driver.shared.pools;
+        let (tx, rx) = (pools.keep(limits.0), pools.keep(limits.1));
         let ep = Arc::new(Gated { ep: ManuallyDrop::new(ep), driver: driver.clone() });
         let observer = Arc::new(Observer::new(ep.info()));
         Ok(AsyncEndpoint { ep, driver, tx, rx, limits, observer })
@@ -266,12 +267,12 @@ impl<E: Entry> AsyncEndpoint<E> {
     /// receive can be posted later without waiting for a credit (see
     /// [`RecvCredit::post_trecv`]).
     pub(crate) fn try_reserve_recv(&self) -> Option<RecvCredit<'_, E>> {
-        self.rx.try_take_owned().map(|credit| RecvCredit { ep: self, credit })
+        self.rx.try_take().map(|credit| RecvCredit { ep: self, credit })
     }
 
     /// The future of an operation: posted now if it can be without waiting
     /// (see the `submit` module notes), else by the waiting path.
-    fn submit<'a, P>(&'a self, name: &'static str, credits: &'a Arc<Credits>, buf: Buf, mut post: P) -> Submit<'a, E>
+    fn submit<'a, P>(&'a self, name: &'static str, credits: &'a KeptPool, buf: Buf, mut post: P) -> Submit<'a, E>
     where
         P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError> + Send + 'a,
     {
@@ -286,7 +287,7 @@ impl<E: Entry> AsyncEndpoint<E> {
 
     /// Like [`submit`](Self::submit), resolving once libfabric has the
     /// operation.
-    fn posting<'a, P>(&'a self, name: &'static str, credits: &'a Arc<Credits>, buf: Buf, mut post: P) -> Posting<'a, E>
+    fn posting<'a, P>(&'a self, name: &'static str, credits: &'a KeptPool, buf: Buf, mut post: P) -> Posting<'a, E>
     where
         P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError> + Send + 'a,
     {
@@ -301,7 +302,7 @@ impl<E: Entry> AsyncEndpoint<E> {
         &'a self,
         now: Now<'a, E>,
         name: &'static str,
-        credits: &'a Arc<Credits>,
+        credits: &'a KeptPool,
         post: P,
     ) -> Posting<'a, E>
     where
@@ -316,11 +317,11 @@ impl<E: Entry> AsyncEndpoint<E> {
 
     /// Posts without waiting: when a credit is free and the provider takes
     /// the operation at once.
-    fn post_now<P>(&self, name: &'static str, credits: &Arc<Credits>, buf: Buf, post: &mut P) -> Now<'_, E>
+    fn post_now<P>(&self, name: &'static str, credits: &KeptPool, buf: Buf, post: &mut P) -> Now<'_, E>
     where
         P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
     {
-        match credits.try_take_owned() {
+        match credits.try_take() {
             Some(credit) => self.post_with(name, credit, buf, post),
             None => Now::Wait(buf),
         }
@@ -351,7 +352,7 @@ impl<E: Entry> AsyncEndpoint<E> {
     async fn post(
         &self,
         name: &'static str,
-        credits: &Arc<Credits>,
+        credits: &KeptPool,
         mut buf: Buf,
         mut post: impl FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
     ) -> Result<Op<'_, E>, OpError> {
@@ -361,7 +362,7 @@ impl<E: Entry> AsyncEndpoint<E> {
             self.observer.record::<E>(name, started, || shared.in_flight(), Err(&e));
             Err(e)
         };
-        let mut op = self.entry(name, credits.take_owned().await, started);
+        let mut op = self.entry(name, credits.take().await, started);
         let mut deadline = None;
         loop {
             match self.attempt(&mut op, buf, &mut post) {

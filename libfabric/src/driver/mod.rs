@@ -50,7 +50,7 @@ use crate::cq::{CompletionQueue, Entry, Read, TaggedEntry};
 use crate::error::Result;
 use crate::ops::Completion;
 
-use credits::OwnedCredit;
+use credits::{Keeper, OwnedCredit};
 pub use endpoint::AsyncEndpoint;
 use idle::Activity;
 pub(crate) use idle::Idle;
@@ -191,6 +191,10 @@ pub(crate) struct Shared<E: Entry> {
     /// What one read of the queue costs: how long a reading future spins
     /// is counted in reads (see `hold`).
     pub(crate) read_cost: hold::ReadCost,
+    /// The credit pools of the endpoints on this driver. Declared after
+    /// `pending`, so dropped after it: the credits in the table point to
+    /// these pools (see `credits::OwnedCredit`).
+    pub(crate) pools: Keeper,
 }
 
 /// The operation table, locked; on release it leaves its length in
@@ -285,6 +289,7 @@ impl<E: Entry> Driver<E> {
             idled: AtomicBool::new(false),
             read_cost: hold::ReadCost::default(),
             in_flight: AtomicUsize::new(0),
+            pools: Keeper::default(),
         });
         Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
     }
