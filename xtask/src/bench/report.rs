@@ -182,7 +182,7 @@ fn critical_path(md: &mut String, rows: &[turns::Row], plan: Plan) {
     let _ = writeln!(
         md,
         "`async_bench -m latency --busy` against the Rust pingpong, the same size. The async server answers \
-         from its serving loop; its client's turn includes posting the next answer's receive.\n"
+         from its serving loop; its client posts the answer's receive after the request's inject, outside its turn.\n"
     );
     let _ = writeln!(
         md,
@@ -215,8 +215,8 @@ fn async_transport(md: &mut String, rows: &[Row], plan: Plan) {
     let _ = writeln!(
         md,
         "Latency: `examples/async_bench -m latency`, 64-byte requests one at a time through \
-         `Peer::request` against `Node::serve` (tagged send, by inject when it fits, answer receive posted \
-         first; the serving loop answers a request whose handler is done at once, the peer's task the others), half the \
+         `Peer::request` against `Node::serve` (tagged send, by inject when it fits, the answer's receive \
+         posted after the inject; the serving loop answers a request whose handler is done at once, the peer's task the others), half the \
          round trip, against the Rust pingpong (`-e rdm -S 64`, one way). Message \
          rate: `async_bench -m rate`, 64-byte `Peer::send`s from 16 tasks to one `Node::incoming` with 16 receives posted, against \
          `examples/msgrate -n 1 -W 16`. Both sides of the async runs on one thread (tokio's current-thread \
