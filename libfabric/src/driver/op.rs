@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::cq::Entry;
@@ -138,11 +138,18 @@ impl<E: Entry> Future for Op<'_, E> {
             hold::release();
             return Poll::Pending;
         };
-        if let Some(result) = self.take(cx) {
+        // A future that is to read the queue leaves no waker while it reads
+        // (cloning one in and dropping it again are an atomic instruction
+        // each, the drop on the critical path): its own completion comes to
+        // it by its reads (`Spun::Mine`), and it leaves one before it
+        // returns `Pending` without waking itself.
+        let spinning = self.spin();
+        let waker = (!spinning).then_some(cx.waker());
+        if let Some(result) = self.take(waker) {
             budget.made_progress();
             return Poll::Ready(result);
         }
-        if self.spin() {
+        if spinning {
             // Read the queue here instead of waiting for the driver task to
             // read it and wake this one: a scheduling hop less per
             // operation.
@@ -152,7 +159,7 @@ impl<E: Entry> Future for Op<'_, E> {
                     return Poll::Ready(self.finish(result));
                 }
                 Spun::Delivered => {
-                    if let Some(result) = self.take(cx) {
+                    if let Some(result) = self.take(None) {
                         budget.made_progress();
                         return Poll::Ready(result);
                     }
@@ -173,6 +180,12 @@ impl<E: Entry> Future for Op<'_, E> {
                         // future; it need not spin again first.
                         shared.idled.store(true, Ordering::Relaxed);
                         self.stop_spinning();
+                        // Its waker, for the driver task (and the result,
+                        // if another reader delivered it meanwhile).
+                        if let Some(result) = self.take(Some(cx.waker())) {
+                            budget.made_progress();
+                            return Poll::Ready(result);
+                        }
                     }
                 }
             }
@@ -217,10 +230,10 @@ enum Spun<E: Entry> {
 }
 
 impl<E: Entry> Op<'_, E> {
-    /// The result if it is in (reported, and the operation done); else the
-    /// waker is left for the driver.
-    fn take(&mut self, cx: &Context<'_>) -> Option<Result<Completion<E>, OpError>> {
-        let taken = self.shared.lock().poll(self.token, cx.waker());
+    /// The result if it is in (reported, and the operation done); else
+    /// `waker`, if any, is left for the driver.
+    fn take(&mut self, waker: Option<&Waker>) -> Option<Result<Completion<E>, OpError>> {
+        let taken = self.shared.lock().poll(self.token, waker);
         // The credit `taken` holds is released here, after the lock.
         let result = taken?.result?;
         Some(self.done_with(result))
@@ -320,15 +333,20 @@ impl<E: Entry> Op<'_, E> {
     /// another future takes the role; with none, it stays at rest (a new
     /// operation's future takes the role when first polled).
     fn stop_spinning(&mut self) {
-        if std::mem::take(&mut self.spinning)
-            && self
-                .shared
-                .spinner
-                .compare_exchange(self.token, NO_SPINNER, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-            && self.shared.in_flight() > 0
-        {
-            self.shared.wake.notify_one();
+        if !std::mem::take(&mut self.spinning) {
+            return;
+        }
+        let spinner = &self.shared.spinner;
+        // A load and a store, not a compare-and-swap: an atomic instruction
+        // less on every operation's path. Should another future take the
+        // role between the two, the store takes it from that one too; it
+        // finds itself displaced at its next poll and waits for its waker,
+        // which the driver task, woken below, sees to.
+        if spinner.load(Ordering::Relaxed) == self.token {
+            spinner.store(NO_SPINNER, Ordering::Relaxed);
+            if self.shared.in_flight() > 0 {
+                self.shared.wake.notify_one();
+            }
         }
     }
 }

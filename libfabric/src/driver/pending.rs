@@ -136,14 +136,17 @@ impl<E: Entry> Pending<E> {
         self.failed += u64::from(failed);
     }
 
-    /// The future's side: its result if it is in, else remember the waker.
-    pub(crate) fn poll(&mut self, token: u64, waker: &Waker) -> Option<Taken<E>> {
+    /// The future's side: its result if it is in, else remember the waker
+    /// (if given: a future that reads the queue itself leaves none while it
+    /// reads).
+    pub(crate) fn poll(&mut self, token: u64, waker: Option<&Waker>) -> Option<Taken<E>> {
         let slot = self.slot(token)?;
         match &mut slot.state {
             State::Waiting(w) => {
-                match w {
-                    Some(old) if old.will_wake(waker) => {}
-                    _ => *w = Some(waker.clone()),
+                match (w.as_ref(), waker) {
+                    (_, None) => {}
+                    (Some(old), Some(new)) if old.will_wake(new) => {}
+                    (_, Some(new)) => *w = Some(new.clone()),
                 }
                 None
             }
