@@ -1,5 +1,6 @@
 /*
- * Time stamps on a ping-pong's critical path, for scripts/turns: an
+ * Time stamps on a ping-pong's critical path, for `cargo xtask turns` and
+ * `cargo xtask bench`: an
  * LD_PRELOAD library that measures any libfabric program the same way, the
  * C fi_pingpong as much as this project's Rust tools.
  *

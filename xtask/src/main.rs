@@ -70,6 +70,32 @@ enum Task {
         #[arg(long, default_value_t = 5000)]
         cases: u32,
     },
+    /// Split round trips into each side's turn (from the read that returned a message to the call
+    /// that sends the answer), the sends and the trips, with scripts/turns.c preloaded into both
+    /// sides: compares builds of fi_pingpong, examples/pingpong and examples/async_bench by hand.
+    /// Prints each run (µs one way, then ns) and the medians.
+    Turns {
+        /// Executables: a name holding "pingpong" runs as a pingpong, any other as async_bench's
+        /// latency mode.
+        #[arg(required = true)]
+        bins: Vec<PathBuf>,
+        #[arg(long, default_value = "shm")]
+        provider: String,
+        /// The pingpong's endpoint type.
+        #[arg(long, default_value = "rdm")]
+        ep: String,
+        /// Message size: below the provider's inject size, for the trips to mean anything.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 200_000)]
+        iterations: u64,
+        /// async_bench waits for completions (the default progress mode) instead of busy-polling.
+        #[arg(long)]
+        wait: bool,
+        /// Runs of each executable, the order rotating.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Run the Rust pingpong beside C fi_pingpong (latency, bandwidth, callgrind instruction counts)
     /// and write docs/benchmarks.md and docs/benchmarks.svg.
     Bench {
@@ -155,6 +181,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Task::Matrix { check } => matrix(check),
         Task::Soak { messages } => soak(messages),
         Task::Fuzz { cases } => fuzz(cases),
+        Task::Turns { bins, provider, ep, size, iterations, wait, rounds } => {
+            let hand = bench::ByHand { bins, provider, ep, size, iterations, busy: !wait, rounds };
+            println!("{}", bench::by_hand(&workspace_root(), &hand)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Task::Bench { quick } => {
             let plan = if quick { bench::Plan::quick() } else { bench::Plan::full() };
             let markdown = bench::run(&workspace_root(), plan)?;

@@ -14,6 +14,8 @@ mod scaling;
 mod transport;
 mod turns;
 
+pub use turns::{by_hand, ByHand};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -44,7 +44,7 @@ impl Split {
     }
 
     /// Field by field medians of `runs`.
-    fn median(runs: &[Split]) -> Split {
+    pub fn median(runs: &[Split]) -> Split {
         let m = |f: fn(&Split) -> f64| median(runs.iter().map(f).collect());
         Split {
             client_turn: m(|s| s.client_turn),
@@ -147,33 +147,103 @@ pub fn measure(
             if size == small(lane) && async_lanes.contains(&lane.provider) {
                 runners.push((tools.async_bench, &async_args));
             }
-            let mut runs: Vec<Vec<Split>> = vec![Vec::new(); runners.len()];
-            'rounds: for round in 0..rounds {
-                for k in (0..runners.len()).map(|i| (i + round) % runners.len()) {
-                    let (exe, args) = runners[k];
-                    let printed = match pair_with(exe, args, &[], &env) {
-                        Ok(printed) => printed,
-                        // Above the lane's largest message: no tool runs it.
-                        Err(_) if round == 0 && k == 0 => break 'rounds,
-                        Err(e) => return Err(format!("{} on {} at {size} B: {e}", exe.display(), lane.name())),
-                    };
-                    let parts = split(&printed.client, &printed.client_err, &printed.server_err);
-                    runs[k].push(
-                        parts.ok_or_else(|| {
-                            format!("{} on {} at {size} B: no turns line", exe.display(), lane.name())
-                        })?,
-                    );
-                }
-            }
-            if runs.iter().any(Vec::is_empty) {
-                continue;
-            }
+            let runs = match alternate(&runners, rounds, &env, |_, _| {}) {
+                Ok(runs) => runs,
+                // Above the lane's largest message: no tool runs it.
+                Err(Failed { round: 0, runner: 0, .. }) => continue,
+                Err(e) => return Err(format!("{} on {} at {size} B: {}", e.exe, lane.name(), e.error)),
+            };
             let mut medians = runs.iter().map(|r| Split::median(r));
             let (c, rust) = (medians.next().unwrap_or_default(), medians.next().unwrap_or_default());
             rows.push(Row { lane: *lane, size, c, rust, async_busy: medians.next() });
         }
     }
     Ok(rows)
+}
+
+/// What `cargo xtask turns` compares: builds of the tools by hand.
+pub struct ByHand {
+    /// The executables: a name holding "pingpong" runs as a pingpong
+    /// (`-p`, `-e`, `-S`, `-I`), any other as `async_bench -m latency`.
+    pub bins: Vec<PathBuf>,
+    pub provider: String,
+    /// The pingpong's endpoint type.
+    pub ep: String,
+    pub size: usize,
+    pub iterations: u64,
+    /// Whether async_bench busy-polls (`--busy`) or waits.
+    pub busy: bool,
+    pub rounds: usize,
+}
+
+/// Runs [`ByHand`]'s executables alternately, printing each run's split
+/// as it ends; returns the medians per executable, one line each.
+pub fn by_hand(root: &Path, hand: &ByHand) -> Result<String, String> {
+    let library = build_library(root, &super::target_dir(root))?;
+    let preload = library.to_str().ok_or("the library's path is not UTF-8")?;
+    let pingpong: Vec<String> = ["-p", &hand.provider, "-e", &hand.ep, "-S", &hand.size.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-I".into(), hand.iterations.to_string()])
+        .collect();
+    let latency = async_args(&hand.provider, usize::from(hand.busy), "latency", hand.size, hand.iterations);
+    let runners: Vec<(&Path, &[String])> = hand
+        .bins
+        .iter()
+        .map(|bin| {
+            let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            (bin.as_path(), if name.contains("pingpong") { &pingpong[..] } else { &latency[..] })
+        })
+        .collect();
+    let line = |k: usize, s: &Split| {
+        format!(
+            "{}: usec {:.3} cturn {:.1} sturn {:.1} csend {:.1} ssend {:.1} trip {:.1}",
+            hand.bins[k].display(),
+            s.usec,
+            s.client_turn,
+            s.server_turn,
+            s.client_send,
+            s.server_send,
+            s.trip()
+        )
+    };
+    let env = [("LD_PRELOAD", preload)];
+    let runs = alternate(&runners, hand.rounds, &env, |k, s| println!("{}", line(k, s)))
+        .map_err(|e| format!("{} (round {}): {}", e.exe, e.round + 1, e.error))?;
+    let medians: Vec<String> = runs.iter().enumerate().map(|(k, r)| line(k, &Split::median(r))).collect();
+    Ok(format!("medians (usec: µs one way; the rest ns):\n{}", medians.join("\n")))
+}
+
+/// One failed run of [`alternate`]: which, and why.
+pub struct Failed {
+    pub round: usize,
+    pub runner: usize,
+    pub exe: String,
+    pub error: String,
+}
+
+/// Runs each of `runners` (an executable and its arguments, both sides)
+/// `rounds` times with `env`, the order rotating each round; each run's
+/// split, per runner. `each(runner, split)` sees every run as it ends.
+pub fn alternate(
+    runners: &[(&Path, &[String])],
+    rounds: usize,
+    env: &[(&str, &str)],
+    mut each: impl FnMut(usize, &Split),
+) -> Result<Vec<Vec<Split>>, Failed> {
+    let mut runs: Vec<Vec<Split>> = vec![Vec::new(); runners.len()];
+    for round in 0..rounds {
+        for k in (0..runners.len()).map(|i| (i + round) % runners.len()) {
+            let (exe, args) = runners[k];
+            let failed = |error: String| Failed { round, runner: k, exe: exe.display().to_string(), error };
+            let printed = pair_with(exe, args, &[], env).map_err(failed)?;
+            let parts = split(&printed.client, &printed.client_err, &printed.server_err)
+                .ok_or_else(|| failed("no turns line".into()))?;
+            each(k, &parts);
+            runs[k].push(parts);
+        }
+    }
+    Ok(runs)
 }
 
 /// The split of one run from what its two sides printed.
