@@ -213,7 +213,7 @@ fn stream(o: &Options, host: &str) -> Result<(), String> {
 struct Sending<'a> {
     ep: &'a Ep,
     cq: &'a CompletionQueue<MsgEntry, Unsync>,
-    bufs: &'a mut [FixedBuf],
+    bufs: &'a mut [FixedBuf<Unsync>],
     free: &'a mut Vec<usize>,
     peers: &'a [Address],
 }

@@ -74,10 +74,10 @@ pub struct Session {
     peer: Address,
     tagged: bool,
     /// The send buffer: registered once, never moved.
-    tx: FixedBuf,
+    tx: FixedBuf<Unsync>,
     /// The receive buffers, posted in turn; receives complete in the order
     /// they were posted, so `rx[next_rx]` is the next to arrive.
-    rx: Vec<FixedBuf>,
+    rx: Vec<FixedBuf<Unsync>>,
     next_rx: usize,
     tx_prefix: usize,
     rx_prefix: usize,
@@ -98,7 +98,7 @@ struct Wait {
 impl Wait {
     /// Counts an empty poll; fails once the wait exceeds [`COMPLETION_TIMEOUT`].
     #[inline(always)]
-    fn idle(&mut self, rx: &[FixedBuf]) -> Result<(), Failure> {
+    fn idle(&mut self, rx: &[FixedBuf<Unsync>]) -> Result<(), Failure> {
         self.empty_polls = self.empty_polls.wrapping_add(1);
         if self.empty_polls % 4096 != 0 {
             return Ok(());
@@ -108,7 +108,7 @@ impl Wait {
 
     #[cold]
     #[inline(never)]
-    fn check_clock(&mut self, rx: &[FixedBuf]) -> Result<(), Failure> {
+    fn check_clock(&mut self, rx: &[FixedBuf<Unsync>]) -> Result<(), Failure> {
         if self.since.get_or_insert_with(Instant::now).elapsed() > COMPLETION_TIMEOUT {
             let posted = rx.iter().filter(|b| b.is_posted()).count();
             return Err(Failure::new(format!(
@@ -326,7 +326,7 @@ impl Session {
 /// Reads one completion, if there is one. A fixed buffer's completion only
 /// has to happen: it hands the buffer back by itself.
 #[inline(always)]
-fn progress(cq: &Cq, wait: &mut Wait, rx: &[FixedBuf]) -> Result<(), Failure> {
+fn progress(cq: &Cq, wait: &mut Wait, rx: &[FixedBuf<Unsync>]) -> Result<(), Failure> {
     match cq.poll_fixed()? {
         FixedRead::Fixed { .. } => Ok(()),
         FixedRead::Empty => wait.idle(rx),

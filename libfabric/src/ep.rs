@@ -232,7 +232,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         Ok(Endpoint {
             inner: Arc::new(EpInner {
                 object,
-                ops: OpTable::new(depth.clamp(64, 1 << 16)),
+                ops: OpTable::new(depth.clamp(64, 1 << 16), M::SHARED),
                 cq: None,
                 av: None,
                 _eq: None,
@@ -280,7 +280,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         check("fi_enable", unsafe { fi_enable(ep) })?;
 
         let depth = info.tx_attr().map_or(0, |t| t.size()) + info.rx_attr().map_or(0, |r| r.size());
-        let ops = OpTable::new(depth.clamp(64, 1 << 16));
+        let ops = OpTable::new(depth.clamp(64, 1 << 16), M::SHARED);
         bind.cq.inner.tables.add(ops.clone());
         {
             // Each vector once (the queue only asks whether they are all one).

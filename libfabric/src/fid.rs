@@ -73,6 +73,9 @@ pub(crate) type Types<E, M> = std::marker::PhantomData<(fn() -> E, <M as ThreadM
 pub trait ThreadModel: private::Sealed + 'static {
     /// The threading model this marker needs from the domain, if any.
     const REQUIRES: Option<Threading>;
+    /// Whether the objects may be used from several threads at once.
+    #[doc(hidden)]
+    const SHARED: bool;
     #[doc(hidden)]
     type Marker: Default;
 }
@@ -88,11 +91,13 @@ pub enum Unsync {}
 
 impl ThreadModel for ThreadSafe {
     const REQUIRES: Option<Threading> = Some(Threading::SAFE);
+    const SHARED: bool = true;
     type Marker = PhantomData<()>;
 }
 
 impl ThreadModel for Unsync {
     const REQUIRES: Option<Threading> = None;
+    const SHARED: bool = false;
     type Marker = PhantomData<*const ()>;
 }
 

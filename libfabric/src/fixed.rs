@@ -21,7 +21,7 @@ use libfabric_sys::{fi_cancel, fi_recv, fi_send, fi_trecv, fi_tsend};
 use crate::av::Address;
 use crate::cq::Entry;
 use crate::error::{check, Error, Result};
-use crate::fid::ThreadModel;
+use crate::fid::{ThreadModel, ThreadSafe, Types};
 use crate::ops::{Buf, OpKind, OpTable, PostError, Slot};
 use crate::Endpoint;
 
@@ -41,21 +41,26 @@ use crate::Endpoint;
 /// }
 /// # Ok(()) }
 /// ```
-pub struct FixedBuf {
+///
+/// Its model is its endpoint's: a fixed buffer of an [`Unsync`](crate::Unsync)
+/// endpoint stays on the endpoint's thread (neither `Send` nor `Sync`), which
+/// lets its completions go without an atomic read-modify-write.
+pub struct FixedBuf<M: ThreadModel = ThreadSafe> {
     /// Keeps the slots alive (and names the endpoint the buffer belongs to).
     table: Arc<OpTable>,
     /// The buffer's slot in `table`, reached directly on every post and check.
     slot: NonNull<Slot>,
     index: u32,
+    _model: Types<(), M>,
 }
 
-impl fmt::Debug for FixedBuf {
+impl<M: ThreadModel> fmt::Debug for FixedBuf<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FixedBuf").field("slot", &self.index).field("posted", &self.is_posted()).finish()
     }
 }
 
-impl FixedBuf {
+impl<M: ThreadModel> FixedBuf<M> {
     #[inline(always)]
     fn slot(&self) -> &Slot {
         // SAFETY: `table` owns the slots and never moves or frees them while
@@ -87,7 +92,7 @@ impl FixedBuf {
     }
 }
 
-impl Drop for FixedBuf {
+impl<M: ThreadModel> Drop for FixedBuf<M> {
     fn drop(&mut self) {
         // Frees the slot now, or at the completion if libfabric still holds it.
         self.table.unfix(self.index);
@@ -96,21 +101,26 @@ impl Drop for FixedBuf {
 
 // SAFETY: the handle only reaches its slot's buffer through `&self`/`&mut
 // self` while the slot is not posted; the table is Send + Sync.
-unsafe impl Send for FixedBuf {}
+unsafe impl Send for FixedBuf<ThreadSafe> {}
 // SAFETY: shared access only reads the buffer, and only while not posted.
-unsafe impl Sync for FixedBuf {}
+unsafe impl Sync for FixedBuf<ThreadSafe> {}
 
 impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// Gives `buf` a slot of this endpoint for good: registered once (when
     /// the provider needs `FI_MR_LOCAL`), then posted with the `*_fixed`
     /// methods as often as needed. The slot counts against the endpoint's
     /// operations in flight until the handle is dropped.
-    pub fn fix(&self, mut buf: Buf) -> Result<FixedBuf, PostError> {
+    pub fn fix(&self, mut buf: Buf) -> Result<FixedBuf<M>, PostError> {
         if let Err(error) = self.prepare(&mut buf, MrAccess::SEND | MrAccess::RECV) {
             return Err(PostError { error, buf });
         }
         match self.inner.ops.fix(buf) {
-            Ok(index) => Ok(FixedBuf { table: self.inner.ops.clone(), slot: self.inner.ops.slot(index), index }),
+            Ok(index) => Ok(FixedBuf {
+                table: self.inner.ops.clone(),
+                slot: self.inner.ops.slot(index),
+                index,
+                _model: std::marker::PhantomData,
+            }),
             Err(buf) => Err(PostError {
                 error: Error::Call { call: "fi_recv", errno: libfabric_sys::enums::Errno::from_raw(libc::EAGAIN) },
                 buf,
@@ -122,7 +132,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// (`fi_recv`); [`Read::Fixed`](crate::Read::Fixed) with `token` says it
     /// arrived.
     #[inline(always)]
-    pub fn recv_fixed(&self, fixed: &mut FixedBuf, src: Address, token: u64) -> Result<()> {
+    pub fn recv_fixed(&self, fixed: &mut FixedBuf<M>, src: Address, token: u64) -> Result<()> {
         let ep = self.as_raw();
         let src = self.resolve("fi_recv", src)?;
         self.post_fixed("fi_recv", fixed, OpKind::Recv, token, |data, len, desc, ctx| {
@@ -133,7 +143,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// Sends the bytes of `fixed` (its length) to `dest` (`fi_send`).
     #[inline(always)]
-    pub fn send_fixed(&self, fixed: &mut FixedBuf, dest: Address, token: u64) -> Result<()> {
+    pub fn send_fixed(&self, fixed: &mut FixedBuf<M>, dest: Address, token: u64) -> Result<()> {
         let ep = self.as_raw();
         let dest = self.destination("fi_send", dest)?;
         self.post_fixed("fi_send", fixed, OpKind::Send, token, |data, len, desc, ctx| {
@@ -144,7 +154,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// Tagged receive into `fixed` (`fi_trecv`).
     #[inline(always)]
-    pub fn trecv_fixed(&self, fixed: &mut FixedBuf, src: Address, tag: u64, ignore: u64, token: u64) -> Result<()> {
+    pub fn trecv_fixed(&self, fixed: &mut FixedBuf<M>, src: Address, tag: u64, ignore: u64, token: u64) -> Result<()> {
         let ep = self.as_raw();
         let src = self.resolve("fi_trecv", src)?;
         self.post_fixed("fi_trecv", fixed, OpKind::TaggedRecv, token, |data, len, desc, ctx| {
@@ -155,7 +165,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
     /// Tagged send of the bytes of `fixed` (`fi_tsend`).
     #[inline(always)]
-    pub fn tsend_fixed(&self, fixed: &mut FixedBuf, dest: Address, tag: u64, token: u64) -> Result<()> {
+    pub fn tsend_fixed(&self, fixed: &mut FixedBuf<M>, dest: Address, tag: u64, token: u64) -> Result<()> {
         let ep = self.as_raw();
         let dest = self.destination("fi_tsend", dest)?;
         self.post_fixed("fi_tsend", fixed, OpKind::TaggedSend, token, |data, len, desc, ctx| {
@@ -167,7 +177,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// Asks libfabric to cancel the operation in flight on `fixed`
     /// (`fi_cancel`); it completes with `FI_ECANCELED`
     /// ([`Read::FixedFailed`](crate::Read::FixedFailed)). Nothing in flight: `Ok`.
-    pub fn cancel_fixed(&self, fixed: &FixedBuf) -> Result<()> {
+    pub fn cancel_fixed(&self, fixed: &FixedBuf<M>) -> Result<()> {
         self.check_owner("fi_cancel", fixed)?;
         let Some(ctx) = fixed.slot().fixed_context() else { return Ok(()) };
         // SAFETY: the slot cannot be reused while `fixed` lives, so the
@@ -175,7 +185,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
         check("fi_cancel", unsafe { fi_cancel(self.fid(), ctx) }).map(drop)
     }
 
-    fn check_owner(&self, call: &'static str, fixed: &FixedBuf) -> Result<()> {
+    fn check_owner(&self, call: &'static str, fixed: &FixedBuf<M>) -> Result<()> {
         if !Arc::ptr_eq(&fixed.table, &self.inner.ops) {
             return Err(Error::InvalidArgument { call, reason: "the fixed buffer belongs to another endpoint".into() });
         }
@@ -186,7 +196,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     fn post_fixed(
         &self,
         call: &'static str,
-        fixed: &mut FixedBuf,
+        fixed: &mut FixedBuf<M>,
         kind: OpKind,
         token: u64,
         post: impl FnOnce(*mut u8, usize, *mut libc::c_void, *mut libc::c_void) -> isize,

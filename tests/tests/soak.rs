@@ -245,7 +245,7 @@ fn receiver(provider: &str, oob: &mut Oob, n: u64) {
     let side = open(provider);
     oob.send(&side.ep.name().expect("name"));
     let sender = side.av.insert_one(&oob.recv()).expect("insert");
-    let mut rx: Vec<FixedBuf> = (0..BATCH).map(|_| side.ep.fix(Buf::zeroed(MAX_LEN)).expect("fix")).collect();
+    let mut rx: Vec<FixedBuf<Unsync>> = (0..BATCH).map(|_| side.ep.fix(Buf::zeroed(MAX_LEN)).expect("fix")).collect();
     for (i, buf) in rx.iter_mut().enumerate() {
         side.ep.recv_fixed(buf, Address::UNSPEC, i as u64).expect("fi_recv");
     }
@@ -298,7 +298,7 @@ fn sender(provider: &str, oob: &mut Oob, n: u64) -> Samples {
     let receiver = side.av.insert_one(&oob.recv()).expect("insert");
     oob.send(&side.ep.name().expect("name"));
     oob.expect("ready");
-    let mut tx: Vec<FixedBuf> = (0..BATCH).map(|_| side.ep.fix(Buf::zeroed(MAX_LEN)).expect("fix")).collect();
+    let mut tx: Vec<FixedBuf<Unsync>> = (0..BATCH).map(|_| side.ep.fix(Buf::zeroed(MAX_LEN)).expect("fix")).collect();
     let mut ack = side.ep.fix(Buf::zeroed(64)).expect("fix");
     side.ep.recv_fixed(&mut ack, Address::UNSPEC, u64::MAX).expect("fi_recv");
     let (mut seq, mut samples) = (0u64, Samples::default());
