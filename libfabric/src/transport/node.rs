@@ -374,8 +374,8 @@ impl Peer {
     ///
     /// Such a request leaves before its answer's receive is posted, unless
     /// the node serves too: posting then happens while the request
-    /// travels, not between the previous answer and this request, which
-    /// is most of what a request costs over a synchronous round trip. The
+    /// travels, not between the previous answer and this request (on shm
+    /// about 80 ns less a round trip, the largest single piece). The
     /// receive is in place long before the answer can come back (a round
     /// trip), and an answer that came first would wait in the provider
     /// until it is. A serving node posts first: its request receives
