@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use libfabric::driver::ProgressMode;
 use libfabric::transport::{Connection, Listener, Node, Peer, TransportConfig};
 use libfabric::{Buf, EpType};
 use libfabric_tests::{payload, peer_role, spawn_peer, Case, Oob, DEADLINE};
@@ -226,6 +227,21 @@ async fn dial(case: &Case, config: TransportConfig, port: u16) -> (Node, Peer) {
     (node, peer)
 }
 
+/// Each RDM lane against an echo server in its own process, in each
+/// progress mode: `each(case, config, mode, port)`, the lane's config set
+/// to the mode, the server listening on `port`.
+fn in_each_progress_mode(mut each: impl FnMut(&Case, TransportConfig, ProgressMode, u16)) {
+    for case in lanes().filter(|c| c.ep_type == EpType::RDM) {
+        let server = start("echo", &case);
+        for mode in [ProgressMode::Wait, ProgressMode::BusyPoll] {
+            let mut config = config(&case);
+            config.driver.mode = mode;
+            each(&case, config, mode, server.port);
+        }
+        server.kill();
+    }
+}
+
 #[test]
 fn echo_and_request_response_between_processes() {
     for case in lanes() {
@@ -328,7 +344,7 @@ fn busy_polling_futures_read_the_queue_themselves_across_threads() {
     for case in lanes().filter(|c| c.ep_type == EpType::RDM) {
         let server = start("echo", &case);
         let mut config = config(&case);
-        config.driver.mode = libfabric::driver::ProgressMode::BusyPoll;
+        config.driver.mode = ProgressMode::BusyPoll;
         runtime().block_on(async {
             let (node, peer) = dial(&case, config, server.port).await;
             // Eight tasks on two worker threads, each future reading the
@@ -368,52 +384,44 @@ fn busy_polling_futures_read_the_queue_themselves_across_threads() {
 /// (a one-way receive that nothing arrives for) between the two.
 #[test]
 fn an_answer_that_comes_before_its_receive_is_taken_by_it() {
-    use libfabric::driver::ProgressMode;
     use libfabric::{Address, Entry};
     const REQUEST: u64 = 1 << 62;
     const RESPONSE: u64 = 2 << 62;
-    for case in lanes().filter(|c| c.ep_type == EpType::RDM) {
-        let server = start("echo", &case);
-        for mode in [ProgressMode::Wait, ProgressMode::BusyPoll] {
-            let mut config = config(&case);
-            config.driver.mode = mode;
-            runtime().block_on(async {
-                let (node, peer) = dial(&case, config, server.port).await;
-                let ep = node.endpoint();
-                // A first request brings the connection up (tcp;ofi_rxm
-                // refuses injects until it is).
-                peer.request(Buf::from(payload(0, 16)), Buf::zeroed(64)).await.expect("the first request");
-                let waiting = |ms| tokio::time::timeout(Duration::from_millis(ms), node.recv(Buf::zeroed(64)));
-                for seq in 0..8u64 {
-                    // Ids far above the node's own, which start at 1.
-                    let id = (1 << 40) + seq;
-                    let sent = payload(seq, 16);
-                    let start = Instant::now();
-                    // Until the provider has room (reading the queue meanwhile).
-                    while !ep.try_tinject_data(&sent, peer.me_there(), peer.address(), REQUEST | id).expect("inject") {
-                        assert!(start.elapsed() < DEADLINE, "{}: no room for an inject", case.name());
-                        assert!(waiting(1).await.is_err(), "{}: a one-way message came", case.name());
-                    }
-                    let waited = waiting(100).await;
-                    assert!(waited.is_err(), "{}: a one-way message came: {waited:?}", case.name());
-                    let answer =
-                        ep.post_trecv(Buf::zeroed(64), Address::UNSPEC, RESPONSE | id, 0).await.expect("fi_trecv");
-                    let got = tokio::time::timeout(DEADLINE, answer)
-                        .await
-                        .unwrap_or_else(|_| panic!("{} {mode:?}: answer {seq} never taken", case.name()))
-                        .expect("the answer");
-                    assert_eq!(got.entry.tag(), Some(RESPONSE | id), "{} {mode:?}: answer {seq}'s tag", case.name());
-                    assert_eq!(&got.buf[..], &sent[..], "{} {mode:?}: answer {seq}", case.name());
+    in_each_progress_mode(|case, config, mode, port| {
+        runtime().block_on(async {
+            let (node, peer) = dial(case, config, port).await;
+            let ep = node.endpoint();
+            // A first request brings the connection up (tcp;ofi_rxm
+            // refuses injects until it is).
+            peer.request(Buf::from(payload(0, 16)), Buf::zeroed(64)).await.expect("the first request");
+            let waiting = |ms| tokio::time::timeout(Duration::from_millis(ms), node.recv(Buf::zeroed(64)));
+            for seq in 0..8u64 {
+                // Ids far above the node's own, which start at 1.
+                let id = (1 << 40) + seq;
+                let sent = payload(seq, 16);
+                let start = Instant::now();
+                // Until the provider has room (reading the queue meanwhile).
+                while !ep.try_tinject_data(&sent, peer.me_there(), peer.address(), REQUEST | id).expect("inject") {
+                    assert!(start.elapsed() < DEADLINE, "{}: no room for an inject", case.name());
+                    assert!(waiting(1).await.is_err(), "{}: a one-way message came", case.name());
                 }
-                // And the node's own requests after these.
-                let sent = payload(9, 16);
-                let reply = peer.request(Buf::from(sent.clone()), Buf::zeroed(64)).await.expect("request");
-                assert_eq!(&reply.answer[..], &sent[..], "{} {mode:?}: a request after", case.name());
-            });
-            println!("{} {mode:?}: answers that came before their receives were taken", case.name());
-        }
-        server.kill();
-    }
+                let waited = waiting(100).await;
+                assert!(waited.is_err(), "{}: a one-way message came: {waited:?}", case.name());
+                let answer = ep.post_trecv(Buf::zeroed(64), Address::UNSPEC, RESPONSE | id, 0).await.expect("fi_trecv");
+                let got = tokio::time::timeout(DEADLINE, answer)
+                    .await
+                    .unwrap_or_else(|_| panic!("{} {mode:?}: answer {seq} never taken", case.name()))
+                    .expect("the answer");
+                assert_eq!(got.entry.tag(), Some(RESPONSE | id), "{} {mode:?}: answer {seq}'s tag", case.name());
+                assert_eq!(&got.buf[..], &sent[..], "{} {mode:?}: answer {seq}", case.name());
+            }
+            // And the node's own requests after these.
+            let sent = payload(9, 16);
+            let reply = peer.request(Buf::from(sent.clone()), Buf::zeroed(64)).await.expect("request");
+            assert_eq!(&reply.answer[..], &sent[..], "{} {mode:?}: a request after", case.name());
+        });
+        println!("{} {mode:?}: answers that came before their receives were taken", case.name());
+    });
 }
 
 /// A node that serves posts its answers' receives before its requests
@@ -439,90 +447,74 @@ fn a_node_that_serves_too_gets_its_answers() {
 
 #[test]
 fn requests_after_pauses_are_answered() {
-    use libfabric::driver::ProgressMode;
     // Pauses on either side of each spin window (200 µs; 2.5 ms where the
     // queue has no wait descriptor) and of the driver's 1 ms tick: each
     // request after one finds both sides asleep or about to sleep.
     const PAUSES_US: [u64; 6] = [0, 150, 300, 2_000, 3_000, 30_000];
-    for case in lanes().filter(|c| c.ep_type == EpType::RDM) {
-        let server = start("echo", &case);
-        for mode in [ProgressMode::Wait, ProgressMode::BusyPoll] {
-            let mut config = config(&case);
-            config.driver.mode = mode;
-            runtime().block_on(async {
-                let (_node, peer) = dial(&case, config, server.port).await;
-                for (seq, pause) in PAUSES_US.iter().enumerate() {
-                    tokio::time::sleep(Duration::from_micros(*pause)).await;
-                    let sent = payload(seq as u64, 64);
-                    let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(64)).await.expect("request");
-                    assert_eq!(&got.answer[..], &sent[..], "{} {mode:?}: after {pause} µs", case.name());
-                }
-            });
-            println!("{} {mode:?}: requests after pauses of up to 30 ms answered", case.name());
-        }
-        server.kill();
-    }
+    in_each_progress_mode(|case, config, mode, port| {
+        runtime().block_on(async {
+            let (_node, peer) = dial(case, config, port).await;
+            for (seq, pause) in PAUSES_US.iter().enumerate() {
+                tokio::time::sleep(Duration::from_micros(*pause)).await;
+                let sent = payload(seq as u64, 64);
+                let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(64)).await.expect("request");
+                assert_eq!(&got.answer[..], &sent[..], "{} {mode:?}: after {pause} µs", case.name());
+            }
+        });
+        println!("{} {mode:?}: requests after pauses of up to 30 ms answered", case.name());
+    });
 }
 
 #[test]
 fn a_reading_future_left_unpolled_holds_up_no_other() {
-    use libfabric::driver::ProgressMode;
     const TIMEOUT: Duration = Duration::from_millis(500);
     // A tag of the kind the transport leaves unused: no message matches it.
     const UNUSED_TAG: u64 = 7;
-    for case in lanes().filter(|c| c.ep_type == EpType::RDM) {
-        let server = start("echo", &case);
-        for mode in [ProgressMode::Wait, ProgressMode::BusyPoll] {
-            let mut config = config(&case);
-            config.driver.mode = mode;
-            config.op_timeout = TIMEOUT;
-            runtime().block_on(async {
-                let (node, peer) = dial(&case, config, server.port).await;
-                // Connected (tcp;ofi_rxm connects on the first send).
-                peer.request(Buf::from(payload(0, 64)), Buf::zeroed(64)).await.expect("the first request");
-                // A request is polled first; then a receive that nothing will
-                // match, which takes over reading the queue for both, and is
-                // then left unpolled. The request's answer must still be read
-                // (by the resting driver), within the request's timeout.
-                let (polled, holder_polled) =
-                    (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
-                let waiter = tokio::spawn({
-                    let (peer, polled, holder_polled) = (peer.clone(), polled.clone(), holder_polled.clone());
-                    async move {
-                        let sent = payload(1, 64);
-                        let mut request = std::pin::pin!(peer.request(Buf::from(sent.clone()), Buf::zeroed(64)));
-                        let early = poll_once(request.as_mut()).await;
-                        polled.notify_one();
-                        holder_polled.notified().await;
-                        let got = match early {
-                            Some(done) => done,
-                            None => request.await,
-                        };
-                        (sent, got)
-                    }
-                });
-                polled.notified().await;
-                let mut holder = node
-                    .endpoint()
-                    .post_trecv(Buf::zeroed(64), libfabric::Address::UNSPEC, UNUSED_TAG, 0)
-                    .await
-                    .expect("the receive nothing matches");
-                assert!(poll_once(std::pin::Pin::new(&mut holder)).await.is_none(), "{}: matched", case.name());
-                holder_polled.notify_one();
-                let (sent, got) = waiter.await.expect("the waiting task");
-                let answer = got.unwrap_or_else(|e| panic!("{} {mode:?}: the request: {e}", case.name())).answer;
-                assert_eq!(&answer[..], &sent[..], "{} {mode:?}: the request", case.name());
-                drop(holder);
+    in_each_progress_mode(|case, mut config, mode, port| {
+        config.op_timeout = TIMEOUT;
+        runtime().block_on(async {
+            let (node, peer) = dial(case, config, port).await;
+            // Connected (tcp;ofi_rxm connects on the first send).
+            peer.request(Buf::from(payload(0, 64)), Buf::zeroed(64)).await.expect("the first request");
+            // A request is polled first; then a receive that nothing will
+            // match, which takes over reading the queue for both, and is
+            // then left unpolled. The request's answer must still be read
+            // (by the resting driver), within the request's timeout.
+            let (polled, holder_polled) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+            let waiter = tokio::spawn({
+                let (peer, polled, holder_polled) = (peer.clone(), polled.clone(), holder_polled.clone());
+                async move {
+                    let sent = payload(1, 64);
+                    let mut request = std::pin::pin!(peer.request(Buf::from(sent.clone()), Buf::zeroed(64)));
+                    let early = poll_once(request.as_mut()).await;
+                    polled.notify_one();
+                    holder_polled.notified().await;
+                    let got = match early {
+                        Some(done) => done,
+                        None => request.await,
+                    };
+                    (sent, got)
+                }
             });
-            println!("{} {mode:?}: a reading future left unpolled held up nothing", case.name());
-        }
-        server.kill();
-    }
+            polled.notified().await;
+            let mut holder = node
+                .endpoint()
+                .post_trecv(Buf::zeroed(64), libfabric::Address::UNSPEC, UNUSED_TAG, 0)
+                .await
+                .expect("the receive nothing matches");
+            assert!(poll_once(std::pin::Pin::new(&mut holder)).await.is_none(), "{}: matched", case.name());
+            holder_polled.notify_one();
+            let (sent, got) = waiter.await.expect("the waiting task");
+            let answer = got.unwrap_or_else(|e| panic!("{} {mode:?}: the request: {e}", case.name())).answer;
+            assert_eq!(&answer[..], &sent[..], "{} {mode:?}: the request", case.name());
+            drop(holder);
+        });
+        println!("{} {mode:?}: a reading future left unpolled held up nothing", case.name());
+    });
 }
 
 #[test]
 fn a_task_whose_requests_keep_finishing_lets_other_tasks_run() {
-    use libfabric::driver::ProgressMode;
     // Requests one after another for this long, while a second task of the
     // same thread counts its 1 ms sleeps.
     const FOR: Duration = Duration::from_millis(300);
@@ -530,48 +522,42 @@ fn a_task_whose_requests_keep_finishing_lets_other_tasks_run() {
     // timer rounds each sleep up to the next millisecond): only a thread
     // held for good fails it.
     const AT_LEAST: u64 = 20;
-    for case in lanes().filter(|c| c.ep_type == EpType::RDM) {
-        let server = start("echo", &case);
-        for mode in [ProgressMode::Wait, ProgressMode::BusyPoll] {
-            let mut config = config(&case);
-            config.driver.mode = mode;
-            // One thread: the reading future's task and the ticker share it.
-            // An answer on shm comes well within one poll's spin, so a
-            // requesting task that never yielded would hold it for good.
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-            let (requests, ticks) = runtime.block_on(async {
-                let (_node, peer) = dial(&case, config, server.port).await;
-                let ticks = Arc::new(AtomicU64::new(0));
-                let ticker = tokio::spawn({
-                    let ticks = ticks.clone();
-                    async move {
-                        loop {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                            ticks.fetch_add(1, Ordering::Relaxed);
-                        }
+    in_each_progress_mode(|case, config, mode, port| {
+        // One thread: the reading future's task and the ticker share it.
+        // An answer on shm comes well within one poll's spin, so a
+        // requesting task that never yielded would hold it for good.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        let (requests, ticks) = runtime.block_on(async {
+            let (_node, peer) = dial(case, config, port).await;
+            let ticks = Arc::new(AtomicU64::new(0));
+            let ticker = tokio::spawn({
+                let ticks = ticks.clone();
+                async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        ticks.fetch_add(1, Ordering::Relaxed);
                     }
-                });
-                let requester = tokio::spawn(async move {
-                    let (mut body, mut answer) = (Buf::from(payload(0, 64)), Buf::zeroed(64));
-                    let (start, mut requests) = (Instant::now(), 0u64);
-                    while start.elapsed() < FOR {
-                        let reply = peer.request(body, answer).await.expect("request");
-                        (body, answer) = (reply.request, reply.answer);
-                        answer.resize(64).expect("resize");
-                        requests += 1;
-                    }
-                    requests
-                });
-                let requests = requester.await.expect("the requesting task");
-                ticker.abort();
-                (requests, ticks.load(Ordering::Relaxed))
+                }
             });
-            let name = case.name();
-            assert!(ticks >= AT_LEAST, "{name} {mode:?}: {ticks} ticks beside {requests} requests in {FOR:?}");
-            println!("{name} {mode:?}: {ticks} ticks beside {requests} requests in {FOR:?}");
-        }
-        server.kill();
-    }
+            let requester = tokio::spawn(async move {
+                let (mut body, mut answer) = (Buf::from(payload(0, 64)), Buf::zeroed(64));
+                let (start, mut requests) = (Instant::now(), 0u64);
+                while start.elapsed() < FOR {
+                    let reply = peer.request(body, answer).await.expect("request");
+                    (body, answer) = (reply.request, reply.answer);
+                    answer.resize(64).expect("resize");
+                    requests += 1;
+                }
+                requests
+            });
+            let requests = requester.await.expect("the requesting task");
+            ticker.abort();
+            (requests, ticks.load(Ordering::Relaxed))
+        });
+        let name = case.name();
+        assert!(ticks >= AT_LEAST, "{name} {mode:?}: {ticks} ticks beside {requests} requests in {FOR:?}");
+        println!("{name} {mode:?}: {ticks} ticks beside {requests} requests in {FOR:?}");
+    });
 }
 
 /// Polls `f` once: its output if that poll finished it.
