@@ -10,7 +10,6 @@
 //! back may take it first (no strict first-come order; the bound is exact).
 
 use std::fmt;
-use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,9 +25,8 @@ pub(crate) struct Credits {
     returned: Notify,
 }
 
-/// One credit, given back when dropped. `C` is how the pool is held: a
-/// reference, or an `Arc` for a credit that outlives the borrow.
-pub(crate) struct Credit<C: Deref<Target = Credits>>(C);
+/// One credit of a borrowed pool, given back when dropped.
+pub(crate) struct Credit<'a>(&'a Credits);
 
 /// A credit of a [`KeptPool`], given back when dropped. It points to its
 /// pool instead of holding an `Arc` of it: taking and giving back a credit
@@ -118,32 +116,28 @@ impl Credits {
         false
     }
 
-    /// Waits until a credit is free, through `holder` (whose caller has just
-    /// found none).
-    async fn wait<C: Deref<Target = Credits>>(holder: C) -> Credit<C> {
-        {
-            holder.waiting.fetch_add(1, Ordering::SeqCst);
-            let _counted = Waiting(&holder.waiting);
-            loop {
-                let mut returned = std::pin::pin!(holder.returned.notified());
-                // Registered before looking again: a credit given back from
-                // here on wakes this task (or leaves a permit that does).
-                returned.as_mut().enable();
-                if holder.try_take() {
-                    break;
-                }
-                returned.await;
+    /// Waits until a credit is free (the caller has just found none).
+    async fn wait(&self) -> Credit<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _counted = Waiting(&self.waiting);
+        loop {
+            let mut returned = std::pin::pin!(self.returned.notified());
+            // Registered before looking again: a credit given back from
+            // here on wakes this task (or leaves a permit that does).
+            returned.as_mut().enable();
+            if self.try_take() {
+                return Credit(self);
             }
+            returned.await;
         }
-        Credit(holder)
     }
 
     /// Takes a credit, waiting for one if none is free.
-    pub(crate) async fn take(&self) -> Credit<&Credits> {
+    pub(crate) async fn take(&self) -> Credit<'_> {
         if self.try_take() {
             return Credit(self);
         }
-        Credits::wait(self).await
+        self.wait().await
     }
 
     fn give_back(&self) {
@@ -166,7 +160,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-impl<C: Deref<Target = Credits>> Drop for Credit<C> {
+impl Drop for Credit<'_> {
     fn drop(&mut self) {
         self.0.give_back();
     }
