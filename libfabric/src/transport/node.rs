@@ -250,12 +250,12 @@ impl Node {
 }
 
 impl Node {
-    /// A buffer to receive a request into: an answered request's, or a new one.
     /// From now on this node serves: see [`Peer::request`].
     pub(super) fn mark_serving(&self) {
         self.inner.serves.store(true, Ordering::Relaxed);
     }
 
+    /// A buffer to receive a request into: an answered request's, or a new one.
     pub(super) fn request_buffer(&self) -> Buf {
         let spare = self.inner.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
         spare.unwrap_or_else(|| Buf::zeroed(self.inner.config.max_message))
@@ -392,13 +392,16 @@ impl Peer {
             // nothing between the two can wait (and be dropped): a request
             // out without its answer's receive would leave the answer in
             // the provider for good (unless the provider's queue is full,
-            // which `post_trecv` waits out).
+            // which `post_trecv` waits out). A serving node posts first
+            // (see above), as does one without a free receive credit.
             let ahead = if node.serves.load(Ordering::Relaxed) { None } else { node.ep.try_reserve_recv() };
             // A small request goes by inject: copied at once, no send
             // completion to wait for.
-            let injected = match ahead.is_some().then(|| self.try_inject_tagged(&body, wire::request(id))) {
-                Some(Err(error)) => return Err(OpError { error, kind: None, buf: Some(body) }),
-                Some(Ok(injected)) => injected,
+            let injected = match &ahead {
+                Some(_) => match self.try_inject_tagged(&body, wire::request(id)) {
+                    Ok(injected) => injected,
+                    Err(error) => return Err(OpError { error, kind: None, buf: Some(body) }),
+                },
                 None => false,
             };
             let answer = match ahead {
