@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::pingpong::{lane_args, pair};
+use super::pingpong::{pair, pingpong_args};
 use super::Lane;
 
 /// Instructions per round trip, by object, for C and Rust.
@@ -136,7 +136,7 @@ impl<'a> Tool<'a> {
 /// Runs a native server and a client under callgrind; the client's counts.
 fn count(lane: &Lane, exe: &Path, iterations: usize) -> Result<Split, String> {
     let out = std::env::temp_dir().join(format!("libfabric-rs-bench-{}.callgrind", std::process::id()));
-    let args = [&["-S".to_string(), "64".into(), "-I".into(), iterations.to_string()][..], &lane_args(lane)].concat();
+    let args = pingpong_args(lane.provider, lane.ep, 64, iterations);
     // --cache-sim=yes: only Ir is reported, but simulating the caches
     // slows the client about twofold, so the native server's answer is
     // almost always there by its next read: without it the client found the

@@ -60,8 +60,7 @@ pub fn measure(lane: &Lane, sizes: &[usize], c: &Path, rust: &Path, plan: Plan) 
             let mut failures = Vec::new();
             for which in order {
                 let exe = if which == Impl::C { c } else { rust };
-                let args =
-                    [vec!["-S".to_string(), size.to_string(), "-I".into(), n.to_string()], lane_args(lane)].concat();
+                let args = pingpong_args(lane.provider, lane.ep, size, n);
                 match run_pair(exe, &args) {
                     Ok(Some(row)) => samples[which as usize].push(row),
                     Ok(None) => failures.push(format!("{which:?}: no result row")),
@@ -94,8 +93,10 @@ pub fn measure(lane: &Lane, sizes: &[usize], c: &Path, rust: &Path, plan: Plan) 
     Ok(out)
 }
 
-pub fn lane_args(lane: &Lane) -> Vec<String> {
-    ["-p", lane.provider, "-e", lane.ep].iter().map(|s| s.to_string()).collect()
+/// A pingpong's arguments (the C tool's and ours): `provider`, endpoint
+/// type `ep`, `size`-byte messages, `n` round trips.
+pub fn pingpong_args(provider: &str, ep: &str, size: usize, n: impl ToString) -> Vec<String> {
+    ["-p", provider, "-e", ep, "-S", &size.to_string(), "-I", &n.to_string()].iter().map(|s| s.to_string()).collect()
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::pingpong::{lane_args, median, pair_with};
+use super::pingpong::{median, pair_with, pingpong_args};
 use super::transport::async_args;
 use super::Lane;
 
@@ -140,8 +140,7 @@ pub fn measure(
         for size in sizes(lane, sparse) {
             eprintln!("bench: turns on {} at {size} B", lane.name());
             let n = round_trips(lane, size);
-            let pingpong_args =
-                [lane_args(lane), vec!["-S".into(), size.to_string(), "-I".into(), n.to_string()]].concat();
+            let pingpong_args = pingpong_args(lane.provider, lane.ep, size, n);
             let async_args = async_args(lane.provider, 1, "latency", size, n as u64);
             let mut runners: Vec<(&Path, &[String])> = vec![(tools.c, &pingpong_args), (tools.rust, &pingpong_args)];
             if size == small(lane) && async_lanes.contains(&lane.provider) {
@@ -181,11 +180,7 @@ pub struct ByHand {
 pub fn by_hand(root: &Path, hand: &ByHand) -> Result<String, String> {
     let library = build_library(root, &super::target_dir(root))?;
     let preload = library.to_str().ok_or("the library's path is not UTF-8")?;
-    let pingpong: Vec<String> = ["-p", &hand.provider, "-e", &hand.ep, "-S", &hand.size.to_string()]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(["-I".into(), hand.iterations.to_string()])
-        .collect();
+    let pingpong = pingpong_args(&hand.provider, &hand.ep, hand.size, hand.iterations);
     let latency = async_args(&hand.provider, usize::from(hand.busy), "latency", hand.size, hand.iterations);
     let runners: Vec<(&Path, &[String])> = hand
         .bins
