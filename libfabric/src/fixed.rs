@@ -100,7 +100,9 @@ impl<M: ThreadModel> Drop for FixedBuf<M> {
 }
 
 // SAFETY: the handle only reaches its slot's buffer through `&self`/`&mut
-// self` while the slot is not posted; the table is Send + Sync.
+// self` while the slot is not posted; the table is Send + Sync. Only for
+// `ThreadSafe`: an `Unsync` table clears a completion's posted bit with a
+// load and a store, which a handle dropped on another thread would race.
 unsafe impl Send for FixedBuf<ThreadSafe> {}
 // SAFETY: shared access only reads the buffer, and only while not posted.
 unsafe impl Sync for FixedBuf<ThreadSafe> {}
