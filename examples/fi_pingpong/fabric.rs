@@ -178,7 +178,7 @@ impl Session {
             max_transfer,
         };
         for i in 0..depth {
-            session.post_recv(i, &mut Wait::default())?;
+            session.post_recv(i)?;
         }
         Ok(session)
     }
@@ -197,6 +197,10 @@ impl Session {
 
     /// Sends `size` bytes (after the provider's prefix), filled by `fill`
     /// when there is one (as in C, the bytes stay as they are otherwise).
+    ///
+    /// Each step is tried once inline; a full queue and the wait for a
+    /// completion go to cold functions, so the round trip the loop makes
+    /// again and again carries no retry state.
     #[inline(always)]
     pub fn send(&mut self, size: usize, fill: Option<impl FnOnce(&mut [u8])>) -> Result<(), Failure> {
         let buf = self.tx.get_mut().ok_or_else(|| Failure::new("the send buffer is still in flight"))?;
@@ -208,29 +212,67 @@ impl Session {
         if let Some(fill) = fill {
             fill(&mut buf[self.tx_prefix..]);
         }
-        let mut wait = Wait::default();
         if size < self.inject_size {
-            loop {
-                let injected =
-                    if self.tagged { self.ep.tinject(buf, self.peer, TAG) } else { self.ep.inject(buf, self.peer) };
-                match injected {
-                    Ok(()) => return Ok(()),
-                    Err(e) if e.is_again() => progress(&self.cq, &mut wait, &self.rx)?,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-        loop {
-            let posted = if self.tagged {
-                self.ep.tsend_fixed(&mut self.tx, self.peer, TAG, 0)
-            } else {
-                self.ep.send_fixed(&mut self.tx, self.peer, 0)
+            return match inject(&self.ep, self.tagged, buf, self.peer) {
+                Err(e) if e.is_again() => self.inject_again(),
+                done => Ok(done?),
             };
-            match posted {
-                Err(e) if e.is_again() => progress(&self.cq, &mut wait, &self.rx)?,
-                other => break other?,
+        }
+        match self.post_send() {
+            Err(e) if e.is_again() => self.send_again(),
+            done => {
+                done?;
+                self.wait_sent()
             }
         }
+    }
+
+    /// `fi_inject` until the queue takes it.
+    #[cold]
+    #[inline(never)]
+    fn inject_again(&self) -> Result<(), Failure> {
+        let buf = self.tx.get().ok_or_else(|| Failure::new("the send buffer is still in flight"))?;
+        let mut wait = Wait::default();
+        loop {
+            progress(&self.cq, &mut wait, &self.rx)?;
+            match inject(&self.ep, self.tagged, buf, self.peer) {
+                Err(e) if e.is_again() => continue,
+                done => return Ok(done?),
+            }
+        }
+    }
+
+    /// Posts the send buffer (`fi_send` or `fi_tsend`), for sizes that do
+    /// not go inline.
+    #[inline(always)]
+    fn post_send(&mut self) -> Result<(), Error> {
+        if self.tagged {
+            self.ep.tsend_fixed(&mut self.tx, self.peer, TAG, 0)
+        } else {
+            self.ep.send_fixed(&mut self.tx, self.peer, 0)
+        }
+    }
+
+    /// `fi_send` until the queue takes it, then waits for its completion.
+    #[cold]
+    #[inline(never)]
+    fn send_again(&mut self) -> Result<(), Failure> {
+        let mut wait = Wait::default();
+        loop {
+            progress(&self.cq, &mut wait, &self.rx)?;
+            match self.post_send() {
+                Err(e) if e.is_again() => continue,
+                done => break done?,
+            }
+        }
+        self.wait_sent()
+    }
+
+    /// Waits for the send buffer's completion. Not cold: a send this large
+    /// always waits.
+    #[inline(never)]
+    fn wait_sent(&self) -> Result<(), Failure> {
+        let mut wait = Wait::default();
         while self.tx.is_posted() {
             progress(&self.cq, &mut wait, &self.rx)?;
         }
@@ -238,21 +280,21 @@ impl Session {
     }
 
     /// Receives the next message and hands its bytes (after the prefix) to
-    /// `check`, then posts the buffer again.
+    /// `check` when there is one, then posts the buffer again.
     #[inline(always)]
-    pub fn recv<T>(&mut self, check: impl FnOnce(&[u8]) -> T) -> Result<T, Failure> {
+    pub fn recv<T>(&mut self, check: Option<impl FnOnce(&[u8]) -> T>) -> Result<Option<T>, Failure> {
         let next = self.next_rx;
-        let mut wait = Wait::default();
-        let out = loop {
-            // Read the queue first: the answer cannot have come in before
-            // (unless a wait for a send read it, which costs one empty read).
-            progress(&self.cq, &mut wait, &self.rx)?;
-            // The buffer is readable once its receive has completed.
-            if let Some(buf) = self.rx[next].get() {
-                break check(buf.get(self.rx_prefix..).unwrap_or_default());
-            }
+        // Read the queue first: the answer cannot have come in before
+        // (unless a wait for a send read it, which costs one empty read).
+        read_one(&self.cq)?;
+        // The buffer is readable once its receive has completed; its
+        // payload is sliced only to be checked.
+        let buf = match self.rx[next].get() {
+            Some(buf) => buf,
+            None => self.wait_rx(next)?,
         };
-        self.post_recv(next, &mut wait)?;
+        let out = check.map(|check| check(buf.get(self.rx_prefix..).unwrap_or_default()));
+        self.post_recv(next)?;
         self.next_rx = if next + 1 == self.rx.len() { 0 } else { next + 1 };
         Ok(out)
     }
@@ -286,36 +328,55 @@ impl Session {
                 other => unexpected(other)?,
             }
         }
-        let next = self.next_rx;
-        self.wait_rx(next)?;
-        Ok(self.rx[next].get().is_some_and(|b| b.starts_with(b"fin\0")))
+        Ok(self.wait_rx(self.next_rx)?.starts_with(b"fin\0"))
     }
 
+    /// Posts receive buffer `i`.
     #[inline(always)]
-    fn post_recv(&mut self, i: usize, wait: &mut Wait) -> Result<(), Failure> {
-        let rx = &mut self.rx[..];
+    fn post_recv(&mut self, i: usize) -> Result<(), Failure> {
+        match self.try_post_recv(i) {
+            // The queue is full, or a connection is still being set up.
+            Err(e) if e.is_again() => self.post_recv_again(i),
+            done => Ok(done?),
+        }
+    }
+
+    /// Posts receive buffer `i` once (`fi_recv` or `fi_trecv`).
+    #[inline(always)]
+    fn try_post_recv(&mut self, i: usize) -> Result<(), Error> {
+        let rx = &mut self.rx[i];
+        if self.tagged {
+            self.ep.trecv_fixed(rx, Address::UNSPEC, TAG, 0, i as u64)
+        } else {
+            self.ep.recv_fixed(rx, Address::UNSPEC, i as u64)
+        }
+    }
+
+    /// `fi_recv` until the queue takes it.
+    #[cold]
+    #[inline(never)]
+    fn post_recv_again(&mut self, i: usize) -> Result<(), Failure> {
+        let mut wait = Wait::default();
         loop {
-            let posted = if self.tagged {
-                self.ep.trecv_fixed(&mut rx[i], Address::UNSPEC, TAG, 0, i as u64)
-            } else {
-                self.ep.recv_fixed(&mut rx[i], Address::UNSPEC, i as u64)
-            };
-            match posted {
-                // The queue is full, or a connection is still being set up.
-                Err(e) if e.is_again() => progress(&self.cq, wait, rx)?,
-                other => return Ok(other?),
+            progress(&self.cq, &mut wait, &self.rx)?;
+            match self.try_post_recv(i) {
+                Err(e) if e.is_again() => continue,
+                done => return Ok(done?),
             }
         }
     }
 
-    #[inline]
-    fn wait_rx(&self, i: usize) -> Result<(), Failure> {
+    /// Receive buffer `i` once its message is in. Not cold: natively the
+    /// answer is seldom in at the first read.
+    #[inline(never)]
+    fn wait_rx(&self, i: usize) -> Result<&Buf, Failure> {
         let mut wait = Wait::default();
-        let rx = &self.rx[i];
-        while rx.is_posted() {
+        loop {
+            if let Some(buf) = self.rx[i].get() {
+                return Ok(buf);
+            }
             progress(&self.cq, &mut wait, &self.rx)?;
         }
-        Ok(())
     }
 
     fn progress(&self, wait: &mut Wait) -> Result<(), Failure> {
@@ -323,15 +384,35 @@ impl Session {
     }
 }
 
-/// Reads one completion, if there is one. A fixed buffer's completion only
-/// has to happen: it hands the buffer back by itself.
+/// Sends `buf` inline (`fi_inject` or `fi_tinject`).
+#[inline(always)]
+fn inject(ep: &Ep, tagged: bool, buf: &Buf, peer: Address) -> Result<(), Error> {
+    if tagged {
+        ep.tinject(buf, peer, TAG)
+    } else {
+        ep.inject(buf, peer)
+    }
+}
+
+/// Reads one completion, if there is one; false when the queue was empty.
+/// A fixed buffer's completion only has to happen: it hands the buffer back
+/// by itself.
+#[inline(always)]
+fn read_one(cq: &Cq) -> Result<bool, Failure> {
+    match cq.poll_fixed()? {
+        FixedRead::Fixed { .. } => Ok(true),
+        FixedRead::Empty => Ok(false),
+        FixedRead::Other(read) => unexpected(*read).map(|()| true),
+    }
+}
+
+/// [`read_one`] in a wait: an empty queue counts towards its timeout.
 #[inline(always)]
 fn progress(cq: &Cq, wait: &mut Wait, rx: &[FixedBuf<Unsync>]) -> Result<(), Failure> {
-    match cq.poll_fixed()? {
-        FixedRead::Fixed { .. } => Ok(()),
-        FixedRead::Empty => wait.idle(rx),
-        FixedRead::Other(read) => unexpected(*read),
+    if read_one(cq)? {
+        return Ok(());
     }
+    wait.idle(rx)
 }
 
 /// A completion the data path does not expect: an error, or an operation

@@ -157,16 +157,13 @@ fn send(s: &mut Session, pattern: &mut Pattern, size: usize, verify: bool) -> Re
 
 #[inline(always)]
 fn recv(s: &mut Session, pattern: &mut Pattern, size: usize, verify: bool) -> Result<(), Failure> {
-    let checked = s.recv(|bytes| {
-        if !verify {
-            return Ok(());
-        }
-        match bytes.get(..size) {
-            Some(data) => pattern.check(data),
-            None => Err(Mismatch { iteration: 0, byte: bytes.len() }),
-        }
-    })?;
-    checked.map_err(|m| Failure::new(format!("Error at iteration={} size={size} byte={}", m.iteration, m.byte)))
+    let checked = s.recv(verify.then_some(|bytes: &[u8]| match bytes.get(..size) {
+        Some(data) => pattern.check(data),
+        None => Err(Mismatch { iteration: 0, byte: bytes.len() }),
+    }))?;
+    checked
+        .unwrap_or(Ok(()))
+        .map_err(|m| Failure::new(format!("Error at iteration={} size={size} byte={}", m.iteration, m.byte)))
 }
 
 fn debug(o: &Options, what: fmt::Arguments<'_>) {
