@@ -157,12 +157,12 @@ impl Session {
         // the C tool does, so a datagram never finds none.
         let depth = if info.ep_type() == EpType::DGRAM { 2 } else { 1 };
         let rx = (0..depth)
-            .map(|_| ep.fix(Buf::zeroed(max_transfer.max(MIN_RECV) + rx_prefix)))
+            .map(|_| ep.fix(touched(max_transfer.max(MIN_RECV) + rx_prefix)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut session = Session {
             tagged: info.caps().contains(Caps::TAGGED),
             inject_size: info.inject_size(),
-            tx: ep.fix(Buf::zeroed(max_transfer.max(MIN_RECV) + tx_prefix))?,
+            tx: ep.fix(touched(max_transfer.max(MIN_RECV) + tx_prefix))?,
             rx,
             next_rx: 0,
             ep,
@@ -382,6 +382,21 @@ impl Session {
     fn progress(&self, wait: &mut Wait) -> Result<(), Failure> {
         progress(&self.cq, wait, &self.rx)
     }
+}
+
+/// A zeroed buffer of `len` bytes whose pages are all backed, as C's
+/// `memset` leaves its buffers. A large zeroed allocation comes straight
+/// from `mmap`, and until a page is written it maps the kernel's one shared
+/// zero page: a send from it then reads the same cached page over and over
+/// (a 1 MiB round trip on shm took 40 µs against C's 77).
+fn touched(len: usize) -> Buf {
+    let mut bytes = vec![0u8; len];
+    for page in bytes.chunks_mut(4096) {
+        // SAFETY: `page` is a live, exclusive slice of at least one byte.
+        // Volatile: a zero written over zeroes is otherwise optimised away.
+        unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
+    }
+    Buf::from(bytes)
 }
 
 /// Sends `buf` inline (`fi_inject` or `fi_tinject`).
