@@ -37,6 +37,7 @@ use fabric::{first_info, hints, wait_connected, Listener, Session};
 pub struct Failure(String);
 
 impl Failure {
+    #[cold]
     fn new(why: impl Into<String>) -> Failure {
         Failure(why.into())
     }
@@ -51,6 +52,7 @@ impl fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 impl From<io::Error> for Failure {
+    #[cold]
     fn from(e: io::Error) -> Failure {
         match e.kind() {
             io::ErrorKind::UnexpectedEof => Failure::new("control connection: closed by the peer"),
