@@ -41,6 +41,7 @@
 
 mod atomic;
 mod av;
+mod bytes;
 mod cntr;
 mod collective;
 mod cq;
