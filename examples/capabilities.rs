@@ -571,7 +571,12 @@ fn addressed(domain: &Domain<Unsync>, info: &Info, counters: &[(&Cntr, BindFlags
     let open = |counters: &[(&Cntr, BindFlags)]| -> libfabric::Result<(Ep, Cq, AddressVector<Unsync>)> {
         let cq = CompletionQueue::open(domain, &PROBE_CQ)?;
         let av = AddressVector::open(domain, AvType::UNSPEC)?;
-        let ep = Endpoint::open_with_counters(domain, info, Bindings { cq: &cq, av: Some(&av), eq: None }, counters)?;
+        let ep = Endpoint::open_with_counters(
+            domain,
+            info,
+            Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None },
+            counters,
+        )?;
         Ok((ep, cq, av))
     };
     let (ep_a, cq_a, av_a) = open(counters).map_err(text)?;
@@ -593,7 +598,7 @@ fn connected(
     let (client_eq, server_eq) = (EventQueue::open(fabric).map_err(text)?, EventQueue::open(fabric).map_err(text)?);
     let pep = PassiveEndpoint::listen(fabric, info, &server_eq).map_err(text)?;
     let cq_a: Cq = CompletionQueue::open(domain, &PROBE_CQ).map_err(text)?;
-    let bindings = Bindings { cq: &cq_a, av: None, eq: Some(&client_eq) };
+    let bindings = Bindings { cq: &cq_a, av: None, eq: Some(&client_eq), tx_cq: None };
     let client = Endpoint::open_with_counters(domain, info, bindings, counters).map_err(text)?;
     client.connect(Some(&pep.name().map_err(text)?), &[]).map_err(text)?;
 
@@ -606,8 +611,8 @@ fn connected(
         return Err("the connection request went missing".into());
     };
     let cq_b: Cq = CompletionQueue::open(domain, &PROBE_CQ).map_err(text)?;
-    let server =
-        Endpoint::open(domain, &request, Bindings { cq: &cq_b, av: None, eq: Some(&server_eq) }).map_err(text)?;
+    let server = Endpoint::open(domain, &request, Bindings { cq: &cq_b, av: None, eq: Some(&server_eq), tx_cq: None })
+        .map_err(text)?;
     server.accept(&[]).map_err(text)?;
     let up = |e: &Vec<Event>| e.iter().any(|e| matches!(e, Event::Connected { .. }));
     read_events(eqs, &mut events, "FI_CONNECTED", |e| up(&e[0]) && up(&e[1]))?;

@@ -111,7 +111,7 @@ impl Fabricated {
     }
 
     fn endpoint(&self) -> Result<Ep, String> {
-        Endpoint::open(&self.domain, &self.info, Bindings { cq: &self.cq, av: Some(&self.av), eq: None })
+        Endpoint::open(&self.domain, &self.info, Bindings { cq: &self.cq, av: Some(&self.av), eq: None, tx_cq: None })
             .map_err(|e| e.to_string())
     }
 }

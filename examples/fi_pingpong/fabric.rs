@@ -64,7 +64,10 @@ pub struct Session {
     // Fields drop in order: the endpoint (cancelling what is in flight)
     // before the objects it uses.
     pub ep: Ep,
-    cq: Cq,
+    /// Receive completions; transmit completions have a queue of their own,
+    /// as in C, so a wait for one never reads past the other.
+    rx_cq: Cq,
+    tx_cq: Cq,
     _av: Option<AddressVector<Unsync>>,
     pub eq: Option<EventQueue>,
     _domain: Domain<Unsync>,
@@ -135,15 +138,18 @@ impl Session {
         let domain: Domain<Unsync> = Domain::open(&fabric, &info)?;
         let tx = info.tx_attr().map_or(0, |a| a.size());
         let rx = info.rx_attr().map_or(0, |a| a.size());
-        let cq = CompletionQueue::open(
-            &domain,
-            &CqConfig { size: tx + rx, wait_obj: WaitObj::NONE, ..CqConfig::default() },
-        )?;
+        let queue =
+            |size| CompletionQueue::open(&domain, &CqConfig { size, wait_obj: WaitObj::NONE, ..CqConfig::default() });
+        let (tx_cq, rx_cq) = (queue(tx)?, queue(rx)?);
         let av = match info.ep_type() {
             EpType::MSG => None,
             _ => Some(AddressVector::open(&domain, info.domain_attr().map_or(AvType::UNSPEC, |d| d.av_type()))?),
         };
-        let ep = libfabric::Endpoint::open(&domain, &info, Bindings { cq: &cq, av: av.as_ref(), eq: eq.as_ref() })?;
+        let ep = libfabric::Endpoint::open(
+            &domain,
+            &info,
+            Bindings { cq: &rx_cq, av: av.as_ref(), eq: eq.as_ref(), tx_cq: Some(&tx_cq) },
+        )?;
         let prefix = info.ep_attr().map_or(0, |e| e.msg_prefix_size());
         let has_prefix = |mode: Option<Mode>| mode.is_some_and(|m| m.contains(Mode::MSG_PREFIX));
         let tx_prefix = if has_prefix(info.tx_attr().map(|a| a.mode())) { prefix } else { 0 };
@@ -166,7 +172,8 @@ impl Session {
             rx,
             next_rx: 0,
             ep,
-            cq,
+            rx_cq,
+            tx_cq,
             _av: av,
             eq,
             _domain: domain,
@@ -234,7 +241,7 @@ impl Session {
         let buf = self.tx.get().ok_or_else(|| Failure::new("the send buffer is still in flight"))?;
         let mut wait = Wait::default();
         loop {
-            progress(&self.cq, &mut wait, &self.rx)?;
+            progress(&self.tx_cq, &mut wait, &self.rx)?;
             match inject(&self.ep, self.tagged, buf, self.peer) {
                 Err(e) if e.is_again() => continue,
                 done => return Ok(done?),
@@ -259,7 +266,7 @@ impl Session {
     fn send_again(&mut self) -> Result<(), Failure> {
         let mut wait = Wait::default();
         loop {
-            progress(&self.cq, &mut wait, &self.rx)?;
+            progress(&self.tx_cq, &mut wait, &self.rx)?;
             match self.post_send() {
                 Err(e) if e.is_again() => continue,
                 done => break done?,
@@ -274,7 +281,7 @@ impl Session {
     fn wait_sent(&self) -> Result<(), Failure> {
         let mut wait = Wait::default();
         while self.tx.is_posted() {
-            progress(&self.cq, &mut wait, &self.rx)?;
+            progress(&self.tx_cq, &mut wait, &self.rx)?;
         }
         Ok(())
     }
@@ -286,7 +293,7 @@ impl Session {
         let next = self.next_rx;
         // Read the queue first: the answer cannot have come in before
         // (unless a wait for a send read it, which costs one empty read).
-        read_one(&self.cq)?;
+        read_one(&self.rx_cq)?;
         // The buffer is readable once its receive has completed; its
         // payload is sliced only to be checked.
         let buf = match self.rx[next].get() {
@@ -316,13 +323,13 @@ impl Session {
                 Ok(_) => break,
                 Err(e) if e.is_again() => {
                     fin = e.buf;
-                    self.progress(&mut wait)?;
+                    progress(&self.tx_cq, &mut wait, &self.rx)?;
                 }
                 Err(e) => return Err(e.error.into()),
             }
         }
         loop {
-            match self.cq.poll()? {
+            match self.tx_cq.poll()? {
                 Read::Op(done) if done.token == FIN => break,
                 Read::Empty => wait.idle(&self.rx)?,
                 other => unexpected(other)?,
@@ -358,7 +365,7 @@ impl Session {
     fn post_recv_again(&mut self, i: usize) -> Result<(), Failure> {
         let mut wait = Wait::default();
         loop {
-            progress(&self.cq, &mut wait, &self.rx)?;
+            progress(&self.rx_cq, &mut wait, &self.rx)?;
             match self.try_post_recv(i) {
                 Err(e) if e.is_again() => continue,
                 done => return Ok(done?),
@@ -375,12 +382,8 @@ impl Session {
             if let Some(buf) = self.rx[i].get() {
                 return Ok(buf);
             }
-            progress(&self.cq, &mut wait, &self.rx)?;
+            progress(&self.rx_cq, &mut wait, &self.rx)?;
         }
-    }
-
-    fn progress(&self, wait: &mut Wait) -> Result<(), Failure> {
-        progress(&self.cq, wait, &self.rx)
     }
 }
 

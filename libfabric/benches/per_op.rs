@@ -38,7 +38,8 @@ fn loopback() -> Loopback {
     let cq = CompletionQueue::open(&domain, &CqConfig { size: 64, wait_obj: WaitObj::NONE, ..CqConfig::default() })
         .expect("cq");
     let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-    let ep = libfabric::Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("ep");
+    let ep = libfabric::Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })
+        .expect("ep");
     let me = av.insert_one(&ep.name().expect("name")).expect("av insert");
     Loopback { ep, cq, me, _av: av, _domain: domain, _fabric: fabric }
 }

@@ -37,8 +37,11 @@ pub(crate) struct EpInner {
     pub(crate) object: Object<fid_ep>,
     pub(crate) ops: Arc<OpTable>,
     /// The completion queue (none for a shared receive context, whose
-    /// completions arrive on the queues of the endpoints sharing it).
+    /// completions arrive on the queues of the endpoints sharing it): of
+    /// both directions, or of receives when `tx_cq` is set.
     pub(crate) cq: Option<Arc<CqInner>>,
+    /// The queue of transmit completions, when it is not `cq`.
+    pub(crate) tx_cq: Option<Arc<CqInner>>,
     /// The bound address vector; its handles are the endpoint's peers.
     av: Option<Arc<AvInner>>,
     _eq: Option<EventQueue>,
@@ -95,8 +98,16 @@ impl<M: ThreadModel> SharedTxContext<M> {
 /// The objects an endpoint is bound to when it is opened.
 #[derive(Debug)]
 pub struct Bindings<'a, E: Entry, M: ThreadModel> {
-    /// Completions of both directions go here.
+    /// Completions of both directions go here, or those of receives only
+    /// when `tx_cq` is given.
     pub cq: &'a CompletionQueue<E, M>,
+    /// A queue of its own for transmit completions (`fi_ep_bind` with
+    /// `FI_TRANSMIT`; `cq` is then bound with `FI_RECV`), as `fi_pingpong`
+    /// binds its two: a wait for a send's completion then never reads past
+    /// receives, nor the other way round. `None`: `cq` takes both. Not for
+    /// an [`AsyncEndpoint`](crate::driver::AsyncEndpoint), whose driver reads
+    /// one queue.
+    pub tx_cq: Option<&'a CompletionQueue<E, M>>,
     /// The address vector (RDM and DGRAM endpoints).
     pub av: Option<&'a AddressVector<M>>,
     /// The event queue (MSG endpoints: connection events).
@@ -151,7 +162,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
     /// use libfabric::*;
     /// let cq: CompletionQueue = CompletionQueue::open(domain, &CqConfig::default())?;
     /// let av = AddressVector::open(domain, AvType::UNSPEC)?;
-    /// let ep = Endpoint::open(domain, info, Bindings { cq: &cq, av: Some(&av), eq: None })?;
+    /// let ep = Endpoint::open(domain, info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })?;
     /// println!("my address: {:?}", ep.name()?);
     /// # Ok(()) }
     /// ```
@@ -234,6 +245,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                 object,
                 ops: OpTable::new(depth.clamp(64, 1 << 16), M::SHARED),
                 cq: None,
+                tx_cq: None,
                 av: None,
                 _eq: None,
                 _counters: Vec::new(),
@@ -266,7 +278,21 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
             // SAFETY: both objects are open.
             check(call, unsafe { fi_ep_bind(ep, what, flags.bits()) }).map(drop)
         };
-        bind_to("fi_ep_bind(cq)", bind.cq.fid(), cq_flags)?;
+        // A transmit queue of its own takes the transmit side of `cq_flags`.
+        let tx_cq = bind.tx_cq.filter(|tx| !std::ptr::eq(*tx, bind.cq));
+        match tx_cq {
+            Some(tx) if cq_flags.contains(BindFlags::TRANSMIT | BindFlags::RECV) => {
+                bind_to("fi_ep_bind(cq)", bind.cq.fid(), cq_flags - BindFlags::TRANSMIT)?;
+                bind_to("fi_ep_bind(tx_cq)", tx.fid(), BindFlags::TRANSMIT)?;
+            }
+            Some(_) => {
+                return Err(Error::InvalidArgument {
+                    call: "fi_ep_bind(tx_cq)",
+                    reason: "a context of one direction binds one completion queue".into(),
+                })
+            }
+            None => bind_to("fi_ep_bind(cq)", bind.cq.fid(), cq_flags)?,
+        }
         if let (Some(av), None) = (bind.av, &parent) {
             bind_to("fi_ep_bind(av)", av.inner.object.fid(), BindFlags::empty())?;
         }
@@ -281,10 +307,10 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
 
         let depth = info.tx_attr().map_or(0, |t| t.size()) + info.rx_attr().map_or(0, |r| r.size());
         let ops = OpTable::new(depth.clamp(64, 1 << 16), M::SHARED);
-        bind.cq.inner.tables.add(ops.clone());
-        {
+        for cq in std::iter::once(bind.cq).chain(tx_cq) {
+            cq.inner.tables.add(ops.clone());
             // Each vector once (the queue only asks whether they are all one).
-            let mut avs = bind.cq.inner.avs.lock().unwrap_or_else(|p| p.into_inner());
+            let mut avs = cq.inner.avs.lock().unwrap_or_else(|p| p.into_inner());
             let av = bind.av.map_or((0, None), |a| (a.inner.id, Some(a.inner.removals.clone())));
             if !avs.iter().any(|(id, _)| *id == av.0) {
                 avs.push(av);
@@ -295,6 +321,7 @@ impl<E: Entry, M: ThreadModel> Endpoint<E, M> {
                 object,
                 ops,
                 cq: Some(bind.cq.inner.clone()),
+                tx_cq: tx_cq.map(|tx| tx.inner.clone()),
                 av: bind.av.map(|a| a.inner.clone()),
                 _eq: bind.eq.cloned(),
                 _counters: counters.iter().map(|(c, _)| c.inner.clone()).collect(),

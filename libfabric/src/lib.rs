@@ -14,7 +14,7 @@
 //! let domain: Domain = Domain::open(&fabric, &info)?;
 //! let cq: CompletionQueue = CompletionQueue::open(&domain, &CqConfig::default())?;
 //! let av = AddressVector::open(&domain, AvType::MAP)?;
-//! let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None })?;
+//! let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })?;
 //! let me = av.insert_one(&ep.name()?)?;
 //! ep.recv(Buf::zeroed(64), Address::UNSPEC, 1)?;
 //! ep.send(Buf::from(&b"hello"[..]), me, 2)?;

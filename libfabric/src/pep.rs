@@ -39,7 +39,7 @@ impl PassiveEndpoint {
     /// let listener = PassiveEndpoint::listen(fabric, info, &eq)?;
     /// println!("clients connect to {:?}", listener.name()?);
     /// if let Some(Event::ConnectionRequest { info, .. }) = eq.read_timeout(std::time::Duration::from_secs(5))? {
-    ///     let ep = Endpoint::open(domain, &info, Bindings { cq, av: None, eq: Some(&eq) })?;
+    ///     let ep = Endpoint::open(domain, &info, Bindings { cq, av: None, eq: Some(&eq), tx_cq: None })?;
     ///     ep.accept(b"welcome")?; // FI_CONNECTED follows on `eq`
     /// }
     /// # Ok(()) }

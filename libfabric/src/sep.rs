@@ -115,7 +115,7 @@ impl<M: ThreadModel> ScalableEndpoint<M> {
             object,
             &self.domain,
             &self.info,
-            Bindings { cq, av: Some(&self.av), eq: None },
+            Bindings { cq, av: Some(&self.av), eq: None, tx_cq: None },
             &[],
             flags,
             Some(parent),

@@ -56,14 +56,14 @@ impl Session {
                     }
                     other => panic!("{}: expected a connection request, got {other:?}", case.name()),
                 };
-                let ep = Endpoint::open(&domain, &request, Bindings { cq: &cq, av: None, eq: Some(&eq) })
+                let ep = Endpoint::open(&domain, &request, Bindings { cq: &cq, av: None, eq: Some(&eq), tx_cq: None })
                     .expect("fi_endpoint (accepted)");
                 ep.accept(b"welcome").expect("fi_accept");
                 (ep, Some(pep))
             } else {
                 let server = oob.recv();
-                let ep =
-                    Endpoint::open(&domain, &info, Bindings { cq: &cq, av: None, eq: Some(&eq) }).expect("fi_endpoint");
+                let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: None, eq: Some(&eq), tx_cq: None })
+                    .expect("fi_endpoint");
                 ep.connect(Some(&server), b"hello from the peer").expect("fi_connect");
                 (ep, None)
             };
@@ -88,7 +88,8 @@ impl Session {
             };
         }
         let av = AddressVector::open(&domain, AvType::UNSPEC).expect("fi_av_open");
-        let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("fi_endpoint");
+        let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })
+            .expect("fi_endpoint");
         let name = ep.name().expect("fi_getname");
         let theirs = if listener_side {
             oob.send(&name);

@@ -37,7 +37,7 @@ impl Node {
     }
 
     fn endpoint(&self, info: &Info) -> Ep {
-        Endpoint::open(&self.domain, info, Bindings { cq: &self.cq, av: None, eq: Some(&self.eq) })
+        Endpoint::open(&self.domain, info, Bindings { cq: &self.cq, av: None, eq: Some(&self.eq), tx_cq: None })
             .expect("fi_endpoint")
     }
 

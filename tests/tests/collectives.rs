@@ -23,7 +23,8 @@ fn member(case: &Case, rank: u64, oob: &mut Oob) {
     let cq: Cq = CompletionQueue::open(&domain, &CqConfig::default()).expect("cq");
     let eq = EventQueue::open(&fabric).expect("eq");
     let av = AddressVector::open(&domain, AvType::TABLE).expect("av");
-    let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: Some(&eq) }).expect("endpoint");
+    let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: Some(&eq), tx_cq: None })
+        .expect("endpoint");
     // Both members insert the group in rank order.
     let mine = ep.name().expect("name");
     oob.send(&mine);

@@ -157,14 +157,14 @@ impl Side {
                     Event::ConnectionRequest { info, .. } => info,
                     other => panic!("{name}: expected a connection request, got {other:?}"),
                 };
-                let bind = Bindings { cq: &cq, av: None, eq: Some(&eq) };
+                let bind = Bindings { cq: &cq, av: None, eq: Some(&eq), tx_cq: None };
                 let ep = Endpoint::open_with_counters(&domain, &request, bind, &pairs)
                     .unwrap_or_else(|e| panic!("{name}: fi_endpoint with counters: {e}"));
                 ep.accept(&[]).expect("fi_accept");
                 (ep, Some(pep))
             } else {
                 let server = oob.recv();
-                let bind = Bindings { cq: &cq, av: None, eq: Some(&eq) };
+                let bind = Bindings { cq: &cq, av: None, eq: Some(&eq), tx_cq: None };
                 let ep = Endpoint::open_with_counters(&domain, &info, bind, &pairs)
                     .unwrap_or_else(|e| panic!("{name}: fi_endpoint with counters: {e}"));
                 ep.connect(Some(&server), &[]).expect("fi_connect");
@@ -177,7 +177,7 @@ impl Side {
             return side(ep, Address::UNSPEC, None, Some(eq), pep);
         }
         let av = AddressVector::open(&domain, AvType::UNSPEC).expect("fi_av_open");
-        let bind = Bindings { cq: &cq, av: Some(&av), eq: None };
+        let bind = Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None };
         let ep = Endpoint::open_with_counters(&domain, &info, bind, &pairs)
             .unwrap_or_else(|e| panic!("{name}: fi_endpoint with counters: {e}"));
         let mine = ep.name().expect("fi_getname");

@@ -47,8 +47,12 @@ impl Node {
     }
 
     fn endpoint(&self, info: &Info) -> Ep {
-        Endpoint::open(&self.domain, info, Bindings { cq: &self.cq, av: self.av.as_ref(), eq: self.eq.as_ref() })
-            .expect("fi_endpoint")
+        Endpoint::open(
+            &self.domain,
+            info,
+            Bindings { cq: &self.cq, av: self.av.as_ref(), eq: self.eq.as_ref(), tx_cq: None },
+        )
+        .expect("fi_endpoint")
     }
 
     /// Sends `data`, retrying while the provider says `FI_EAGAIN` (an RDM
@@ -337,7 +341,9 @@ fn tiny_queues(provider: &'static str) {
     let cq: Cq =
         CompletionQueue::open(&domain, &CqConfig { size: 1, ..CqConfig::default() }).expect("a one-entry queue");
     let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-    let open = || Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
+    let open = || {
+        Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None }).expect("endpoint")
+    };
     let (a, b): (Ep, Ep) = (open(), open());
     let to_b = av.insert_one(&b.name().expect("name")).expect("insert");
     const N: u64 = 300;
@@ -411,7 +417,8 @@ fn objects_dropped_in_every_order_with_operations_in_flight() {
         let domain: Domain<Unsync> = Domain::open(&fabric, &info).expect("domain");
         let cq: Cq = CompletionQueue::open(&domain, &CqConfig::default()).expect("cq");
         let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-        let ep: Ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
+        let ep: Ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })
+            .expect("endpoint");
         ep.recv(Buf::zeroed(256), Address::UNSPEC, 1).expect("fi_recv");
         let mut fixed = ep.fix(Buf::zeroed(256)).expect("fix");
         ep.recv_fixed(&mut fixed, Address::UNSPEC, 2).expect("fi_recv");
@@ -448,7 +455,7 @@ fn a_one_event_queue_loses_no_connection_event() {
     let name = pep.name().expect("name");
     let clients: Vec<Ep> = (0..CLIENTS)
         .map(|_| {
-            let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: None, eq: Some(&client_eq) })
+            let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: None, eq: Some(&client_eq), tx_cq: None })
                 .expect("client endpoint");
             ep.connect(Some(&name), b"").expect("fi_connect");
             ep
@@ -464,8 +471,9 @@ fn a_one_event_queue_loses_no_connection_event() {
         );
         match server_eq.read_timeout(Duration::from_millis(1)).expect("server fi_eq_sread") {
             Some(Event::ConnectionRequest { info, .. }) => {
-                let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: None, eq: Some(&server_eq) })
-                    .expect("server endpoint");
+                let ep =
+                    Endpoint::open(&domain, &info, Bindings { cq: &cq, av: None, eq: Some(&server_eq), tx_cq: None })
+                        .expect("server endpoint");
                 ep.accept(b"").expect("fi_accept");
                 accepted.push(ep);
             }

@@ -50,7 +50,8 @@ fn address_vectors_refuse_or_take_any_bytes_never_crash() {
         let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
         let cq: CompletionQueue<TaggedEntry, Unsync> =
             CompletionQueue::open(&domain, &CqConfig::default()).expect("cq");
-        let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
+        let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })
+            .expect("endpoint");
         let name = ep.name().expect("name");
         let addrlen = name.len();
         let strategy = (

@@ -25,7 +25,8 @@ fn messages_land_in_one_buffer_and_it_comes_back() {
         let cq: CompletionQueue<TaggedEntry, Unsync> =
             CompletionQueue::open(&domain, &CqConfig { serial_reads: true, ..CqConfig::default() }).expect("cq");
         let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-        let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
+        let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })
+            .expect("endpoint");
         let me = av.insert_one(&ep.name().expect("name")).expect("insert");
 
         // Five 100-byte messages fill 500 of 1000 bytes; with at least 600
@@ -88,7 +89,8 @@ fn a_queue_without_serial_reads_refuses_a_multi_receive_buffer() {
     let domain: Domain = Domain::open(&fabric, &info).expect("fi_domain");
     let cq: CompletionQueue = CompletionQueue::open(&domain, &CqConfig::default()).expect("cq");
     let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-    let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
+    let ep =
+        Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None }).expect("endpoint");
     let buf = Buf::from(payload(3, 64));
     let ptr = buf.as_ptr();
     let refused = ep.recv_multi(buf, libfabric::Address::UNSPEC, 1).expect_err("refused");

@@ -82,7 +82,7 @@ impl<M: ThreadModel> Pair<M> {
         let side = || {
             let cq = CompletionQueue::open(&domain, config).unwrap_or_else(|e| panic!("{provider}: {e}"));
             let av = AddressVector::open(&domain, AvType::UNSPEC).unwrap_or_else(|e| panic!("{provider}: {e}"));
-            let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None })
+            let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })
                 .unwrap_or_else(|e| panic!("{provider}: {e}"));
             Side { ep, cq, av, peer: Address::UNSPEC, pending: RefCell::default() }
         };
@@ -383,6 +383,115 @@ fn send_recv_return_the_same_buffers_with_exact_completions() {
         let big = vec![0u8; pair.info.inject_size() + 1];
         let e = pair.a.ep.inject(&big, pair.a.peer).expect_err("inject past the inject size");
         assert!(matches!(e, Error::InvalidArgument { call: "fi_inject", .. }), "{p}: {e:?}");
+    });
+}
+
+/// An endpoint bound to two queues (`Bindings::tx_cq`): its sends complete
+/// on the transmit queue and its receives on the other, fixed buffers too,
+/// and neither queue sees the other's; a driver refuses such an endpoint.
+#[test]
+fn transmit_completions_go_to_their_own_queue_when_bound_apart() {
+    each_provider("split_queues", RDM, |p| {
+        let info = info_for(p, Caps::MSG | Caps::TAGGED);
+        let fabric = Fabric::open(&info).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let domain: Domain = Domain::open(&fabric, &info).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let queue = || -> CompletionQueue {
+            CompletionQueue::open(&domain, &CqConfig::default()).unwrap_or_else(|e| panic!("{p}: {e}"))
+        };
+        // A's receives, A's sends, B's both.
+        let queues = [queue(), queue(), queue()];
+        let [a_rx, a_tx, b_cq] = &queues;
+        let av = || AddressVector::open(&domain, AvType::UNSPEC).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let (a_av, b_av) = (av(), av());
+        let a = Endpoint::open(&domain, &info, Bindings { cq: a_rx, av: Some(&a_av), eq: None, tx_cq: Some(a_tx) })
+            .unwrap_or_else(|e| panic!("{p}: {e}"));
+        let b = Endpoint::open(&domain, &info, Bindings { cq: b_cq, av: Some(&b_av), eq: None, tx_cq: None })
+            .unwrap_or_else(|e| panic!("{p}: {e}"));
+        let to_b = a_av.insert_one(&b.name().expect("fi_getname")).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let to_a = b_av.insert_one(&a.name().expect("fi_getname")).unwrap_or_else(|e| panic!("{p}: {e}"));
+
+        // What each queue read; every read drives all three.
+        let read: RefCell<[VecDeque<Read<TaggedEntry>>; 3]> = RefCell::default();
+        let pull = || {
+            for (cq, got) in queues.iter().zip(read.borrow_mut().iter_mut()) {
+                match cq.poll().unwrap_or_else(|e| panic!("{p}: fi_cq_read: {e}")) {
+                    Read::Empty => {}
+                    other => got.push_back(other),
+                }
+            }
+        };
+        let next = |which: usize| {
+            let start = Instant::now();
+            loop {
+                if let Some(got) = read.borrow_mut()[which].pop_front() {
+                    return got;
+                }
+                pull();
+                assert!(start.elapsed() < DEADLINE, "{p}: nothing on queue {which} within {DEADLINE:?}");
+            }
+        };
+        let token = |read: Read<TaggedEntry>| match read {
+            Read::Op(c) => (c.kind, c.token),
+            Read::Fixed { kind, token, .. } => (kind, token),
+            other => panic!("{p}: expected a completion, got {other:?}"),
+        };
+        // rxm connects on the first send: it takes progress to get through.
+        let send = |ep: &Endpoint, to: Address, token: u64| {
+            let start = Instant::now();
+            let mut buf = Buf::from(payload(token, 32));
+            loop {
+                match ep.send(buf, to, token) {
+                    Ok(_) => return,
+                    Err(e) if e.is_again() && start.elapsed() < DEADLINE => {
+                        buf = e.buf;
+                        pull();
+                    }
+                    Err(e) => panic!("{p}: fi_send: {}", e.error),
+                }
+            }
+        };
+
+        b.recv(Buf::zeroed(64), Address::UNSPEC, 1).expect("fi_recv");
+        send(&a, to_b, 2);
+        assert_eq!(token(next(2)), (OpKind::Recv, 1), "{p}: B's receive");
+        assert_eq!(token(next(1)), (OpKind::Send, 2), "{p}: A's send, on its transmit queue");
+
+        a.recv(Buf::zeroed(64), Address::UNSPEC, 3).expect("fi_recv");
+        send(&b, to_a, 4);
+        assert_eq!(token(next(0)), (OpKind::Recv, 3), "{p}: A's receive, on its other queue");
+        assert_eq!(token(next(2)), (OpKind::Send, 4), "{p}: B's send");
+
+        // A fixed buffer's send completes on the transmit queue as well.
+        b.recv(Buf::zeroed(64), Address::UNSPEC, 5).expect("fi_recv");
+        let mut fixed = a.fix(Buf::from(payload(6, 32))).expect("a slot");
+        let start = Instant::now();
+        loop {
+            match a.send_fixed(&mut fixed, to_b, 6) {
+                Err(e) if e.is_again() && start.elapsed() < DEADLINE => pull(),
+                done => break done.unwrap_or_else(|e| panic!("{p}: fi_send: {e}")),
+            }
+        }
+        assert_eq!(token(next(2)), (OpKind::Recv, 5), "{p}: B's receive of the fixed buffer");
+        assert_eq!(token(next(1)), (OpKind::Send, 6), "{p}: the fixed buffer's send");
+        assert!(fixed.get().is_some(), "{p}: the fixed buffer is back");
+
+        // Nothing crossed over, and nothing is left.
+        std::thread::sleep(Duration::from_millis(50));
+        pull();
+        for (which, got) in read.borrow().iter().enumerate() {
+            assert!(got.is_empty(), "{p}: queue {which} has more: {got:?}");
+        }
+
+        // A driver reads one queue: an endpoint that sends elsewhere is refused.
+        let driver = libfabric::driver::Driver::new(queue(), libfabric::driver::DriverConfig::default());
+        let ep = Endpoint::open(
+            &domain,
+            &info,
+            Bindings { cq: driver.completion_queue(), av: Some(&a_av), eq: None, tx_cq: Some(a_tx) },
+        )
+        .unwrap_or_else(|e| panic!("{p}: {e}"));
+        let refused = libfabric::driver::AsyncEndpoint::new(ep, driver).expect_err("two queues");
+        assert!(matches!(refused, Error::InvalidArgument { call: "AsyncEndpoint::new", .. }), "{p}: {refused:?}");
     });
 }
 
@@ -1245,8 +1354,12 @@ fn address_vectors_insert_many_look_up_and_remove() {
         let their_av = AddressVector::open(&pair.domain, AvType::UNSPEC).expect("fi_av_open");
         let eps: Vec<Endpoint<TaggedEntry, Unsync>> = (0..3)
             .map(|_| {
-                Endpoint::open(&pair.domain, &pair.info, Bindings { cq: &cq, av: Some(&their_av), eq: None })
-                    .unwrap_or_else(|e| panic!("{p}: {e}"))
+                Endpoint::open(
+                    &pair.domain,
+                    &pair.info,
+                    Bindings { cq: &cq, av: Some(&their_av), eq: None, tx_cq: None },
+                )
+                .unwrap_or_else(|e| panic!("{p}: {e}"))
             })
             .collect();
         let names: Vec<Vec<u8>> = eps.iter().map(|e| e.name().expect("fi_getname")).collect();
@@ -2197,9 +2310,12 @@ fn poll_fixed_answers_fixed_buffers_and_boxes_the_rest() {
 
         // A second endpoint on B's queue: its fixed buffers' completions
         // (found past the first endpoint's table) are answered the same way.
-        let second =
-            Endpoint::open(&pair.domain, &pair.info, Bindings { cq: &pair.b.cq, av: Some(&pair.b.av), eq: None })
-                .unwrap_or_else(|e| panic!("{p}: {e}"));
+        let second = Endpoint::open(
+            &pair.domain,
+            &pair.info,
+            Bindings { cq: &pair.b.cq, av: Some(&pair.b.av), eq: None, tx_cq: None },
+        )
+        .unwrap_or_else(|e| panic!("{p}: {e}"));
         let to_second = pair.a.av.insert_one(&second.name().expect("fi_getname")).expect("fi_av_insert");
         let mut rx2 = second.fix(Buf::zeroed(256)).unwrap_or_else(|e| panic!("{p}: {e}"));
         for seq in 0..4u64 {

@@ -29,8 +29,10 @@ fn a_poll_set_names_the_queues_with_completions() {
             CompletionQueue::open(&domain, &CqConfig::default()).expect("cq"),
         );
         let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-        let e1 = Endpoint::open(&domain, &info, Bindings { cq: &cq1, av: Some(&av), eq: None }).expect("endpoint");
-        let e2 = Endpoint::open(&domain, &info, Bindings { cq: &cq2, av: Some(&av), eq: None }).expect("endpoint");
+        let e1 = Endpoint::open(&domain, &info, Bindings { cq: &cq1, av: Some(&av), eq: None, tx_cq: None })
+            .expect("endpoint");
+        let e2 = Endpoint::open(&domain, &info, Bindings { cq: &cq2, av: Some(&av), eq: None, tx_cq: None })
+            .expect("endpoint");
         let to_e2 = av.insert_one(&e2.name().expect("name")).expect("insert");
         let set = PollSet::open(&domain).expect("fi_poll_open");
         set.add(&cq1).expect("fi_poll_add");
@@ -96,8 +98,10 @@ fn a_wait_set_wakes_for_its_queues_and_times_out_when_idle() {
         let cq1: Cq = CompletionQueue::open_in_wait_set(&domain, 0, &set).expect("cq in the set");
         let cq2: Cq = CompletionQueue::open_in_wait_set(&domain, 0, &set).expect("cq in the set");
         let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-        let e1 = Endpoint::open(&domain, &info, Bindings { cq: &cq1, av: Some(&av), eq: None }).expect("endpoint");
-        let e2 = Endpoint::open(&domain, &info, Bindings { cq: &cq2, av: Some(&av), eq: None }).expect("endpoint");
+        let e1 = Endpoint::open(&domain, &info, Bindings { cq: &cq1, av: Some(&av), eq: None, tx_cq: None })
+            .expect("endpoint");
+        let e2 = Endpoint::open(&domain, &info, Bindings { cq: &cq2, av: Some(&av), eq: None, tx_cq: None })
+            .expect("endpoint");
         let to_e2 = av.insert_one(&e2.name().expect("name")).expect("insert");
 
         let idle = Instant::now();

@@ -25,8 +25,10 @@ fn raw_keys_round_trip_or_are_refused_clearly() {
         let domain: Domain<Unsync> = Domain::open(&fabric, &info).expect("fi_domain");
         let cq: Cq = CompletionQueue::open(&domain, &CqConfig::default()).expect("cq");
         let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-        let owner = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
-        let reader = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
+        let owner = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })
+            .expect("endpoint");
+        let reader = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })
+            .expect("endpoint");
         let to_owner = av.insert_one(&owner.name().expect("name")).expect("insert");
         let exposed = owner.expose(Buf::from(payload(5, 256)), MrAccess::REMOTE_READ).expect("expose");
 

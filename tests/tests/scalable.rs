@@ -53,7 +53,8 @@ fn sender(provider: &str, oob: &mut Oob) {
     let domain: Domain<Unsync> = Domain::open(&fabric, &info).expect("fi_domain");
     let cq: Cq = CompletionQueue::open(&domain, &CqConfig::default()).expect("cq");
     let av = AddressVector::open_scalable(&domain, AvType::UNSPEC, CONTEXT_BITS).expect("fi_av_open");
-    let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("fi_endpoint");
+    let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })
+        .expect("fi_endpoint");
     let target = av.insert_one(&oob.recv()).expect("fi_av_insert");
     assert!(av.rx_context(target, 1 << CONTEXT_BITS).is_err(), "a context past the bits is refused");
     for i in 0..CONTEXTS {

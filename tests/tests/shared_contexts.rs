@@ -54,7 +54,8 @@ fn peer(provider: &str, oob: &mut Oob) {
     let domain: Domain<Unsync> = Domain::open(&fabric, &info).expect("fi_domain");
     let cq: Cq = CompletionQueue::open(&domain, &CqConfig::default()).expect("cq");
     let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-    let ep: Ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
+    let ep: Ep =
+        Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None }).expect("endpoint");
     let a = av.insert_one(&oob.recv()).expect("insert A");
     let b = av.insert_one(&oob.recv()).expect("insert B");
     oob.send(&ep.name().expect("name"));
@@ -102,8 +103,14 @@ fn two_endpoints_share_transmit_and_receive_contexts() {
         let stx = SharedTxContext::open(&domain).expect("fi_stx_context");
         let srx: Ep = Endpoint::shared_rx(&domain, &info).expect("fi_srx_context");
         let open = || {
-            Endpoint::open_shared(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }, Some(&stx), Some(&srx))
-                .expect("fi_endpoint (shared)")
+            Endpoint::open_shared(
+                &domain,
+                &info,
+                Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None },
+                Some(&stx),
+                Some(&srx),
+            )
+            .expect("fi_endpoint (shared)")
         };
         let (a, b) = (open(), open());
         oob.send(&a.name().expect("name A"));

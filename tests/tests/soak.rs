@@ -195,7 +195,8 @@ fn open(provider: &str) -> Side {
     let domain: Domain<Unsync> = Domain::open(&fabric, &info).expect("domain");
     let cq = CompletionQueue::open(&domain, &CqConfig { size: 4 * BATCH, ..CqConfig::default() }).expect("cq");
     let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-    let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
+    let ep =
+        Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None }).expect("endpoint");
     // Room for every completion a batch can have, so keeping one never allocates.
     let backlog = RefCell::new(VecDeque::with_capacity(2 * BATCH + 2));
     Side { ep, cq, backlog, av, _domain: domain, _fabric: fabric }

@@ -104,7 +104,8 @@ fn open(provider: &str) -> Option<(Side, Side, Domain, Fabric)> {
     let side = || {
         let cq = CompletionQueue::open(&domain, &CqConfig { size: 1024, ..CqConfig::default() }).expect("cq");
         let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-        let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
+        let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None })
+            .expect("endpoint");
         (ep, cq, av)
     };
     let ((ep_a, cq_a, av_a), (ep_b, cq_b, av_b)) = (side(), side());

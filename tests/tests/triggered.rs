@@ -23,7 +23,8 @@ fn open(case: &Case) -> (Fabric, Domain<Unsync>, Cq, AddressVector<Unsync>, Ep) 
     let domain: Domain<Unsync> = Domain::open(&fabric, &info).expect("fi_domain");
     let cq: Cq = CompletionQueue::open(&domain, &CqConfig::default()).expect("cq");
     let av = AddressVector::open(&domain, AvType::UNSPEC).expect("av");
-    let ep = Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None }).expect("endpoint");
+    let ep =
+        Endpoint::open(&domain, &info, Bindings { cq: &cq, av: Some(&av), eq: None, tx_cq: None }).expect("endpoint");
     (fabric, domain, cq, av, ep)
 }
 

@@ -92,14 +92,15 @@ impl<E: Entry> Drop for Gated<E> {
 }
 
 impl<E: Entry> AsyncEndpoint<E> {
-    /// Wraps `ep`, whose completion queue must be the one `driver` reads
-    /// (anything else is an error: its completions would never arrive).
+    /// Wraps `ep`, whose completion queue must be the one `driver` reads,
+    /// for both directions (anything else is an error: its completions
+    /// would never arrive).
     pub fn new(ep: Endpoint<E>, driver: Driver<E>) -> Result<Self> {
         let bound = ep.inner.cq.as_ref().is_some_and(|cq| Arc::ptr_eq(cq, &driver.shared.cq.inner));
-        if !bound {
+        if !bound || ep.inner.tx_cq.is_some() {
             return Err(Error::InvalidArgument {
                 call: "AsyncEndpoint::new",
-                reason: "the endpoint is not bound to the driver's completion queue".into(),
+                reason: "the endpoint's completions, of both directions, must go to the driver's queue".into(),
             });
         }
         let limit = driver.config().in_flight;

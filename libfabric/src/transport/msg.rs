@@ -82,7 +82,7 @@ impl Listener {
         let ep = Endpoint::open(
             &self.stack.domain,
             &info,
-            Bindings { cq: driver.completion_queue(), av: None, eq: Some(&eq) },
+            Bindings { cq: driver.completion_queue(), av: None, eq: Some(&eq), tx_cq: None },
         )?;
         ep.accept(&[])?;
         Connection::established(self.config.clone(), ep, driver, eq, None).await
@@ -129,7 +129,7 @@ impl Connection {
         let ep = Endpoint::open(
             &stack.domain,
             &stack.info,
-            Bindings { cq: driver.completion_queue(), av: None, eq: Some(&eq) },
+            Bindings { cq: driver.completion_queue(), av: None, eq: Some(&eq), tx_cq: None },
         )?;
         ep.connect(None, &[])?;
         Connection::established(config, ep, driver, eq, Some(stack)).await

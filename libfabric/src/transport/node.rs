@@ -120,7 +120,7 @@ impl Node {
         let ep = Endpoint::open(
             &stack.domain,
             &stack.info,
-            Bindings { cq: driver.completion_queue(), av: Some(&av), eq: None },
+            Bindings { cq: driver.completion_queue(), av: Some(&av), eq: None, tx_cq: None },
         )?;
         let name = ep.name()?;
         driver.spawn();
