@@ -205,9 +205,9 @@ impl Session {
     /// Sends `size` bytes (after the provider's prefix), filled by `fill`
     /// when there is one (as in C, the bytes stay as they are otherwise).
     ///
-    /// Each step is tried once inline; a full queue and the wait for a
-    /// completion go to cold functions, so the round trip the loop makes
-    /// again and again carries no retry state.
+    /// Each step is tried once inline; a full queue (cold) and the wait for
+    /// a completion go to functions of their own, so the round trip the loop
+    /// makes again and again carries no retry state.
     #[inline(always)]
     pub fn send(&mut self, size: usize, fill: Option<impl FnOnce(&mut [u8])>) -> Result<(), Failure> {
         let buf = self.tx.get_mut().ok_or_else(|| Failure::new("the send buffer is still in flight"))?;
@@ -291,8 +291,8 @@ impl Session {
     #[inline(always)]
     pub fn recv<T>(&mut self, check: Option<impl FnOnce(&[u8]) -> T>) -> Result<Option<T>, Failure> {
         let next = self.next_rx;
-        // Read the queue first: the answer cannot have come in before
-        // (unless a wait for a send read it, which costs one empty read).
+        // Read the queue first: nothing else reads it, so the answer cannot
+        // have been seen before.
         read_one(&self.rx_cq)?;
         // The buffer is readable once its receive has completed; its
         // payload is sliced only to be checked.
