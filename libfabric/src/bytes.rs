@@ -39,9 +39,9 @@ impl Bytes {
     /// The bytes of `vec`, without a copy (its spare capacity is released).
     pub(crate) fn from_vec(vec: Vec<u8>) -> Bytes {
         let len = vec.len();
-        let ptr = Box::into_raw(vec.into_boxed_slice()).cast::<u8>();
-        // SAFETY: `Box::into_raw` never returns null.
-        Bytes { ptr: unsafe { NonNull::new_unchecked(ptr) }, len, align: 1 }
+        // Leaked here, freed by `drop` (or handed back by `into_vec`).
+        let ptr = NonNull::from(Box::leak(vec.into_boxed_slice())).cast::<u8>();
+        Bytes { ptr, len, align: 1 }
     }
 
     /// The first `keep` bytes (at most `len`) as a `Vec`: the allocation
