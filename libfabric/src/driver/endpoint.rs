@@ -391,8 +391,11 @@ impl<E: Entry> AsyncEndpoint<E> {
     /// dropping the `Op` frees (or, once posted, cancels) the entry.
     fn entry(&self, name: &'static str, credit: OwnedCredit, started: Option<Instant>) -> Op<'_, E> {
         let shared = &*self.driver.shared;
-        let token = shared.lock().insert(credit);
-        Op::new(shared, &self.ep, token).reported(name, started, &self.observer)
+        let (token, delivered) = {
+            let mut table = shared.lock();
+            (table.insert(credit), table.delivered)
+        };
+        Op::new(shared, &self.ep, token, delivered).reported(name, started, &self.observer)
     }
 
     /// One try at posting `op`'s operation: `None` once libfabric has it,

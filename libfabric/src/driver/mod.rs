@@ -29,6 +29,7 @@
 
 pub(crate) mod credits;
 mod endpoint;
+mod gate;
 mod hold;
 mod idle;
 mod observe;
@@ -41,7 +42,7 @@ mod submit;
 use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -52,6 +53,7 @@ use crate::ops::Completion;
 
 use credits::{Keeper, OwnedCredit};
 pub use endpoint::AsyncEndpoint;
+pub(crate) use gate::{Door, Gate};
 use idle::Activity;
 pub(crate) use idle::Idle;
 pub use op::{Op, OpError};
@@ -160,11 +162,9 @@ pub(crate) struct Shared<E: Entry> {
     pub(crate) wake: Notify,
     pub(crate) closing: AtomicBool,
     counters: Counters,
-    /// Held (shared) while the driver is inside libfabric on the queue;
-    /// held exclusively to open or close an endpoint bound to it. Providers
-    /// here crash when a queue is read while an endpoint bound to it closes
-    /// (tcp, in `fi_trywait`) or is being bound (udp;ofi_rxd, in `fi_cq_read`).
-    pub(crate) gate: Arc<RwLock<()>>,
+    /// Passed by whoever reads the queue (one reader at a time); shut to
+    /// open or close an endpoint bound to it (see `gate`).
+    pub(crate) gate: Arc<Gate>,
     /// Set once an endpoint bound to the queue has closed: from then on the
     /// driver polls, since tcp;ofi_rxm crashes in `fi_trywait` on such a
     /// queue (tests/libfabric-known-issues.md, 5).
@@ -188,6 +188,10 @@ pub(crate) struct Shared<E: Entry> {
     /// `pending.len()`, kept on each release of the lock, for readers that
     /// need not take it.
     in_flight: AtomicUsize,
+    /// `pending.delivered`, kept on each release of the lock: a reading
+    /// future polled again need not take the lock to look for its result
+    /// while no result has been put in the table since it last looked.
+    pub(crate) delivered: AtomicU64,
     /// What one read of the queue costs: how long a reading future spins
     /// is counted in reads (see `hold`).
     pub(crate) read_cost: hold::ReadCost,
@@ -201,7 +205,7 @@ pub(crate) struct Shared<E: Entry> {
 /// `Shared::in_flight`.
 struct Locked<'a, E: Entry> {
     table: MutexGuard<'a, Pending<E>>,
-    in_flight: &'a AtomicUsize,
+    shared: &'a Shared<E>,
 }
 
 impl<E: Entry> std::ops::Deref for Locked<'_, E> {
@@ -220,7 +224,8 @@ impl<E: Entry> std::ops::DerefMut for Locked<'_, E> {
 impl<E: Entry> Drop for Locked<'_, E> {
     fn drop(&mut self) {
         // Before the guard's own drop: still under the lock.
-        self.in_flight.store(self.table.len(), Ordering::Relaxed);
+        self.shared.in_flight.store(self.table.len(), Ordering::Relaxed);
+        self.shared.delivered.store(self.table.delivered, Ordering::Release);
     }
 }
 
@@ -280,7 +285,7 @@ impl<E: Entry> Driver<E> {
             wake: Notify::new(),
             closing: AtomicBool::new(false),
             counters: Counters::default(),
-            gate: Arc::new(RwLock::new(())),
+            gate: Arc::new(Gate::default()),
             endpoint_closed: AtomicBool::new(false),
             spinner: AtomicU64::new(NO_SPINNER),
             activity: Activity::default(),
@@ -289,6 +294,7 @@ impl<E: Entry> Driver<E> {
             idled: AtomicBool::new(false),
             read_cost: hold::ReadCost::default(),
             in_flight: AtomicUsize::new(0),
+            delivered: AtomicU64::new(0),
             pools: Keeper::default(),
         });
         Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
@@ -345,7 +351,7 @@ impl<E: Entry> Driver<E> {
     /// providers do not all survive a queue read racing an endpoint's bind
     /// or close. [`AsyncEndpoint`] closes its endpoint this way.
     pub fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _closed = self.shared.gate.write().unwrap_or_else(|p| p.into_inner());
+        let _shut = self.shared.gate.shut();
         f()
     }
 
@@ -361,7 +367,7 @@ impl<E: Entry> Shared<E> {
     fn lock(&self) -> Locked<'_, E> {
         // A panic while holding the lock leaves the table consistent (every
         // change is one assignment), so a poisoned lock is still usable.
-        Locked { table: self.pending.lock().unwrap_or_else(|p| p.into_inner()), in_flight: &self.in_flight }
+        Locked { table: self.pending.lock().unwrap_or_else(|p| p.into_inner()), shared: self }
     }
 
     /// Operations in flight, as of the last change (read without the lock).
@@ -371,24 +377,35 @@ impl<E: Entry> Shared<E> {
 
     /// `fi_trywait`, or `None` once an endpoint bound to the queue has
     /// closed (checked under the gate, so no close slips in between).
+    /// `Ok(false)` while another reader is inside: it may be reading the
+    /// completion that would have made the wait pointless.
     pub(crate) fn trywait_while_open(&self) -> Option<Result<bool>> {
-        let _open = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let Some(_reading) = self.gate.try_read(Door::Completions) else { return Some(Ok(false)) };
         if self.endpoint_closed.load(Ordering::Acquire) {
             return None;
         }
         Some(self.cq.trywait())
     }
 
+    /// Reads a batch, unless another reader is inside the gate (it reads for
+    /// everyone): then 0.
     pub(crate) fn progress(&self) -> Result<usize> {
-        self.progress_for(NO_SPINNER, &mut None)
+        match self.gate.try_read(Door::Completions) {
+            Some(reading) => self.progress_for(&reading, NO_SPINNER, &mut None),
+            None => Ok(0),
+        }
     }
 
-    /// [`progress`](Self::progress) for the future of operation `own`, which
-    /// reads the queue itself: its completion is put in `mine` instead of
-    /// the table, where the future would only take it out again (and its
-    /// own waker need not be woken).
-    pub(crate) fn progress_for(&self, own: u64, mine: &mut Option<OpResult<E>>) -> Result<usize> {
-        let _open = self.gate.read().unwrap_or_else(|p| p.into_inner());
+    /// [`progress`](Self::progress), inside the gate already, for the
+    /// future of operation `own`, which reads the queue itself: its
+    /// completion is put in `mine` instead of the table, where the future
+    /// would only take it out again (and its own waker need not be woken).
+    pub(crate) fn progress_for(
+        &self,
+        _inside: &gate::Reading<'_>,
+        own: u64,
+        mine: &mut Option<OpResult<E>>,
+    ) -> Result<usize> {
         let mut n = 0;
         while n < BATCH {
             let want = BATCH - n;

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::ops::{Buf, Completion, OpKind, PostError};
 
 use super::observe::Observer;
-use super::{hold, Idle, OpResult, ProgressMode, Shared, NO_SPINNER};
+use super::{hold, Door, Idle, OpResult, ProgressMode, Shared, NO_SPINNER};
 
 /// How long one poll of the future that reads the queue (see `Op::spin`)
 /// keeps reading while nothing comes, before it lets the runtime run other
@@ -73,6 +73,9 @@ pub struct Op<'a, E: Entry> {
     pub(crate) token: u64,
     /// Set once libfabric has the operation.
     pub(crate) op: Option<OpId>,
+    /// `Shared::delivered` when this future last looked in the table: while
+    /// it is unchanged, this operation's result is not there.
+    seen: u64,
     done: bool,
     /// Holds the driver's spinner role: this future reads the queue each
     /// time it is polled (see `spin`).
@@ -85,8 +88,18 @@ pub struct Op<'a, E: Entry> {
 }
 
 impl<'a, E: Entry> Op<'a, E> {
-    pub(crate) fn new(shared: &'a Shared<E>, ep: &'a Endpoint<E>, token: u64) -> Self {
-        Op { shared, ep, token, op: None, done: false, spinning: false, idle: Idle::default(), report: None }
+    pub(crate) fn new(shared: &'a Shared<E>, ep: &'a Endpoint<E>, token: u64, delivered: u64) -> Self {
+        Op {
+            shared,
+            ep,
+            token,
+            op: None,
+            seen: delivered,
+            done: false,
+            spinning: false,
+            idle: Idle::default(),
+            report: None,
+        }
     }
 }
 
@@ -233,6 +246,17 @@ impl<E: Entry> Op<'_, E> {
     /// The result if it is in (reported, and the operation done); else
     /// `waker`, if any, is left for the driver.
     fn take(&mut self, waker: Option<&Waker>) -> Option<Result<Completion<E>, OpError>> {
+        if waker.is_none() {
+            // Nothing to leave, so the lock (two atomic instructions) is
+            // needed only if a result was put in the table since the last
+            // look. A stale count only defers the look to the next poll:
+            // a future without a waker is polled again (it reads the queue).
+            let delivered = self.shared.delivered.load(Ordering::Acquire);
+            if delivered == self.seen {
+                return None;
+            }
+            self.seen = delivered;
+        }
         let taken = self.shared.lock().poll(self.token, waker);
         // The credit `taken` holds is released here, after the lock.
         let result = taken?.result?;
@@ -273,11 +297,17 @@ impl<E: Entry> Op<'_, E> {
         let window = SPIN_POLL.as_nanos() as u64;
         let left = window.min((hold::HOLD.as_nanos() as u64).saturating_sub(hold::held()));
         let most = (left / each.max(1)).max(1);
+        // Inside the gate for the whole spin: passing it is an atomic
+        // instruction, too dear to pay on every read.
+        let Some(reading) = shared.gate.try_read(Door::Completions) else {
+            // Another reader is inside, reading for everyone.
+            return Spun::Quiet(Instant::now());
+        };
         let mut reads = 0u64;
         let mut mine = None;
         let delivered = loop {
             reads += 1;
-            match shared.progress_for(self.token, &mut mine) {
+            match shared.progress_for(&reading, self.token, &mut mine) {
                 // A pause between empty reads: without it the round trip
                 // on shm was slower (measured; a tighter loop most likely
                 // contends with the peer writing the lines polled here).
@@ -288,6 +318,7 @@ impl<E: Entry> Op<'_, E> {
                 Err(_) => break false,
             }
         };
+        drop(reading);
         let reads = u32::try_from(reads).unwrap_or(u32::MAX);
         if let Some(started) = started {
             shared.read_cost.measured(reads, started.elapsed());

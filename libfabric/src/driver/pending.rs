@@ -45,6 +45,9 @@ pub(crate) struct Pending<E> {
     /// adds of their own on every completion's path.
     pub(crate) completed: u64,
     pub(crate) failed: u64,
+    /// Results put in the table for their futures to take (see
+    /// `Shared::delivered`).
+    pub(crate) delivered: u64,
 }
 
 /// What a finished operation's result met in the table.
@@ -59,7 +62,14 @@ pub(crate) enum Delivered<E> {
 
 impl<E: Entry> Pending<E> {
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Pending { slots: Vec::with_capacity(n), free: Vec::with_capacity(n), waiting: 0, completed: 0, failed: 0 }
+        Pending {
+            slots: Vec::with_capacity(n),
+            free: Vec::with_capacity(n),
+            waiting: 0,
+            completed: 0,
+            failed: 0,
+            delivered: 0,
+        }
     }
 
     /// Operations posted and not yet taken by their futures or the driver.
@@ -107,6 +117,7 @@ impl<E: Entry> Pending<E> {
                 let failed = result.is_err();
                 slot.state = State::Done(result);
                 self.count(failed);
+                self.delivered += 1;
                 Delivered::Wake(waker)
             }
             State::Abandoned => {
