@@ -77,7 +77,7 @@ fn latency(tools: &Tools, lane: &str, kind: usize, n: u64) -> Result<f64, String
     if kind == 0 {
         let args: Vec<String> =
             ["-p", lane, "-e", "rdm", "-S", "64", "-I", &n.to_string()].iter().map(|s| s.to_string()).collect();
-        let row = run_pair(tools.pingpong, &args)?.ok_or_else(|| format!("{lane}: pingpong printed no row"))?;
+        let row = run_pair(tools.pingpong, &args, 64)?.ok_or_else(|| format!("{lane}: pingpong printed no row"))?;
         return Ok(row.0);
     }
     field(&pair(tools.async_bench, &async_args(lane, kind, "latency", 64, n), &[])?, 6)
