@@ -332,13 +332,17 @@ impl<E: Entry> Driver<E> {
     }
 
     /// Reads what completions are ready (up to a batch) and wakes their
-    /// futures; returns how many were read.
+    /// futures; returns how many were read. 0 also while another thread
+    /// reads the queue (an operation's future, or another `progress`): one
+    /// reader at a time, and that one hands every completion it reads to
+    /// its future.
     pub fn progress(&self) -> Result<usize> {
         self.shared.progress()
     }
 
     /// `fi_trywait` on the queue: `Ok(true)` when it is safe to sleep on
-    /// [`wait_fd`](Self::wait_fd), `Ok(false)` when there is work to read.
+    /// [`wait_fd`](Self::wait_fd), `Ok(false)` when there is work to read
+    /// (or another thread is reading the queue right now).
     /// Once an endpoint of an [`AsyncEndpoint`] on this queue has closed it
     /// is always `Ok(false)` (poll from then on): tcp;ofi_rxm crashes in
     /// `fi_trywait` on such a queue.

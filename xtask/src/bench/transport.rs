@@ -29,13 +29,17 @@ pub struct Tools<'a> {
 }
 
 /// Medians of one lane: latency in µs one way and rate in messages/s, each
-/// as [synchronous, async busy-polling, async waiting].
+/// as [synchronous, async busy-polling, async waiting]; latency also of the
+/// synchronous pingpong in tagged mode, as the transport's requests are
+/// tagged messages.
 #[derive(Debug, Clone)]
 pub struct Row {
     /// The provider.
     pub lane: &'static str,
     /// One-way latency, µs.
     pub usec: [f64; 3],
+    /// One-way latency of the pingpong's tagged mode (`-m tagged`), µs.
+    pub tagged_usec: f64,
     /// Messages per second.
     pub rate: [f64; 3],
 }
@@ -45,22 +49,26 @@ pub fn measure(tools: &Tools, rounds: usize) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for (lane, messages) in LANES {
         eprintln!("bench: async transport on {lane}");
-        let mut usec: [Vec<f64>; 3] = Default::default();
+        let mut usec: [Vec<f64>; 4] = Default::default();
         let mut rate: [Vec<f64>; 3] = Default::default();
         for round in 0..rounds {
             // Rotate the order, so no kind always runs first.
-            for k in (0..3).map(|i| (i + round) % 3) {
+            for k in (0..4).map(|i| (i + round) % 4) {
                 usec[k].push(latency(tools, lane, k, ROUND_TRIPS)?);
-                rate[k].push(message_rate(tools, lane, k, messages)?);
+                if k < 3 {
+                    rate[k].push(message_rate(tools, lane, k, messages)?);
+                }
             }
         }
-        rows.push(Row { lane, usec: usec.map(median), rate: rate.map(median) });
+        let [sync, busy, wait, tagged] = usec.map(median);
+        rows.push(Row { lane, usec: [sync, busy, wait], tagged_usec: tagged, rate: rate.map(median) });
     }
     Ok(rows)
 }
 
 /// `async_bench`'s arguments: `size`-byte messages, `n` of them. Kind 0 is
-/// synchronous; 1 async busy-polling; 2 async waiting.
+/// synchronous; 1 async busy-polling; 2 async waiting (for latency, 3 is
+/// the synchronous pingpong's tagged mode).
 pub fn async_args(lane: &str, kind: usize, mode: &str, size: usize, n: u64) -> Vec<String> {
     let (size, n) = (size.to_string(), n.to_string());
     let mut args: Vec<String> = ["-p", lane, "-m", mode, "-S", &size, "-I", &n, "-W", &WINDOW.to_string()]
@@ -74,9 +82,12 @@ pub fn async_args(lane: &str, kind: usize, mode: &str, size: usize, n: u64) -> V
 }
 
 fn latency(tools: &Tools, lane: &str, kind: usize, n: u64) -> Result<f64, String> {
-    if kind == 0 {
-        let args: Vec<String> =
-            ["-p", lane, "-e", "rdm", "-S", "64", "-I", &n.to_string()].iter().map(|s| s.to_string()).collect();
+    if kind == 0 || kind == 3 {
+        let mode = if kind == 3 { "tagged" } else { "msg" };
+        let args: Vec<String> = ["-p", lane, "-e", "rdm", "-m", mode, "-S", "64", "-I", &n.to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let row = run_pair(tools.pingpong, &args, 64)?.ok_or_else(|| format!("{lane}: pingpong printed no row"))?;
         return Ok(row.0);
     }
