@@ -190,6 +190,21 @@ fn unlock_reads(held: Option<&AtomicBool>) {
 /// the stack that is zeroed before each read, so kept small.
 pub(crate) const EACH_MAX: usize = 8;
 
+/// Room for the entries of one [`CompletionQueue::poll_each`] read, every
+/// entry at its `Default` (all zero) between reads: not every provider
+/// writes every field of an entry (verbs leaves `len`, `buf` or `data`
+/// alone for some operations), so what it leaves must read as zero. A
+/// reader that keeps one from read to read (the async driver) zeroes only
+/// the entries a read returned, not the whole room before each read: an
+/// empty read, the common case while a reader waits, then writes nothing.
+pub(crate) struct ReadRoom<E>([E; EACH_MAX]);
+
+impl<E: Entry> Default for ReadRoom<E> {
+    fn default() -> Self {
+        ReadRoom([E::default(); EACH_MAX])
+    }
+}
+
 /// Holds a [`ReadLock`] (if the queue has one) until dropped.
 pub(crate) struct ReadGuard<'a>(Option<&'a AtomicBool>);
 
@@ -417,20 +432,37 @@ impl<E: Entry, M: ThreadModel> CompletionQueue<E, M> {
     /// while cq.poll_each(8, |read| { let _ = read; reads += 1; })? == 8 {}
     /// # Ok(()) }
     /// ```
-    pub fn poll_each(&self, max: usize, mut each: impl FnMut(Read<E>)) -> Result<usize> {
+    pub fn poll_each(&self, max: usize, each: impl FnMut(Read<E>)) -> Result<usize> {
+        self.poll_each_in(&mut ReadRoom::default(), max, each)
+    }
+
+    /// [`poll_each`](Self::poll_each) into `room`, whose entries are all
+    /// zero on entry and are left so.
+    #[inline]
+    pub(crate) fn poll_each_in(
+        &self,
+        room: &mut ReadRoom<E>,
+        max: usize,
+        mut each: impl FnMut(Read<E>),
+    ) -> Result<usize> {
         let _serial = self.serial();
-        // Zeroed first, as in `poll`.
-        let mut entries = [E::default(); EACH_MAX];
+        let entries = &mut room.0;
         let want = max.min(EACH_MAX);
         // SAFETY: `entries` holds `want` entries of this queue's format.
         let ret = unsafe { fi_cq_read(self.as_raw(), entries.as_mut_ptr().cast(), want) };
+        if ret < 0 && ret != -(libc::EAGAIN as isize) {
+            // Whatever a failing read may have written is zeroed again.
+            *room = ReadRoom::default();
+        }
         if ret == -(libfabric_sys::FI_EAVAIL as isize) {
             each(self.failed("fi_cq_read"));
             return Ok(1);
         }
         let n = self.count("fi_cq_read", ret)?;
-        for e in &entries[..n] {
-            each(self.claim(*e).unwrap_or(Read::Raw(*e)));
+        for e in &mut room.0[..n] {
+            // Taken out, zeroing its place for the next read.
+            let e = std::mem::take(e);
+            each(self.claim(e).unwrap_or(Read::Raw(e)));
         }
         Ok(n)
     }

@@ -79,6 +79,11 @@ impl Gate {
         Some(Reading(state))
     }
 
+    /// Whether `reading` came through this gate's completions door.
+    pub(crate) fn admitted(&self, reading: &Reading<'_>) -> bool {
+        std::ptr::eq(reading.0, &self.doors[Door::Completions as usize])
+    }
+
     /// Shuts both doors once their readers, if any, have left. Blocks the
     /// thread meanwhile (a reader stays at most one poll's reads, 10 µs).
     pub(crate) fn shut(&self) -> Shut<'_> {

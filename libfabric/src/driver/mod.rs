@@ -39,6 +39,7 @@ mod pending;
 pub(crate) mod runtime;
 mod submit;
 
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -47,7 +48,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::cq::{CompletionQueue, Entry, Read, TaggedEntry};
+use crate::cq::{CompletionQueue, Entry, Read, ReadRoom, TaggedEntry};
 use crate::error::Result;
 use crate::ops::Completion;
 
@@ -147,6 +148,13 @@ pub struct DriverStats {
     pub unclaimed: u64,
 }
 
+/// A driver's [`ReadRoom`], for the reader inside its gate.
+struct Room<E>(UnsafeCell<ReadRoom<E>>);
+
+// SAFETY: the room is reached only through `Shared::room`, by the one
+// thread the gate admits at a time; the entries are `Send`.
+unsafe impl<E: Entry> Sync for Room<E> {}
+
 /// The rarer counts (`completed` and `failed` are kept in the table).
 #[derive(Default)]
 struct Counters {
@@ -195,6 +203,8 @@ pub(crate) struct Shared<E: Entry> {
     /// What one read of the queue costs: how long a reading future spins
     /// is counted in reads (see `hold`).
     pub(crate) read_cost: hold::ReadCost,
+    /// Where the reader inside the gate reads the queue into (see `room`).
+    room: Room<E>,
     /// The credit pools of the endpoints on this driver. Declared after
     /// `pending`, so dropped after it: the credits in the table point to
     /// these pools (see `credits::OwnedCredit`).
@@ -295,6 +305,7 @@ impl<E: Entry> Driver<E> {
             read_cost: hold::ReadCost::default(),
             in_flight: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
+            room: Room(UnsafeCell::new(ReadRoom::default())),
             pools: Keeper::default(),
         });
         Driver { _handle: Arc::new(HandleCount(shared.clone())), shared }
@@ -395,7 +406,7 @@ impl<E: Entry> Shared<E> {
     /// everyone): then 0.
     pub(crate) fn progress(&self) -> Result<usize> {
         match self.gate.try_read(Door::Completions) {
-            Some(reading) => self.progress_for(&reading, NO_SPINNER, &mut None),
+            Some(mut reading) => self.progress_for(&mut reading, NO_SPINNER, &mut None),
             None => Ok(0),
         }
     }
@@ -406,14 +417,15 @@ impl<E: Entry> Shared<E> {
     /// would only take it out again (and its own waker need not be woken).
     pub(crate) fn progress_for(
         &self,
-        _inside: &gate::Reading<'_>,
+        inside: &mut gate::Reading<'_>,
         own: u64,
         mine: &mut Option<OpResult<E>>,
     ) -> Result<usize> {
+        let room = self.room(inside);
         let mut n = 0;
         while n < BATCH {
             let want = BATCH - n;
-            let read = self.cq.poll_each(want, |read| self.handle(read, own, mine))?;
+            let read = self.cq.poll_each_in(room, want, |read| self.handle(read, own, mine))?;
             n += read;
             // A short read found the queue empty: no need to read it again.
             if read < want.min(crate::cq::EACH_MAX) {
@@ -425,6 +437,17 @@ impl<E: Entry> Shared<E> {
             self.activity.bump();
         }
         Ok(n)
+    }
+
+    /// The read room, for the reader inside the gate: `inside` is borrowed
+    /// for as long as the room is.
+    fn room<'r>(&'r self, inside: &'r mut gate::Reading<'_>) -> &'r mut ReadRoom<E> {
+        debug_assert!(self.gate.admitted(inside), "a reader of another queue's gate");
+        // SAFETY: the room is touched only here, by the one reader the
+        // gate's completions door admits at a time (`inside`, which stays
+        // borrowed for as long as the room is); no other reference to it
+        // exists meanwhile.
+        unsafe { &mut *self.room.0.get() }
     }
 
     /// The spin window of waiting readers.

@@ -299,7 +299,7 @@ impl<E: Entry> Op<'_, E> {
         let most = (left / each.max(1)).max(1);
         // Inside the gate for the whole spin: passing it is an atomic
         // instruction, too dear to pay on every read.
-        let Some(reading) = shared.gate.try_read(Door::Completions) else {
+        let Some(mut reading) = shared.gate.try_read(Door::Completions) else {
             // Another reader is inside, reading for everyone.
             return Spun::Quiet(Instant::now());
         };
@@ -307,7 +307,7 @@ impl<E: Entry> Op<'_, E> {
         let mut mine = None;
         let delivered = loop {
             reads += 1;
-            match shared.progress_for(&reading, self.token, &mut mine) {
+            match shared.progress_for(&mut reading, self.token, &mut mine) {
                 // A pause between empty reads: without it the round trip
                 // on shm was slower (measured; a tighter loop most likely
                 // contends with the peer writing the lines polled here).
