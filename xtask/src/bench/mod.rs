@@ -83,7 +83,7 @@ impl Plan {
     pub fn full() -> Plan {
         Plan {
             lanes: LANES.len(),
-            rounds: 7,
+            rounds: 11,
             scale_down: 1,
             counted: 20_000,
             callgrind_runs: 2,
