@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::pingpong::{median, pair, run_pair};
+use super::pingpong::{median, pair, pingpong_args, run_pair};
 
 /// RDM lanes of the transport (shm, and tcp;ofi_rxm as the tcp lane), with
 /// the messages of each rate run: a second or two of work on each, in quick
@@ -84,10 +84,8 @@ pub fn async_args(lane: &str, kind: usize, mode: &str, size: usize, n: u64) -> V
 fn latency(tools: &Tools, lane: &str, kind: usize, n: u64) -> Result<f64, String> {
     if kind == 0 || kind == 3 {
         let mode = if kind == 3 { "tagged" } else { "msg" };
-        let args: Vec<String> = ["-p", lane, "-e", "rdm", "-m", mode, "-S", "64", "-I", &n.to_string()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args = pingpong_args(lane, "rdm", 64, n);
+        args.extend(["-m".to_string(), mode.to_string()]);
         let row = run_pair(tools.pingpong, &args, 64)?.ok_or_else(|| format!("{lane}: pingpong printed no row"))?;
         return Ok(row.0);
     }
