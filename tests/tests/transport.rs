@@ -376,6 +376,49 @@ fn busy_polling_futures_read_the_queue_themselves_across_threads() {
     }
 }
 
+/// An operation whose future read its own completion leaves its entry, and
+/// the credit in it, to be freed at the driver's next lock: with one credit
+/// of each kind, the next operation still gets it, whether it finds the
+/// entry left (and frees it) or waits while another task's operation holds
+/// the credit (then the entry is freed at once).
+#[test]
+fn one_credit_goes_from_each_finished_operation_to_the_next() {
+    const TASKS: u64 = 2;
+    const EACH: u64 = 200;
+    in_each_progress_mode(|case, mut config, mode, port| {
+        config.driver.in_flight = 1;
+        runtime().block_on(async {
+            let (node, peer) = dial(case, config, port).await;
+            assert_eq!(node.endpoint().credits(), (1, 1), "{}", case.name());
+            let mut tasks = tokio::task::JoinSet::new();
+            for t in 0..TASKS {
+                let peer = peer.clone();
+                tasks.spawn(async move {
+                    for i in 0..EACH {
+                        let seq = t * EACH + i;
+                        // Past the inject limit too: a send that needs the
+                        // transmit credit.
+                        let sent = payload(seq, size(seq).min(4096));
+                        let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(4096)).await?.answer;
+                        assert_eq!(&got[..], &sent[..], "answer {seq}");
+                    }
+                    Ok::<_, libfabric::driver::OpError>(())
+                });
+            }
+            let all = async {
+                while let Some(done) = tasks.join_next().await {
+                    done.expect("task").expect("request");
+                }
+            };
+            tokio::time::timeout(DEADLINE, all)
+                .await
+                .unwrap_or_else(|_| panic!("{} {mode:?}: requests with one credit each stalled", case.name()));
+            assert_eq!(node.endpoint().driver().in_flight(), 0, "{} {mode:?}", case.name());
+        });
+        println!("{} {mode:?}: {} requests with one credit of each kind", case.name(), TASKS * EACH);
+    });
+}
+
 /// What `Peer::request` relies on when it sends a small request before
 /// posting its answer's receive: an answer that comes first waits in the
 /// provider and is taken by the receive posted later. Done here by hand,

@@ -268,7 +268,7 @@ impl<E: Entry> AsyncEndpoint<E> {
     /// receive can be posted later without waiting for a credit (see
     /// [`RecvCredit::post_trecv`]).
     pub(crate) fn try_reserve_recv(&self) -> Option<RecvCredit<'_, E>> {
-        self.rx.try_take().map(|credit| RecvCredit { ep: self, credit })
+        self.driver.shared.try_credit(&self.rx).map(|credit| RecvCredit { ep: self, credit })
     }
 
     /// The future of an operation: posted now if it can be without waiting
@@ -322,7 +322,7 @@ impl<E: Entry> AsyncEndpoint<E> {
     where
         P: FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
     {
-        match credits.try_take() {
+        match self.driver.shared.try_credit(credits) {
             Some(credit) => self.post_with(name, credit, buf, post),
             None => Now::Wait(buf),
         }
@@ -363,7 +363,7 @@ impl<E: Entry> AsyncEndpoint<E> {
             self.observer.record::<E>(name, started, || shared.in_flight(), Err(&e));
             Err(e)
         };
-        let mut op = self.entry(name, credits.take().await, started);
+        let mut op = self.entry(name, shared.credit(credits).await, started);
         let mut deadline = None;
         loop {
             match self.attempt(&mut op, buf, &mut post) {

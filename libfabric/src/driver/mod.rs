@@ -32,6 +32,7 @@ mod endpoint;
 mod gate;
 mod hold;
 mod idle;
+mod later;
 mod observe;
 mod op;
 mod pending;
@@ -52,11 +53,12 @@ use crate::cq::{CompletionQueue, Entry, Read, ReadRoom, TaggedEntry};
 use crate::error::Result;
 use crate::ops::Completion;
 
-use credits::{Keeper, OwnedCredit};
+use credits::{Keeper, KeptPool, OwnedCredit};
 pub use endpoint::AsyncEndpoint;
 pub(crate) use gate::{Door, Gate};
 use idle::Activity;
 pub(crate) use idle::Idle;
+use later::Leave;
 pub use op::{Op, OpError};
 use pending::{Delivered, Pending};
 pub use submit::{Posting, Submit};
@@ -200,6 +202,9 @@ pub(crate) struct Shared<E: Entry> {
     /// future polled again need not take the lock to look for its result
     /// while no result has been put in the table since it last looked.
     pub(crate) delivered: AtomicU64,
+    /// The entry of an operation whose future read its own completion,
+    /// freed at the next lock of the table (see `later`).
+    later: later::Later,
     /// What one read of the queue costs: how long a reading future spins
     /// is counted in reads (see `hold`).
     pub(crate) read_cost: hold::ReadCost,
@@ -216,6 +221,9 @@ pub(crate) struct Shared<E: Entry> {
 struct Locked<'a, E: Entry> {
     table: MutexGuard<'a, Pending<E>>,
     shared: &'a Shared<E>,
+    /// The credit of the entry left to be freed, if one was: declared after
+    /// the guard, so given back after the lock is released.
+    _freed: Option<OwnedCredit>,
 }
 
 impl<E: Entry> std::ops::Deref for Locked<'_, E> {
@@ -305,6 +313,7 @@ impl<E: Entry> Driver<E> {
             read_cost: hold::ReadCost::default(),
             in_flight: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
+            later: later::Later::default(),
             room: Room(UnsafeCell::new(ReadRoom::default())),
             pools: Keeper::default(),
         });
@@ -382,12 +391,18 @@ impl<E: Entry> Shared<E> {
     fn lock(&self) -> Locked<'_, E> {
         // A panic while holding the lock leaves the table consistent (every
         // change is one assignment), so a poisoned lock is still usable.
-        Locked { table: self.pending.lock().unwrap_or_else(|p| p.into_inner()), shared: self }
+        let mut table = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let freed = self.later.take().and_then(|token| table.finish(token, false));
+        Locked { table, shared: self, _freed: freed }
     }
 
     /// Operations in flight, as of the last change (read without the lock).
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        // Less the entry left to be freed: its operation is over. Loaded
+        // first, so that a lock freeing it in between counts it at most
+        // once too many, never too few.
+        let n = self.in_flight.load(Ordering::Relaxed);
+        n.saturating_sub(usize::from(self.later.is_left()))
     }
 
     /// `fi_trywait`, or `None` once an endpoint bound to the queue has
@@ -488,6 +503,42 @@ impl<E: Entry> Shared<E> {
     /// lock.
     pub(crate) fn finish(&self, token: u64, failed: bool) -> Option<OwnedCredit> {
         self.lock().finish(token, failed)
+    }
+
+    /// [`finish`](Self::finish) for an operation that succeeded, at the next
+    /// lock of the table instead of now (see `later`).
+    pub(crate) fn finish_later(&self, token: u64) {
+        match self.later.leave(token) {
+            Leave::Left => {}
+            // At the lock, the entry just left is freed too.
+            Leave::Earlier(earlier) => drop(self.finish(earlier, false)),
+            Leave::Now => drop(self.lock()),
+        }
+    }
+
+    /// A credit of `pool` if one is free, or is freed with the entry left
+    /// to be freed (see `later`).
+    #[inline]
+    pub(crate) fn try_credit(&self, pool: &KeptPool) -> Option<OwnedCredit> {
+        pool.try_take().or_else(|| {
+            if !self.later.is_left() {
+                return None;
+            }
+            drop(self.lock());
+            pool.try_take()
+        })
+    }
+
+    /// A credit of `pool`, waiting for one if none is free. The entry left
+    /// to be freed may hold the last one: it is freed before the wait, and
+    /// while this waits none is left (see `later`).
+    pub(crate) async fn credit(&self, pool: &KeptPool) -> OwnedCredit {
+        if let Some(credit) = self.try_credit(pool) {
+            return credit;
+        }
+        let _waiting = self.later.waiting();
+        drop(self.lock());
+        pool.take().await
     }
 
     pub(crate) fn deliver(&self, token: u64, result: OpResult<E>) {

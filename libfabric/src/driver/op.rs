@@ -264,10 +264,15 @@ impl<E: Entry> Op<'_, E> {
     }
 
     /// Its own completion, read off the queue by this future: the entry is
-    /// freed without the round through the table.
+    /// freed without the round through the table, and, if the operation
+    /// succeeded, at the next lock of the table rather than now (see
+    /// `later`): off the critical path of whatever the caller does next.
     fn finish(&mut self, result: OpResult<E>) -> OpResult<E> {
-        // The credit is released here, after the lock.
-        drop(self.shared.finish(self.token, result.is_err()));
+        match result {
+            Ok(_) => self.shared.finish_later(self.token),
+            // The credit is released here, after the lock.
+            Err(_) => drop(self.shared.finish(self.token, true)),
+        }
         self.done_with(result)
     }
 
