@@ -349,22 +349,7 @@ fn busy_polling_futures_read_the_queue_themselves_across_threads() {
             let (node, peer) = dial(&case, config, server.port).await;
             // Eight tasks on two worker threads, each future reading the
             // queue itself: every answer must still reach its own request.
-            let mut tasks = tokio::task::JoinSet::new();
-            for t in 0..TASKS {
-                let peer = peer.clone();
-                tasks.spawn(async move {
-                    for i in 0..EACH {
-                        let seq = t * EACH + i;
-                        let sent = payload(seq, size(seq).min(4096));
-                        let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(4096)).await?.answer;
-                        assert_eq!(&got[..], &sent[..], "answer {seq}");
-                    }
-                    Ok::<_, libfabric::driver::OpError>(())
-                });
-            }
-            while let Some(done) = tasks.join_next().await {
-                done.expect("task").expect("request");
-            }
+            requests_from_tasks(&peer, TASKS, EACH).await;
             println!(
                 "{}: {} requests from busy-polling futures; {:?}",
                 case.name(),
@@ -373,6 +358,27 @@ fn busy_polling_futures_read_the_queue_themselves_across_threads() {
             );
         });
         server.kill();
+    }
+}
+
+/// `tasks` tasks of `each` requests of `peer`, of sizes up to 4 KiB, each
+/// answer checked against its request.
+async fn requests_from_tasks(peer: &Peer, tasks: u64, each: u64) {
+    let mut running = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let peer = peer.clone();
+        running.spawn(async move {
+            for i in 0..each {
+                let seq = t * each + i;
+                let sent = payload(seq, size(seq).min(4096));
+                let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(4096)).await?.answer;
+                assert_eq!(&got[..], &sent[..], "answer {seq}");
+            }
+            Ok::<_, libfabric::driver::OpError>(())
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.expect("task").expect("request");
     }
 }
 
@@ -390,27 +396,9 @@ fn one_credit_goes_from_each_finished_operation_to_the_next() {
         runtime().block_on(async {
             let (node, peer) = dial(case, config, port).await;
             assert_eq!(node.endpoint().credits(), (1, 1), "{}", case.name());
-            let mut tasks = tokio::task::JoinSet::new();
-            for t in 0..TASKS {
-                let peer = peer.clone();
-                tasks.spawn(async move {
-                    for i in 0..EACH {
-                        let seq = t * EACH + i;
-                        // Past the inject limit too: a send that needs the
-                        // transmit credit.
-                        let sent = payload(seq, size(seq).min(4096));
-                        let got = peer.request(Buf::from(sent.clone()), Buf::zeroed(4096)).await?.answer;
-                        assert_eq!(&got[..], &sent[..], "answer {seq}");
-                    }
-                    Ok::<_, libfabric::driver::OpError>(())
-                });
-            }
-            let all = async {
-                while let Some(done) = tasks.join_next().await {
-                    done.expect("task").expect("request");
-                }
-            };
-            tokio::time::timeout(DEADLINE, all)
+            // Sizes past the inject limit too: sends that need the
+            // transmit credit.
+            tokio::time::timeout(DEADLINE, requests_from_tasks(&peer, TASKS, EACH))
                 .await
                 .unwrap_or_else(|_| panic!("{} {mode:?}: requests with one credit each stalled", case.name()));
             assert_eq!(node.endpoint().driver().in_flight(), 0, "{} {mode:?}", case.name());
