@@ -386,7 +386,11 @@ impl Peer {
     ///
     /// A plain function returning the future, not an `async fn`: the
     /// future is then [`bounded`]'s own, not one more layer around it that
-    /// copies it in (about 80 instructions of `memcpy` a request).
+    /// copies it in (about 80 instructions of `memcpy` a request). Inlined
+    /// into the caller (not being generic, it would not be otherwise), which
+    /// then writes the future's fields where it awaits it: the client's turn
+    /// 164.6 → 151.7 ns on shm (`cargo xtask turns`, 7 runs).
+    #[inline]
     pub fn request(&self, body: Buf, response: Buf) -> impl Future<Output = Result<Reply, OpError>> + Send + '_ {
         let node = &self.node.inner;
         let id = node.next_request.fetch_add(1, Ordering::Relaxed);
