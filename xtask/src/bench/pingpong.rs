@@ -31,9 +31,12 @@ pub struct SizeResult {
     pub usec: [f64; 2],
     /// Median MB/s, C and Rust.
     pub mbps: [f64; 2],
-    /// The lowest and highest Rust/C ratio of a single round: latency, then
-    /// bandwidth (how far this machine's noise moves one comparison).
-    pub spread: [(f64, f64); 2],
+    /// The median, lowest and highest Rust/C ratio of a single round (C and
+    /// Rust back to back): latency, then bandwidth. The median is the paired
+    /// estimate, which a drift of the machine between rounds moves less
+    /// than the ratio of the medians; the range is how far this machine's
+    /// noise moves one comparison.
+    pub rounds: [Rounds; 2],
 }
 
 /// The C tool's round trips for a size (its `size_to_count`), scaled down.
@@ -78,19 +81,34 @@ pub fn measure(lane: &Lane, sizes: &[usize], c: &Path, rust: &Path, plan: Plan) 
             continue;
         }
         let median = |i: usize, f: fn(&(f64, f64)) -> f64| median(samples[i].iter().map(f).collect());
-        let spread = |f: fn(&(f64, f64)) -> f64| {
-            let ratios = samples[0].iter().zip(&samples[1]).map(|(c, r)| f(r) / f(c));
-            ratios.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)))
-        };
+        let rounds =
+            |f: fn(&(f64, f64)) -> f64| Rounds::of(samples[0].iter().zip(&samples[1]).map(|(c, r)| f(r) / f(c)));
         out.push(SizeResult {
             size,
             iterations: n,
             usec: [median(0, |s| s.0), median(1, |s| s.0)],
             mbps: [median(0, |s| s.1), median(1, |s| s.1)],
-            spread: [spread(|s| s.0), spread(|s| s.1)],
+            rounds: [rounds(|s| s.0), rounds(|s| s.1)],
         });
     }
     Ok(out)
+}
+
+/// Ratios of single rounds: their median, lowest and highest.
+#[derive(Debug, Clone, Copy)]
+pub struct Rounds {
+    pub median: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Rounds {
+    /// Of `ratios`, at least one.
+    pub fn of(ratios: impl Iterator<Item = f64>) -> Rounds {
+        let ratios: Vec<f64> = ratios.collect();
+        let (low, high) = ratios.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        Rounds { median: median(ratios), low, high }
+    }
 }
 
 /// A pingpong's arguments (the C tool's and ours): `provider`, endpoint
@@ -227,7 +245,13 @@ fn parse_row(stdout: &str, size: usize) -> Option<(f64, f64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_row;
+    use super::{parse_row, Rounds};
+
+    #[test]
+    fn rounds_give_their_median_and_range() {
+        let r = Rounds::of([1.04, 0.97, 1.50, 1.01, 0.99].into_iter());
+        assert_eq!((r.median, r.low, r.high), (1.01, 0.97, 1.50));
+    }
 
     #[test]
     fn the_time_per_transfer_comes_from_the_rate() {

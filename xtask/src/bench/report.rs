@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::callgrind::Counts;
-use super::pingpong::SizeResult;
+use super::pingpong::{Rounds, SizeResult};
 use super::scaling::Point;
 use super::transport::Row;
 use super::turns;
@@ -30,8 +30,9 @@ pub fn markdown(
         "Written by `cargo xtask bench{}`; do not edit. Each size ran {} rounds, C and Rust alternating \
          (which goes first alternates too); the figures are medians. Latency is one way, worked out from \
          the tools' `MB/sec` (their `usec/xfer` is printed to 0.01 µs, 1.7% at 0.6 µs); bandwidth is \
-         their `MB/sec`; \"one round\" is the lowest and highest ratio of a single \
-         round, C and Rust run back to back. Both tools run on loopback (`FI_*_IFACE=lo`) on the same \
+         their `MB/sec`; \"one round\" is the median of the ratios of single rounds (C and Rust run back \
+         to back: the paired estimate, which a drift of the machine between rounds moves less than the ratio of \
+         the medians), then their lowest and highest. Both tools run on loopback (`FI_*_IFACE=lo`) on the same \
          2-core machine, server and client busy-polling.\n",
         if plan.rounds < 7 { " --quick" } else { "" },
         plan.rounds
@@ -42,25 +43,23 @@ pub fn markdown(
         let _ = writeln!(md, "## {}\n", r.lane.name());
         let _ = writeln!(
             md,
-            "| size | round trips | C µs | Rust µs | latency Rust/C | one round | C MB/s | Rust MB/s | bandwidth Rust/C | one round |"
+            "| size | round trips | C µs | Rust µs | latency Rust/C | one round: median (range) | C MB/s | Rust MB/s | bandwidth Rust/C | one round: median (range) |"
         );
         let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for s in &r.timing {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.2} | {:.2} | {:.3} | {:.2}–{:.2} | {:.2} | {:.2} | {:.3} | {:.2}–{:.2} |",
+                "| {} | {} | {:.2} | {:.2} | {:.3} | {} | {:.2} | {:.2} | {:.3} | {} |",
                 size(s.size),
                 s.iterations,
                 s.usec[0],
                 s.usec[1],
                 s.usec[1] / s.usec[0],
-                s.spread[0].0,
-                s.spread[0].1,
+                rounds(&s.rounds[0]),
                 s.mbps[0],
                 s.mbps[1],
                 s.mbps[1] / s.mbps[0],
-                s.spread[1].0,
-                s.spread[1].1
+                rounds(&s.rounds[1])
             );
         }
         let (c, rust) = (&r.counts.c, &r.counts.rust);
@@ -225,7 +224,8 @@ fn async_transport(md: &mut String, rows: &[Row], plan: Plan) {
          queue on each of its polls) or waiting (the default: the same while the queue is active, until 200 µs after \
          the last completion or post, 2.5 ms on a queue without a wait descriptor; then sleeping on the CQ's wait \
          descriptor, or polling every millisecond). {} round trips a run; {}; {} \
-         rounds, the order rotating; medians.\n",
+         rounds, the order rotating; medians, and in brackets the median of the ratios of single rounds (each \
+         round runs every kind once, back to back).\n",
         super::transport::ROUND_TRIPS,
         super::transport::LANES.map(|(lane, n)| format!("{n} messages a run on {lane}")).join(", "),
         plan.rounds
@@ -238,7 +238,7 @@ fn async_transport(md: &mut String, rows: &[Row], plan: Plan) {
             md,
             "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
             r.lane,
-            latency_cells(r.usec[0], r),
+            latency_cells(r.usec[0], r, r.paired[0]),
             r.rate[0],
             r.rate[1],
             r.rate[1] / r.rate[0],
@@ -254,15 +254,27 @@ fn async_transport(md: &mut String, rows: &[Row], plan: Plan) {
     let _ = writeln!(md, "| lane | sync tagged µs | async busy µs | ratio | async wait µs | ratio |");
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
     for r in rows {
-        let _ = writeln!(md, "| {} | {} |", r.lane, latency_cells(r.tagged_usec, r));
+        let _ = writeln!(md, "| {} | {} |", r.lane, latency_cells(r.tagged_usec, r, r.paired[1]));
     }
 }
 
 /// The latency cells of a transport row against the synchronous `base`:
-/// base, async busy-polling and its ratio, async waiting and its ratio.
-fn latency_cells(base: f64, r: &Row) -> String {
+/// base, async busy-polling and its ratio, async waiting and its ratio,
+/// each ratio with the median of single rounds' (`paired`) in brackets.
+fn latency_cells(base: f64, r: &Row, paired: [f64; 2]) -> String {
     let [_, busy, wait] = r.usec;
-    format!("{base:.3} | {busy:.3} | {:.2} | {wait:.3} | {:.2}", busy / base, wait / base)
+    format!(
+        "{base:.3} | {busy:.3} | {:.2} ({:.2}) | {wait:.3} | {:.2} ({:.2})",
+        busy / base,
+        paired[0],
+        wait / base,
+        paired[1]
+    )
+}
+
+/// A [`Rounds`] cell: the median, then the range.
+fn rounds(r: &Rounds) -> String {
+    format!("{:.3} ({:.2}–{:.2})", r.median, r.low, r.high)
 }
 
 fn size(bytes: usize) -> String {

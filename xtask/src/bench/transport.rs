@@ -42,6 +42,10 @@ pub struct Row {
     pub tagged_usec: f64,
     /// Messages per second.
     pub rate: [f64; 3],
+    /// Medians of the latency ratios of single rounds (every kind runs once
+    /// a round, back to back): async busy-polling and waiting, against the
+    /// untagged pingpong, then against the tagged one.
+    pub paired: [[f64; 2]; 2],
 }
 
 /// Every lane, `rounds` times each kind, the order rotating; the medians.
@@ -60,8 +64,10 @@ pub fn measure(tools: &Tools, rounds: usize) -> Result<Vec<Row>, String> {
                 }
             }
         }
+        let paired = |of: usize, base: usize| median(usec[of].iter().zip(&usec[base]).map(|(a, b)| a / b).collect());
+        let paired = [[paired(1, 0), paired(2, 0)], [paired(1, 3), paired(2, 3)]];
         let [sync, busy, wait, tagged] = usec.map(median);
-        rows.push(Row { lane, usec: [sync, busy, wait], tagged_usec: tagged, rate: rate.map(median) });
+        rows.push(Row { lane, usec: [sync, busy, wait], tagged_usec: tagged, rate: rate.map(median), paired });
     }
     Ok(rows)
 }
