@@ -12,7 +12,8 @@
 //! way, faster in 23 rounds.
 //!
 //! One entry waits here at most; a second one left frees the first. The
-//! entry keeps its credit until freed, so a post that finds no free credit
+//! entry keeps its credit (and the waker its future may have left in it)
+//! until freed, so a post that finds no free credit
 //! frees the entry before it waits for one, and while any post waits, an
 //! entry left here is freed at once (see [`Later::leave`] and
 //! [`Later::waiting`]).
@@ -53,7 +54,9 @@ impl Later {
         // SeqCst here and in `waiting`, so that of the two (a leave and a
         // post about to wait for a credit) at least one sees the other:
         // either this load sees the waiting post, or that post's `take`
-        // sees this token.
+        // sees this token. (Or a third lock takes the token first: then
+        // the credit it gives back wakes the post through the pool's own
+        // pairing, see `credits`.)
         let earlier = self.token.swap(token, Ordering::SeqCst);
         if earlier != NONE {
             Leave::Earlier(earlier)

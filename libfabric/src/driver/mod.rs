@@ -392,15 +392,19 @@ impl<E: Entry> Shared<E> {
         // A panic while holding the lock leaves the table consistent (every
         // change is one assignment), so a poisoned lock is still usable.
         let mut table = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let freed = self.later.take().and_then(|token| table.finish(token, false));
-        Locked { table, shared: self, _freed: freed }
+        let freed = self.later.take().map(|token| table.finish(token, false));
+        debug_assert!(!matches!(freed, Some(None)), "an entry left to be freed was not waiting");
+        Locked { table, shared: self, _freed: freed.flatten() }
     }
 
     /// Operations in flight, as of the last change (read without the lock).
     pub(crate) fn in_flight(&self) -> usize {
-        // Less the entry left to be freed: its operation is over. Loaded
-        // first, so that a lock freeing it in between counts it at most
-        // once too many, never too few.
+        // Less the entry left to be freed: its operation is over. As
+        // approximate as the count itself: a lock or another thread's
+        // finished operation between the two loads can make it one off
+        // either way, and a reader acting on it (`Op::stop_spinning`) then
+        // at worst wakes the driver task for nothing, or leaves it resting
+        // until its next tick.
         let n = self.in_flight.load(Ordering::Relaxed);
         n.saturating_sub(usize::from(self.later.is_left()))
     }
@@ -516,8 +520,8 @@ impl<E: Entry> Shared<E> {
         }
     }
 
-    /// A credit of `pool` if one is free, or is freed with the entry left
-    /// to be freed (see `later`).
+    /// A credit of `pool` if one is free, after freeing the entry left to
+    /// be freed if need be (it may hold the last one; see `later`).
     #[inline]
     pub(crate) fn try_credit(&self, pool: &KeptPool) -> Option<OwnedCredit> {
         pool.try_take().or_else(|| {
@@ -533,10 +537,11 @@ impl<E: Entry> Shared<E> {
     /// to be freed may hold the last one: it is freed before the wait, and
     /// while this waits none is left (see `later`).
     pub(crate) async fn credit(&self, pool: &KeptPool) -> OwnedCredit {
-        if let Some(credit) = self.try_credit(pool) {
+        if let Some(credit) = pool.try_take() {
             return credit;
         }
         let _waiting = self.later.waiting();
+        // Frees an entry left before this post counted itself as waiting.
         drop(self.lock());
         pool.take().await
     }

@@ -125,6 +125,8 @@ pub(crate) fn timed_out(call: &'static str) -> Error {
 /// `Instrument`: each of those layers kept its own copy of the operation's
 /// future and moved it into the next, about 500 instructions of `memcpy`
 /// per request.
+// Inlined with `Peer::request`, whose caller then writes the future's
+// fields where it awaits it.
 #[inline]
 pub(crate) fn bounded<F>(call: &'static str, limit: Duration, span: tracing::Span, op: F) -> Bounded<F> {
     Bounded { call, span, limit, op: Some(op), deadline: None }

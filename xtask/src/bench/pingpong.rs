@@ -97,8 +97,11 @@ pub fn measure(lane: &Lane, sizes: &[usize], c: &Path, rust: &Path, plan: Plan) 
 /// Ratios of single rounds: their median, lowest and highest.
 #[derive(Debug, Clone, Copy)]
 pub struct Rounds {
+    /// The median ratio: the paired estimate.
     pub median: f64,
+    /// The lowest ratio.
     pub low: f64,
+    /// The highest ratio.
     pub high: f64,
 }
 

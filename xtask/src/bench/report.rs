@@ -225,7 +225,7 @@ fn async_transport(md: &mut String, rows: &[Row], plan: Plan) {
          the last completion or post, 2.5 ms on a queue without a wait descriptor; then sleeping on the CQ's wait \
          descriptor, or polling every millisecond). {} round trips a run; {}; {} \
          rounds, the order rotating; medians, and in brackets the median of the ratios of single rounds (each \
-         round runs every kind once, back to back).\n",
+         round runs every kind once).\n",
         super::transport::ROUND_TRIPS,
         super::transport::LANES.map(|(lane, n)| format!("{n} messages a run on {lane}")).join(", "),
         plan.rounds

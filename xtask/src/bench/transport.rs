@@ -43,7 +43,7 @@ pub struct Row {
     /// Messages per second.
     pub rate: [f64; 3],
     /// Medians of the latency ratios of single rounds (every kind runs once
-    /// a round, back to back): async busy-polling and waiting, against the
+    /// a round): async busy-polling and waiting, against the
     /// untagged pingpong, then against the tagged one.
     pub paired: [[f64; 2]; 2],
 }
