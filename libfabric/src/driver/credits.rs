@@ -118,8 +118,7 @@ impl Credits {
 
     /// Waits until a credit is free (the caller has just found none).
     async fn wait(&self) -> Credit<'_> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _counted = Waiting(&self.waiting);
+        let _counted = Waiting::count(&self.waiting);
         loop {
             let mut returned = std::pin::pin!(self.returned.notified());
             // Registered before looking again: a credit given back from
@@ -150,9 +149,17 @@ impl Credits {
     }
 }
 
-/// Counts a waiting task for as long as it waits (also when its future is
-/// dropped).
-struct Waiting<'a>(&'a AtomicUsize);
+/// Counts a waiting task in `counter` for as long as it waits (also when
+/// its future is dropped): here, and in the driver's `later`. `SeqCst`, for
+/// the pairings both rely on.
+pub(crate) struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    pub(crate) fn count(counter: &'a AtomicUsize) -> Waiting<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Waiting(counter)
+    }
+}
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {

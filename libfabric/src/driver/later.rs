@@ -20,6 +20,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use super::credits::Waiting;
+
 /// No entry waits to be freed: no token is this (see `NO_SPINNER`).
 const NONE: u64 = u64::MAX;
 
@@ -88,17 +90,7 @@ impl Later {
     /// then on [`leave`](Self::leave) has its entry freed at once. Take the
     /// table's lock after this, to free an entry left before.
     pub(crate) fn waiting(&self) -> Waiting<'_> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        Waiting(self)
-    }
-}
-
-/// A post waiting for a credit (see [`Later::waiting`]).
-pub(crate) struct Waiting<'a>(&'a Later);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        Waiting::count(&self.waiting)
     }
 }
 
