@@ -28,6 +28,7 @@ mod incoming;
 mod msg;
 mod node;
 mod peer_map;
+mod request;
 mod serve;
 mod stack;
 mod wire;
@@ -44,7 +45,8 @@ use crate::error::Error;
 
 pub use incoming::Incoming;
 pub use msg::{Connection, Listener};
-pub use node::{Node, Peer, PeerId, Reply, Request};
+pub use node::{Node, Peer, PeerId, Request};
+pub use request::{Reply, Requesting};
 
 /// How a transport endpoint is opened and how long it waits.
 #[derive(Debug, Clone)]
