@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::callgrind::Counts;
-use super::pingpong::{Rounds, SizeResult};
+use super::pingpong::{self, Rounds, SizeResult};
 use super::scaling::Point;
 use super::transport::Row;
 use super::turns;
@@ -33,9 +33,14 @@ pub fn markdown(
          their `MB/sec`; \"one round\" is the median of the ratios of single rounds (C and Rust run back \
          to back: the paired estimate, which a drift of the machine between rounds moves less than the ratio of \
          the medians), then their lowest and highest. Both tools run on loopback (`FI_*_IFACE=lo`) on the same \
-         2-core machine, server and client busy-polling.\n",
+         machine, server and client busy-polling, {}.\n",
         if plan.rounds < 7 { " --quick" } else { "" },
-        plan.rounds
+        plan.rounds,
+        match pingpong::cores() {
+            Some([server, client]) =>
+                format!("the server on CPU {server} and the client on CPU {client} (every run of the report)"),
+            None => "unpinned (fewer than two CPUs, or no `taskset`)".to_string(),
+        }
     );
     let _ = writeln!(md, "Targets (issue 6): latency ratio ≤ 1.02, bandwidth ratio ≥ 0.98, instructions ≤ 1.02× C.\n");
     let _ = writeln!(md, "![latency and bandwidth](benchmarks.svg)\n");
