@@ -99,7 +99,8 @@ enum Task {
     /// Run the Rust pingpong beside C fi_pingpong (latency, bandwidth, callgrind instruction counts)
     /// and write docs/benchmarks.md and docs/benchmarks.svg.
     Bench {
-        /// Three lanes (shm, udp, tcp), three rounds, a tenth of the round trips: under 3 minutes.
+        /// Three lanes (shm, udp, tcp), three rounds, the C tool's round trips (a full run does five
+        /// times as many): under 3 minutes.
         #[arg(long)]
         quick: bool,
     },

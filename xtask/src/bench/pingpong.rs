@@ -40,8 +40,8 @@ pub struct SizeResult {
     pub rounds: [Rounds; 2],
 }
 
-/// The C tool's round trips for a size (its `size_to_count`), scaled down.
-fn iterations(size: usize, scale_down: usize) -> usize {
+/// The C tool's round trips for a size (its `size_to_count`), times `scale`.
+fn iterations(size: usize, scale: usize) -> usize {
     let n = if size >= 1 << 20 {
         100
     } else if size >= 1 << 16 {
@@ -49,7 +49,7 @@ fn iterations(size: usize, scale_down: usize) -> usize {
     } else {
         10000
     };
-    (n / scale_down).max(10)
+    n * scale
 }
 
 /// Runs every size of `lane`, `plan.rounds` times each, alternating which
@@ -57,7 +57,7 @@ fn iterations(size: usize, scale_down: usize) -> usize {
 pub fn measure(lane: &Lane, sizes: &[usize], c: &Path, rust: &Path, plan: Plan) -> Result<Vec<SizeResult>, String> {
     let mut out = Vec::new();
     for &size in sizes {
-        let n = iterations(size, plan.scale_down);
+        let n = iterations(size, plan.scale);
         let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
         for round in 0..plan.rounds {
             let order = if round % 2 == 0 { [Impl::C, Impl::Rust] } else { [Impl::Rust, Impl::C] };
