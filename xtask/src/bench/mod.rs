@@ -116,7 +116,7 @@ pub fn run(root: &Path, plan: Plan) -> Result<String, String> {
     let tools = transport::Tools { pingpong: &rust, msgrate: &msgrate, async_bench: &async_bench };
     let transport = transport::measure(&tools, plan.rounds)?;
     let library = turns::build_library(root, &target_dir(root))?;
-    let async_lanes = transport::LANES.map(|(lane, _)| lane);
+    let async_lanes = transport::LANES.map(|l| l.provider);
     let turn_tools = turns::Tools { library: &library, c: &c, rust: &rust, async_bench: &async_bench };
     let turns = turns::measure(&LANES[..plan.lanes], &async_lanes, &turn_tools, plan.rounds, plan.sparse_turns)?;
     let markdown = report::markdown(&results, &scaling, &transport, &turns, plan);

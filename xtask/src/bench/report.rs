@@ -228,11 +228,12 @@ fn async_transport(md: &mut String, rows: &[Row], plan: Plan) {
          runtime), the driver either busy-polling (`ProgressMode::BusyPoll`: the future polled last reads the \
          queue on each of its polls) or waiting (the default: the same while the queue is active, until 200 µs after \
          the last completion or post, 2.5 ms on a queue without a wait descriptor; then sleeping on the CQ's wait \
-         descriptor, or polling every millisecond). {} round trips a run; {}; {} \
+         descriptor, or polling every millisecond). {}; {} \
          rounds, the order rotating; medians, and in brackets the median of the ratios of single rounds (each \
          round runs every kind once).\n",
-        super::transport::ROUND_TRIPS,
-        super::transport::LANES.map(|(lane, n)| format!("{n} messages a run on {lane}")).join(", "),
+        super::transport::LANES
+            .map(|l| format!("{} round trips and {} messages a run on {}", l.round_trips, l.messages, l.provider))
+            .join(", "),
         plan.rounds
     );
     let _ = writeln!(md, "Targets (issue 5): latency ≤ 1.15× and message rate ≥ 0.9× of the synchronous tools.\n");

@@ -7,16 +7,26 @@ use std::path::Path;
 
 use super::pingpong::{median, pair, pingpong_args, run_pair};
 
-/// RDM lanes of the transport (shm, and tcp;ofi_rxm as the tcp lane), with
-/// the messages of each rate run: a second or two of work on each, in quick
-/// and full runs alike (shm sends about 2 million a second here, tcp;ofi_rxm
-/// 40,000 to 60,000, so the same count would take rxm 4 to 6 s a run).
-pub const LANES: [(&str, u64); 2] = [("shm", 200_000), ("tcp;ofi_rxm", 50_000)];
+/// An RDM lane of the transport, and how much work each of its runs does.
+pub struct AsyncLane {
+    pub provider: &'static str,
+    /// Round trips of a latency run, of the pingpong and the async
+    /// transport alike: enough that a run's first thousand or so, which are
+    /// slow (see `Plan::scale`), weigh little, on this machine 0.1–0.3 s of
+    /// work.
+    pub round_trips: u64,
+    /// Messages of a rate run: a second or two of work (shm sends about 2
+    /// million a second here, tcp;ofi_rxm 40,000 to 60,000).
+    pub messages: u64,
+}
+
+/// shm, and tcp;ofi_rxm as the tcp lane; in quick and full runs alike.
+pub const LANES: [AsyncLane; 2] = [
+    AsyncLane { provider: "shm", round_trips: 100_000, messages: 200_000 },
+    AsyncLane { provider: "tcp;ofi_rxm", round_trips: 20_000, messages: 50_000 },
+];
 /// Sends in flight for the message rate.
 const WINDOW: usize = 16;
-/// Round trips per latency run, in quick and full runs alike: shorter runs
-/// than these swing by 2× between rounds here.
-pub const ROUND_TRIPS: u64 = 10_000;
 
 /// Executables measured.
 pub struct Tools<'a> {
@@ -51,14 +61,14 @@ pub struct Row {
 /// Every lane, `rounds` times each kind, the order rotating; the medians.
 pub fn measure(tools: &Tools, rounds: usize) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
-    for (lane, messages) in LANES {
+    for AsyncLane { provider: lane, round_trips, messages } in LANES {
         eprintln!("bench: async transport on {lane}");
         let mut usec: [Vec<f64>; 4] = Default::default();
         let mut rate: [Vec<f64>; 3] = Default::default();
         for round in 0..rounds {
             // Rotate the order, so no kind always runs first.
             for k in (0..4).map(|i| (i + round) % 4) {
-                usec[k].push(latency(tools, lane, k, ROUND_TRIPS)?);
+                usec[k].push(latency(tools, lane, k, round_trips)?);
                 if k < 3 {
                     rate[k].push(message_rate(tools, lane, k, messages)?);
                 }
