@@ -75,7 +75,11 @@ impl Node {
             }
             let oldest = posted.front_mut().expect("at least one receive is posted");
             let got = oldest.await;
-            posted.pop_front();
+            // Its finished future is popped (moved out of the queue and
+            // dropped) at the end of this turn, after the answer has left:
+            // before it, that was about 8 ns of the serving side's turn on
+            // shm (`cargo xtask turns`: 115.8 → 108.2 and 119.1 → 108.8 ns).
+            let _finished = Finished(&mut posted);
             let got = match got {
                 Ok(got) => got,
                 // One bad request (too long: FI_ETRUNC) does not stop the
@@ -164,6 +168,15 @@ impl Node {
                 None
             }
         }
+    }
+}
+
+/// Pops the oldest posted receive (finished) when dropped.
+struct Finished<'a, T>(&'a mut VecDeque<T>);
+
+impl<T> Drop for Finished<'_, T> {
+    fn drop(&mut self) {
+        self.0.pop_front();
     }
 }
 
