@@ -131,13 +131,6 @@ impl Credits {
         }
     }
 
-    /// A credit if one is free now.
-    #[inline]
-    pub(crate) fn take_now(&self) -> Option<Credit<'_>> {
-        // `then`, not `then_some`: a `Credit` made and dropped gives one back.
-        self.try_take().then(|| Credit(self))
-    }
-
     /// Takes a credit, waiting for one if none is free.
     pub(crate) async fn take(&self) -> Credit<'_> {
         if self.try_take() {
@@ -208,16 +201,6 @@ mod tests {
         assert_eq!(pool.0.available(), 0);
         drop((b, c));
         assert_eq!(pool.0.available(), 2);
-    }
-
-    #[test]
-    fn a_credit_taken_now_is_one_of_the_bound_and_none_is_made_up() {
-        let pool = Credits::new(1);
-        let held = pool.take_now().expect("the free credit");
-        assert!(pool.take_now().is_none(), "none free");
-        assert_eq!(pool.available(), 0, "finding none gave nothing back");
-        drop(held);
-        assert_eq!(pool.available(), 1);
     }
 
     #[tokio::test]

@@ -82,16 +82,6 @@ impl<'a, E: Entry> Posting<'a, E> {
         Posting(PostingState::Ready(Some(result)))
     }
 
-    /// The post's outcome if it is known already (no wait), given once;
-    /// `None` while it waits.
-    #[inline]
-    pub(crate) fn now(&mut self) -> Option<Result<Op<'a, E>, OpError>> {
-        match &mut self.0 {
-            PostingState::Ready(result) => result.take(),
-            PostingState::Waiting(_) => None,
-        }
-    }
-
     pub(crate) fn waiting(waiting: Waiting<'a, Op<'a, E>>) -> Self {
         Posting(PostingState::Waiting(waiting))
     }

@@ -28,7 +28,6 @@ mod incoming;
 mod msg;
 mod node;
 mod peer_map;
-mod request;
 mod serve;
 mod stack;
 mod wire;
@@ -45,8 +44,7 @@ use crate::error::Error;
 
 pub use incoming::Incoming;
 pub use msg::{Connection, Listener};
-pub use node::{Node, Peer, PeerId, Request};
-pub use request::{Reply, Requesting};
+pub use node::{Node, Peer, PeerId, Reply, Request};
 
 /// How a transport endpoint is opened and how long it waits.
 #[derive(Debug, Clone)]
