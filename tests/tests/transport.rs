@@ -407,6 +407,31 @@ fn one_credit_goes_from_each_finished_operation_to_the_next() {
     });
 }
 
+/// A request's future does nothing until it is polled, so one made and
+/// not yet awaited holds none of the peer's credits: with one credit, a
+/// later request awaited first is answered at once, then the earlier one.
+/// (A request that went out when made, holding the credit, made the later
+/// one wait out its timeout; tried in the sixteenth session and reverted.)
+#[test]
+fn a_request_not_yet_awaited_holds_no_credit() {
+    in_each_progress_mode(|case, mut config, mode, port| {
+        config.peer_credits = 1;
+        runtime().block_on(async {
+            let (_node, peer) = dial(case, config, port).await;
+            let (first, second) = (payload(1, 16), payload(2, 16));
+            let earlier = peer.request(Buf::from(first.clone()), Buf::zeroed(64));
+            let later = peer.request(Buf::from(second.clone()), Buf::zeroed(64));
+            let got = tokio::time::timeout(DEADLINE, later)
+                .await
+                .unwrap_or_else(|_| panic!("{} {mode:?}: the later request waited for the earlier", case.name()))
+                .expect("the later request");
+            assert_eq!(&got.answer[..], &second[..]);
+            let got = earlier.await.expect("the earlier request");
+            assert_eq!(&got.answer[..], &first[..]);
+        });
+    });
+}
+
 /// What `Peer::request` relies on when it sends a small request before
 /// posting its answer's receive: an answer that comes first waits in the
 /// provider and is taken by the receive posted later. Done here by hand,
