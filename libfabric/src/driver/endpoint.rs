@@ -283,6 +283,7 @@ impl<E: Entry> AsyncEndpoint<E> {
             Now::Wait(buf) => {
                 Submit::waiting(Box::pin(async move { self.post(name, credits, buf, post).await?.await }))
             }
+            Now::Full(full) => Submit::waiting(Box::pin(async move { self.retry(full, post).await?.await })),
         }
     }
 
@@ -313,6 +314,7 @@ impl<E: Entry> AsyncEndpoint<E> {
             Now::Posted(op) => Posting::ready(Ok(op)),
             Now::Failed(error) => Posting::ready(Err(error)),
             Now::Wait(buf) => Posting::waiting(Box::pin(self.post(name, credits, buf, post))),
+            Now::Full(full) => Posting::waiting(Box::pin(self.retry(full, post))),
         }
     }
 
@@ -337,8 +339,9 @@ impl<E: Entry> AsyncEndpoint<E> {
         let mut op = self.entry(name, credit, started);
         match self.attempt(&mut op, buf, post) {
             Ok(None) => Now::Posted(op),
-            // Dropping `op` frees the entry and its credit.
-            Ok(Some(full)) => Now::Wait(full.buf),
+            // The entry keeps its credit while the post waits for room: a
+            // credit reserved ahead (`RecvCredit`) is not given up then.
+            Ok(Some(full)) => Now::Full(Full { name, started, op, buf: full.buf }),
             Err(error) => {
                 drop(op);
                 self.observer.record::<E>(name, started, || self.driver.shared.in_flight(), Err(&error));
@@ -354,16 +357,28 @@ impl<E: Entry> AsyncEndpoint<E> {
         &self,
         name: &'static str,
         credits: &KeptPool,
-        mut buf: Buf,
-        mut post: impl FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
+        buf: Buf,
+        post: impl FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
     ) -> Result<Op<'_, E>, OpError> {
-        let shared = &*self.driver.shared;
         let started = self.observer.start();
+        let op = self.entry(name, self.driver.shared.credit(credits).await, started);
+        self.retry(Full { name, started, op, buf }, post).await
+    }
+
+    /// Posts `full`'s operation with its entry (and credit), retrying while
+    /// the provider's queue is full (driving progress meanwhile), for at
+    /// most the post timeout.
+    async fn retry<'a>(
+        &'a self,
+        full: Full<'a, E>,
+        mut post: impl FnMut(&Endpoint<E>, Buf, u64) -> Result<OpId, PostError>,
+    ) -> Result<Op<'a, E>, OpError> {
+        let Full { name, started, mut op, mut buf } = full;
+        let shared = &*self.driver.shared;
         let failed = |e: OpError| {
             self.observer.record::<E>(name, started, || shared.in_flight(), Err(&e));
             Err(e)
         };
-        let mut op = self.entry(name, shared.credit(credits).await, started);
         let mut deadline = None;
         loop {
             match self.attempt(&mut op, buf, &mut post) {
@@ -469,6 +484,18 @@ fn unsupported(error: &Error) -> bool {
 enum Now<'a, E: Entry> {
     Posted(Op<'a, E>),
     Failed(OpError),
-    /// No credit free, or the provider's queue is full: the buffer back.
+    /// No credit free: the buffer back.
     Wait(Buf),
+    /// The provider's queue is full: the entry, with its credit, to post
+    /// again once there is room.
+    Full(Full<'a, E>),
+}
+
+/// An operation refused for want of room in the provider's queue: its
+/// entry (holding its credit) and buffer, and what reports it.
+struct Full<'a, E: Entry> {
+    name: &'static str,
+    started: Option<Instant>,
+    op: Op<'a, E>,
+    buf: Buf,
 }
