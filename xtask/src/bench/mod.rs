@@ -67,7 +67,7 @@ pub struct Plan {
     pub messages: u64,
     /// Message rate at the ends of each window and peer range only.
     pub sparse_scaling: bool,
-    /// Turns at the small and the largest size only.
+    /// Turns at the small size only.
     pub sparse_turns: bool,
 }
 
