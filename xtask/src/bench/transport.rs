@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::pingpong::{median, pair, pingpong_args, run_pair};
+use super::pingpong::{median, pair, pingpong_args, run_pair, Rounds};
 
 /// An RDM lane of the transport, and how much work each of its runs does.
 pub struct AsyncLane {
@@ -74,7 +74,7 @@ pub fn measure(tools: &Tools, rounds: usize) -> Result<Vec<Row>, String> {
                 }
             }
         }
-        let paired = |of: usize, base: usize| median(usec[of].iter().zip(&usec[base]).map(|(a, b)| a / b).collect());
+        let paired = |of: usize, base: usize| Rounds::of(usec[of].iter().zip(&usec[base]).map(|(a, b)| a / b)).median;
         let paired = [[paired(1, 0), paired(2, 0)], [paired(1, 3), paired(2, 3)]];
         let [sync, busy, wait, tagged] = usec.map(median);
         rows.push(Row { lane, usec: [sync, busy, wait], tagged_usec: tagged, rate: rate.map(median), paired });
