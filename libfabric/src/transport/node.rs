@@ -65,6 +65,11 @@ struct NodeInner {
     /// ignore the id bits): from then on, requests post their answer's
     /// receive before they leave (see [`Peer::request`]).
     serves: AtomicBool,
+    /// Requests always post their answer's receive before they leave: on
+    /// udp;ofi_rxd, answers that come in before their receives now and then
+    /// make it lose another answer, or loop for good in `fi_cq_read`
+    /// (tests/libfabric-known-issues.md, 10).
+    receive_first: bool,
     /// The peers added to the address vector, with their credits (shared by
     /// every handle to a peer) and this node's handle there. Only these may
     /// be sent to: a handle read off the wire is checked here first, since
@@ -127,6 +132,7 @@ impl Node {
         driver.spawn();
         let ep = AsyncEndpoint::new(ep, driver)?;
         tracing::debug!(provider = %config.provider, "transport node open");
+        let receive_first = stack.info.provider().ends_with("ofi_rxd");
         Ok(Node {
             inner: Arc::new(NodeInner {
                 av,
@@ -135,6 +141,7 @@ impl Node {
                 name,
                 next_request: AtomicU64::new(1),
                 serves: AtomicBool::new(false),
+                receive_first,
                 peers: Mutex::new(PeerMap::default()),
                 spare: Mutex::new(Vec::new()),
                 _stack: stack,
@@ -379,7 +386,9 @@ impl Peer {
     /// about 80 ns less a round trip, the largest single piece). The
     /// receive is in place long before the answer can come back (a round
     /// trip), and an answer that came first would wait in the provider
-    /// until it is. A serving node posts first: its request receives
+    /// until it is. On udp;ofi_rxd every node posts first: answers that
+    /// waited there make it lose a message, or hang in `fi_cq_read`, now
+    /// and then. A serving node posts first too: its request receives
     /// leave shm's receive entries ignoring the id bits, and shm then
     /// matches an answer that waited with any answer receive
     /// (tests/libfabric-known-issues.md, 6).
@@ -403,7 +412,11 @@ impl Peer {
             // the provider for good (unless the provider's queue is full,
             // which `post_trecv` waits out). A serving node posts first
             // (see above), as does one without a free receive credit.
-            let ahead = if node.serves.load(Ordering::Relaxed) { None } else { node.ep.try_reserve_recv() };
+            let ahead = if node.receive_first || node.serves.load(Ordering::Relaxed) {
+                None
+            } else {
+                node.ep.try_reserve_recv()
+            };
             // A small request goes by inject: copied at once, no send
             // completion to wait for.
             let injected = match &ahead {
