@@ -51,8 +51,14 @@ const SIZES: [usize; 6] = [64, 256, 1024, 4096, 65536, 1 << 20];
 pub struct Plan {
     /// Lanes to run (from the start of [`LANES`]).
     pub lanes: usize,
-    /// Alternating rounds per size: the medians are over these.
+    /// Rounds of each async transport kind and of each tool's turns.
     pub rounds: usize,
+    /// Alternating rounds per size of the pingpong rows: the medians are
+    /// over these. More than the others, since these rows' wall-time ratios
+    /// are held to 2%, and single rounds' ratios range over ±5% and more
+    /// here (two sets of 10 rounds of one binary gave medians of 0.98 and
+    /// 1.03 at 64 B on shm).
+    pub pingpong_rounds: usize,
     /// Round trips per run: the C tool's defaults times this. The first
     /// thousand or so round trips of a run are slow (on shm here 1.7–4.3 µs
     /// each, against 1.2 µs after), so in a run of the default 10,000 small
@@ -76,6 +82,7 @@ impl Plan {
         Plan {
             lanes: 3,
             rounds: 3,
+            pingpong_rounds: 3,
             scale: 1,
             counted: 5000,
             callgrind_runs: 1,
@@ -88,6 +95,7 @@ impl Plan {
         Plan {
             lanes: LANES.len(),
             rounds: 11,
+            pingpong_rounds: 21,
             scale: 5,
             counted: 20_000,
             callgrind_runs: 2,

@@ -52,14 +52,14 @@ fn iterations(size: usize, scale: usize) -> usize {
     n * scale
 }
 
-/// Runs every size of `lane`, `plan.rounds` times each, alternating which
-/// implementation goes first.
+/// Runs every size of `lane`, `plan.pingpong_rounds` times each,
+/// alternating which implementation goes first.
 pub fn measure(lane: &Lane, sizes: &[usize], c: &Path, rust: &Path, plan: Plan) -> Result<Vec<SizeResult>, String> {
     let mut out = Vec::new();
     for &size in sizes {
         let n = iterations(size, plan.scale);
         let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
-        for round in 0..plan.rounds {
+        for round in 0..plan.pingpong_rounds {
             let order = if round % 2 == 0 { [Impl::C, Impl::Rust] } else { [Impl::Rust, Impl::C] };
             let mut failures = Vec::new();
             for which in order {

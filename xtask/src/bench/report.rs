@@ -35,7 +35,7 @@ pub fn markdown(
          the medians), then their lowest and highest. Both tools run on loopback (`FI_*_IFACE=lo`) on the same \
          machine, server and client busy-polling, {}.\n",
         if plan.rounds < 7 { " --quick" } else { "" },
-        plan.rounds,
+        plan.pingpong_rounds,
         match pingpong::cores() {
             Some([server, client]) =>
                 format!("the server on CPU {server} and the client on CPU {client} (every run of the report)"),
