@@ -21,6 +21,15 @@
 //! credit, held until its answer is in, still bounds them). One-way
 //! messages are always sent: their sends' credits are what slow a sender
 //! down to a slow receiver.
+//!
+//! Provider bugs worked around here, so that code on the transport need not
+//! (both in the repository's `tests/libfabric-known-issues.md`, with C
+//! reproductions): shm stops matching tagged messages that wait unexpected,
+//! so a serving node keeps more request receives posted than its peers may
+//! have requests outstanding ([`TransportConfig::serve_receives`], issue
+//! 4); and udp;ofi_rxd, when answers wait unexpected, now and then loses
+//! another message or loops for good in `fi_cq_read`, so there a request
+//! posts its answer's receive before it leaves (issue 10).
 
 mod events;
 mod exchange;

@@ -394,7 +394,7 @@ impl Peer {
     /// (tests/libfabric-known-issues.md, 6).
     ///
     /// A plain function returning the future, not an `async fn`: the
-    /// future is then [`bounded`]'s own, not one more layer around it that
+    /// future is then `bounded`'s own, not one more layer around it that
     /// copies it in (about 80 instructions of `memcpy` a request). Inlined
     /// into the caller (not being generic, it would not be otherwise), which
     /// then writes the future's fields where it awaits it: the client's turn
