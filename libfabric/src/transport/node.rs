@@ -411,7 +411,8 @@ impl Peer {
             // out without its answer's receive would leave the answer in
             // the provider for good (unless the provider's queue is full,
             // which `post_trecv` waits out). A serving node posts first
-            // (see above), as does one without a free receive credit.
+            // (see above), as does every node on udp;ofi_rxd and one
+            // without a free receive credit.
             let ahead = if node.receive_first || node.serves.load(Ordering::Relaxed) {
                 None
             } else {
