@@ -61,15 +61,13 @@ struct NodeInner {
     config: TransportConfig,
     name: Vec<u8>,
     next_request: AtomicU64,
-    /// Set once [`Node::serve`] has posted its request receives (which
-    /// ignore the id bits): from then on, requests post their answer's
-    /// receive before they leave (see [`Peer::request`]).
-    serves: AtomicBool,
-    /// Requests always post their answer's receive before they leave: on
-    /// udp;ofi_rxd, answers that come in before their receives now and then
-    /// make it lose another answer, or loop for good in `fi_cq_read`
-    /// (tests/libfabric-known-issues.md, 10).
-    receive_first: bool,
+    /// Whether requests post their answer's receive before they leave (see
+    /// [`Peer::request`]). From the start on udp;ofi_rxd: answers that come
+    /// in before their receives now and then make it lose another answer,
+    /// or loop for good in `fi_cq_read` (tests/libfabric-known-issues.md,
+    /// 10). Elsewhere once [`Node::serve`] has posted its request receives,
+    /// which ignore the id bits.
+    receive_first: AtomicBool,
     /// The peers added to the address vector, with their credits (shared by
     /// every handle to a peer) and this node's handle there. Only these may
     /// be sent to: a handle read off the wire is checked here first, since
@@ -140,8 +138,7 @@ impl Node {
                 config,
                 name,
                 next_request: AtomicU64::new(1),
-                serves: AtomicBool::new(false),
-                receive_first,
+                receive_first: AtomicBool::new(receive_first),
                 peers: Mutex::new(PeerMap::default()),
                 spare: Mutex::new(Vec::new()),
                 _stack: stack,
@@ -260,7 +257,7 @@ impl Node {
 impl Node {
     /// From now on this node serves: see [`Peer::request`].
     pub(super) fn mark_serving(&self) {
-        self.inner.serves.store(true, Ordering::Relaxed);
+        self.inner.receive_first.store(true, Ordering::Relaxed);
     }
 
     /// A buffer to receive a request into: an answered request's, or a new one.
@@ -413,11 +410,7 @@ impl Peer {
             // which `post_trecv` waits out). A serving node posts first
             // (see above), as does every node on udp;ofi_rxd and one
             // without a free receive credit.
-            let ahead = if node.receive_first || node.serves.load(Ordering::Relaxed) {
-                None
-            } else {
-                node.ep.try_reserve_recv()
-            };
+            let ahead = if node.receive_first.load(Ordering::Relaxed) { None } else { node.ep.try_reserve_recv() };
             // A small request goes by inject: copied at once, no send
             // completion to wait for.
             let injected = match &ahead {

@@ -141,10 +141,12 @@ pub fn measure(
     for lane in lanes {
         for size in sizes(lane, sparse) {
             eprintln!("bench: turns on {} at {size} B", lane.name());
-            // A quick run does a quarter of the round trips: still over
-            // ten times the tenth turns.c drops as warm-up, and the quick
-            // run stays under its 3 minutes (it took 3 min 7 s once).
-            let n = if sparse { round_trips(lane, size) / 4 } else { round_trips(lane, size) };
+            // A quick run does a quarter of the round trips, so that it
+            // stays under its 3 minutes (it took 3 min 7 s once). The first
+            // tenth, which turns.c drops, still covers the thousand or so
+            // slow round trips a run starts with (shm 5,000, udp and tcp
+            // 1,250).
+            let n = round_trips(lane, size) / if sparse { 4 } else { 1 };
             let pingpong_args = pingpong_args(lane.provider, lane.ep, size, n);
             let async_args = async_args(lane.provider, 1, "latency", size, n as u64);
             let mut runners: Vec<(&Path, &[String])> = vec![(tools.c, &pingpong_args), (tools.rust, &pingpong_args)];
