@@ -169,7 +169,8 @@ impl<E: Entry> Future for Op<'_, E> {
             match self.read_awhile() {
                 Spun::Mine(result) => {
                     budget.made_progress();
-                    return Poll::Ready(self.finish(result));
+                    self.finish(&result);
+                    return Poll::Ready(result);
                 }
                 Spun::Delivered => {
                     if let Some(result) = self.take(None) {
@@ -260,30 +261,30 @@ impl<E: Entry> Op<'_, E> {
         let taken = self.shared.lock().poll(self.token, waker);
         // The credit `taken` holds is released here, after the lock.
         let result = taken?.result?;
-        Some(self.done_with(result))
+        self.done_with(&result);
+        Some(result)
     }
 
     /// Its own completion, read off the queue by this future: the entry is
     /// freed without the round through the table, and, if the operation
     /// succeeded, at the next lock of the table rather than now (see
     /// `later`): off the critical path of whatever the caller does next.
-    fn finish(&mut self, result: OpResult<E>) -> OpResult<E> {
+    fn finish(&mut self, result: &OpResult<E>) {
         match result {
             Ok(_) => self.shared.finish_later(self.token),
             // The credit is released here, after the lock.
             Err(_) => drop(self.shared.finish(self.token, true)),
         }
-        self.done_with(result)
+        self.done_with(result);
     }
 
     /// Marks the operation done and reports it.
-    fn done_with(&mut self, result: OpResult<E>) -> OpResult<E> {
+    fn done_with(&mut self, result: &OpResult<E>) {
         self.done = true;
         self.stop_spinning();
         if let Some((name, started, observer)) = self.report {
             observer.record(name, started, || self.shared.in_flight(), result.as_ref());
         }
-        result
     }
 }
 
