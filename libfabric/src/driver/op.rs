@@ -278,10 +278,12 @@ impl<E: Entry> Op<'_, E> {
         self.done_with(result);
     }
 
-    /// Marks the operation done and reports it.
+    /// Marks the operation done and reports it. A future that reads the
+    /// queue keeps the role until it is dropped (see `Drop`): by then the
+    /// caller has acted on the result, and often a next operation has
+    /// taken the role, so the driver task need not be told.
     fn done_with(&mut self, result: &OpResult<E>) {
         self.done = true;
-        self.stop_spinning();
         if let Some((name, started, observer)) = self.report {
             observer.record(name, started, || self.shared.in_flight(), result.as_ref());
         }
@@ -390,6 +392,9 @@ impl<E: Entry> Op<'_, E> {
 
 impl<E: Entry> Drop for Op<'_, E> {
     fn drop(&mut self) {
+        // Here rather than when the operation finished: waking the driver
+        // task (while other operations are in flight) was on the path from
+        // a serving node's request to its answer (about 7 ns on shm).
         self.stop_spinning();
         if self.done {
             return;
