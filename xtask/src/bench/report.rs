@@ -33,7 +33,9 @@ pub fn markdown(
          their `MB/sec`; \"one round\" is the median of the ratios of single rounds (C and Rust run back \
          to back: the paired estimate, which a drift of the machine between rounds moves less than the ratio of \
          the medians), then their lowest and highest. Both tools run on loopback (`FI_*_IFACE=lo`) on the same \
-         machine, server and client busy-polling, {}.\n",
+         machine, server and client busy-polling, {}. The Rust tools are built with the workspace's release \
+         profile (`lto = \"fat\"`, `codegen-units = 1`: the whole program optimised at once, as README advises); \
+         C's `fi_pingpong` is the one installed (`libfabric-bin`).\n",
         if plan.rounds < 7 { " --quick" } else { "" },
         plan.pingpong_rounds,
         match pingpong::cores() {
