@@ -34,8 +34,8 @@ pub fn markdown(
          to back: the paired estimate, which a drift of the machine between rounds moves less than the ratio of \
          the medians), then their lowest and highest. Both tools run on loopback (`FI_*_IFACE=lo`) on the same \
          machine, server and client busy-polling, {}. The Rust tools are built with the workspace's release \
-         profile (`lto = \"fat\"`, `codegen-units = 1`: the whole program optimised at once, as README advises); \
-         C's `fi_pingpong` is the one installed (`libfabric-bin`).\n",
+         profile (`[profile.release]` in `Cargo.toml`, as README advises programs built on the crate); C's \
+         `fi_pingpong` is the one installed (`libfabric-bin`).\n",
         if plan.rounds < 7 { " --quick" } else { "" },
         plan.pingpong_rounds,
         match pingpong::cores() {
